@@ -1,0 +1,60 @@
+# Two commands: `make demo` and `make test`. Both build .venv from requirements.lock first.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# torch==2.13.0+cpu: a wheel on this disk where present, else PyTorch's CPU index.
+TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+UV := $(BIN)/uv
+export SLUICE_HOME ?= $(CURDIR)/.sluice
+export PREFECT_HOME ?= $(SLUICE_HOME)/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+export BENTOML_DO_NOT_TRACK := true
+DEMOS := breast_cancer diabetes
+
+.PHONY: install demo test test-fast lint lock bench ui-prefect ui-mlflow clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (set PY=python3.11)"; exit 1; }
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@test -x $(UV) || $(BIN)/pip install -q uv==0.13.9
+	$(UV) pip install --python $(BIN)/python -q $(TORCH_SOURCE) -r requirements.lock
+	$(UV) pip install --python $(BIN)/python -q --no-deps -e .
+	@touch $@
+
+lock:
+	$(UV) pip compile requirements.in -p 3.11 --find-links /opt/wheels --no-header --annotation-style line -o requirements.lock
+
+demo: install
+	@for p in $(DEMOS); do \
+	  echo "== sluice run configs/$$p.yaml"; \
+	  $(BIN)/sluice run configs/$$p.yaml --reason demo || exit $$?; \
+	done
+	@for p in $(DEMOS); do $(BIN)/sluice status $$p; done
+	@echo
+	@echo "What just ran is stored under $(SLUICE_HOME). To look at it:"
+	@echo "  Prefect UI: make ui-prefect   (then open http://127.0.0.1:4200 - flow runs, task runs, artifacts)"
+	@echo "  MLflow UI:  make ui-mlflow    (then open http://127.0.0.1:5000 - experiments, registered models, aliases)"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/pipeline_overhead.py
+	$(BIN)/python benchmarks/validation.py
+
+ui-prefect: install
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+ui-mlflow: install
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///$(SLUICE_HOME)/mlflow.db \
+	  --artifacts-destination $(SLUICE_HOME)/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
+
+clean:
+	rm -rf $(SLUICE_HOME)

@@ -1,0 +1,612 @@
+"""The project YAML schema and its loader: extends, overrides, and errors that name the YAML key."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sluicegate.errors import ConfigError
+
+CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+BUNDLED_DATASETS = (
+    "sklearn.breast_cancer",
+    "sklearn.diabetes",
+    "sklearn.wine",
+    "sklearn.iris",
+    "sklearn.digits",
+)
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential|private[_-]?key)", re.I)
+URL_WITH_PASSWORD = re.compile(r"^[a-z0-9+]+://[^/:@\s]+:[^/@\s]+@", re.I)
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors and values never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(StrictModel):
+    """A secret named by reference: an environment variable or a Prefect Secret block."""
+
+    env: str | None = None
+    prefect_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.prefect_secret is None):
+            raise ValueError("give exactly one of 'env' or 'prefect_secret'")
+        return self
+
+
+# ---------------------------------------------------------------- data
+class CsvSource(StrictModel):
+    kind: Literal["csv"]
+    path: str
+    sep: str = ","
+
+
+class ParquetSource(StrictModel):
+    kind: Literal["parquet"]
+    path: str
+
+
+class SqlSource(StrictModel):
+    kind: Literal["sql"]
+    url: str | SecretRef = Field(description="SQLAlchemy URL, or {env: VAR} when it holds a password")
+    query: str = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _no_inline_password(cls, v: str | SecretRef) -> str | SecretRef:
+        if isinstance(v, str) and URL_WITH_PASSWORD.match(v):
+            raise ValueError("the URL holds a password; reference it as {env: VAR_NAME} instead")
+        return v
+
+
+class BundledSource(StrictModel):
+    kind: Literal["bundled"]
+    name: Literal[BUNDLED_DATASETS]  # type: ignore[valid-type]
+
+
+DataSource = Annotated[
+    Union[CsvSource, ParquetSource, SqlSource, BundledSource], Field(discriminator="kind")
+]
+
+
+class DataConfig(StrictModel):
+    source: DataSource
+    target: str = Field(min_length=1)
+    id_column: str | None = None
+    time_column: str | None = None
+
+
+# ---------------------------------------------------------------- validation
+Severity = Literal["error", "warn"]
+
+
+class ColumnCheck(StrictModel):
+    """Expectations on one column; each becomes a Great Expectations expectation."""
+
+    type: Literal["int", "float", "number", "str", "bool", "datetime"] | None = None
+    min: float | None = None
+    max: float | None = None
+    max_null_share: float | None = Field(default=None, ge=0, le=1)
+    allowed: list[Any] | None = None
+    unique: bool = False
+    severity: Severity = "error"
+
+    @model_validator(mode="after")
+    def _range(self) -> ColumnCheck:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min must be <= max (got min={self.min}, max={self.max})")
+        return self
+
+
+class ExpectationSpec(StrictModel):
+    """Any Great Expectations 1.x expectation by its snake_case type, with its kwargs."""
+
+    type: str = Field(pattern=r"^expect_[a-z0-9_]+$")
+    kwargs: dict[str, Any] = {}
+    severity: Severity = "error"
+
+
+class ValidationConfig(StrictModel):
+    min_rows: int = Field(default=1, ge=1)
+    max_rows: int | None = Field(default=None, ge=1)
+    max_nan_share: float = Field(default=0.2, ge=0, le=1)
+    nan_severity: Severity = "error"
+    columns: dict[str, ColumnCheck] = {}
+    expectations: list[ExpectationSpec] = []
+    data_docs: bool = True
+
+
+# ---------------------------------------------------------------- features
+class NumericFeatures(StrictModel):
+    columns: list[str] | Literal["auto"] = "auto"
+    impute: Literal["median", "mean", "zero", "none"] = "median"
+    scale: Literal["standard", "minmax", "robust", "none"] = "standard"
+
+
+class CategoricalFeatures(StrictModel):
+    columns: list[str] | Literal["auto"] = "auto"
+    encode: Literal["onehot", "ordinal"] = "onehot"
+    impute: Literal["most_frequent", "constant", "none"] = "most_frequent"
+    min_frequency: int | None = Field(default=None, ge=1)
+
+
+class DatetimeFeatures(StrictModel):
+    columns: list[str] = []
+    parts: list[Literal["year", "month", "day", "dayofweek", "hour"]] = ["year", "month", "dayofweek"]
+
+
+class FeaturesConfig(StrictModel):
+    numeric: NumericFeatures = NumericFeatures()
+    categorical: CategoricalFeatures = CategoricalFeatures()
+    datetime: DatetimeFeatures = DatetimeFeatures()
+    drop: list[str] = []
+
+
+class SplitConfig(StrictModel):
+    method: Literal["auto", "random", "stratified", "time"] = "auto"
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    valid_size: float = Field(default=0.2, gt=0, lt=1)
+    time_column: str | None = None
+
+    @model_validator(mode="after")
+    def _sizes(self) -> SplitConfig:
+        if self.test_size + self.valid_size >= 0.8:
+            raise ValueError(
+                f"test_size + valid_size must leave at least 20% for training "
+                f"(got {self.test_size} + {self.valid_size})"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- models
+class SklearnModelConfig(StrictModel):
+    kind: Literal["sklearn"]
+    estimator: str
+    params: dict[str, Any] = {}
+
+
+class XGBoostModelConfig(StrictModel):
+    kind: Literal["xgboost"]
+    params: dict[str, Any] = {}
+    early_stopping_rounds: int | None = Field(default=20, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+ModelConfig = Annotated[Union[SklearnModelConfig, XGBoostModelConfig], Field(discriminator="kind")]
+MODEL_KINDS = ("sklearn", "xgboost")
+
+
+# ---------------------------------------------------------------- gates
+class Threshold(StrictModel):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("give 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min must be <= max (got min={self.min}, max={self.max})")
+        return self
+
+
+class EvaluationConfig(StrictModel):
+    slices: list[str] = []
+    min_slice_rows: int = Field(default=20, ge=1)
+
+
+class GatesConfig(StrictModel):
+    primary_metric: str
+    thresholds: dict[str, Threshold] = {}
+    min_improvement: float = Field(
+        default=0.001, ge=0, description="how much the candidate must beat the champion by"
+    )
+    max_train_valid_gap: float | None = Field(default=None, gt=0)
+    first_model: Literal["promote", "reject"] = Field(
+        default="promote", description="what to do when there is no champion yet"
+    )
+    slice_thresholds: dict[str, Threshold] = {}
+
+
+# ---------------------------------------------------------------- project
+class ProjectConfig(StrictModel):
+    """A whole ML project: what data, which checks, which model, and when it may be promoted."""
+
+    project: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    description: str = ""
+    task: Literal["classification", "regression"]
+    seed: int = 42
+    data: DataConfig
+    validation: ValidationConfig = ValidationConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig
+    evaluation: EvaluationConfig = EvaluationConfig()
+    gates: GatesConfig
+
+    _root: Path = PrivateAttr(default=Path("."))
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def root(self) -> Path:
+        """Folder that relative paths in the config are resolved against."""
+        return self._root
+
+    @property
+    def source(self) -> Path | None:
+        """The YAML file this config was loaded from."""
+        return self._source
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+
+    @property
+    def split_method(self) -> str:
+        if self.split.method != "auto":
+            return self.split.method
+        return "stratified" if self.task == "classification" else "random"
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ProjectConfig:
+        problems: list[tuple[tuple, str]] = []
+        metrics = self.metrics
+        if self.gates.primary_metric not in metrics:
+            problems.append(((("gates", "primary_metric")), _unknown(self.gates.primary_metric, metrics, f"metric for {self.task}")))
+        for name in self.gates.thresholds:
+            if name not in metrics:
+                problems.append((("gates", "thresholds", name), _unknown(name, metrics, f"metric for {self.task}")))
+        for name in self.gates.slice_thresholds:
+            if name not in metrics:
+                problems.append((("gates", "slice_thresholds", name), _unknown(name, metrics, f"metric for {self.task}")))
+        if self.split.method == "stratified" and self.task == "regression":
+            problems.append((("split", "method"), "stratified splits need a classification task (got regression)"))
+        if self.split.method == "time" and not (self.split.time_column or self.data.time_column):
+            problems.append((("split", "time_column"), "a time split needs split.time_column or data.time_column"))
+        problems.extend(_model_param_problems(self.model, self.task))
+        if problems:
+            raise _CrossCheckError(problems)
+        return self
+
+
+class _CrossCheckError(ValueError):
+    def __init__(self, problems: list[tuple[tuple, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
+
+
+def _unknown(got: str, choices: typing.Iterable[str], what: str) -> str:
+    choices = list(choices)
+    hint = difflib.get_close_matches(str(got), choices, n=1)
+    msg = f"unknown {what} {got!r}"
+    if hint:
+        msg += f"; did you mean {hint[0]!r}?"
+    return msg + f" (expected one of: {', '.join(choices)})"
+
+
+def _model_param_problems(model: Any, task: str) -> list[tuple[tuple, str]]:
+    from sluicegate.trainers import registry  # lazy: the registry imports scikit-learn
+
+    return [(("model",) + loc, msg) for loc, msg in registry.check_model_config(model, task)]
+
+
+# ---------------------------------------------------------------- loading
+def project_root_for(config_path: Path) -> Path:
+    """The folder relative paths resolve against: `SLUICE_ROOT`, or the parent of `configs/`."""
+    env = os.environ.get("SLUICE_ROOT")
+    if env:
+        return Path(env).resolve()
+    parent = config_path.resolve().parent
+    return parent.parent if parent.name == "configs" else parent
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> ProjectConfig:
+    """Load a project YAML: resolve `extends`, merge, apply `a.b=c` overrides, validate once.
+
+    Args:
+        path: the project YAML file.
+        overrides: `dotted.key=value` strings; values are parsed as YAML.
+
+    Returns:
+        The validated, frozen `ProjectConfig`.
+
+    Raises:
+        ConfigError: with one `file: yaml.path: problem` line per problem.
+    """
+    path = Path(path)
+    label = _label(path)
+    raw = _load_with_extends(path, seen=())
+    for item in overrides:
+        _apply_override(raw, item, label)
+    root = project_root_for(path)
+    problems = _secret_problems(raw, ())
+    problems += _path_problems(raw, root)
+    if problems:
+        raise ConfigError([f"{label}: {p}" for p in problems])
+    try:
+        cfg = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([f"{label}: {line}" for line in format_errors(exc, raw)]) from None
+    cfg._root = root
+    cfg._source = path.resolve()
+    return cfg
+
+
+def resolve_path(cfg: ProjectConfig, value: str) -> Path:
+    """A config path made absolute against the project root."""
+    p = Path(value)
+    return p if p.is_absolute() else (cfg.root / p).resolve()
+
+
+def config_hash(cfg: ProjectConfig, *sections: str) -> str:
+    """A short stable hash of the whole config, or of the named sections only."""
+    data = cfg.model_dump(mode="json")
+    if sections:
+        data = {k: data[k] for k in sections}
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _label(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _read_yaml(path: Path) -> dict:
+    label = _label(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError([f"{label}: file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{label}: cannot read ({exc.strerror})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{label}{where}: invalid YAML: {problem}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{label}: the top level must be a mapping (got {type(data).__name__})"])
+    return data
+
+
+def _load_with_extends(path: Path, seen: tuple[Path, ...]) -> dict:
+    path = path.resolve() if path.exists() else path
+    if path in seen:
+        chain = " -> ".join(p.name for p in (*seen, path))
+        raise ConfigError([f"{_label(seen[0])}: extends: cycle ({chain})"])
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError([f"{_label(path)}: extends: must be a file name (got {parent!r})"])
+    parent_path = (path.parent / parent)
+    if not parent_path.exists():
+        raise ConfigError([f"{_label(path)}: extends: file not found (got {parent!r})"])
+    base = _load_with_extends(parent_path, (*seen, path))
+    return deep_merge(base, data)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Merge mappings recursively; lists and scalars are replaced, and so is a section whose `kind` changes."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        old = out.get(key)
+        if (
+            isinstance(old, dict)
+            and isinstance(value, dict)
+            and not ("kind" in value and "kind" in old and value["kind"] != old["kind"])
+        ):
+            out[key] = deep_merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _apply_override(raw: dict, item: str, label: str) -> None:
+    if "=" not in item:
+        raise ConfigError([f"--set {item}: expected dotted.key=value"])
+    key, _, text = item.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError([f"--set {item}: empty key"])
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError([f"{label}: {key}: cannot set inside {part!r}, which is not a mapping"])
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _secret_problems(node: Any, loc: tuple) -> list[str]:
+    problems: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = (*loc, key)
+            if isinstance(key, str) and SECRET_KEY.search(key) and isinstance(value, (str, int, float)):
+                problems.append(
+                    f"{'.'.join(map(str, here))}: looks like a secret written in the file; "
+                    f"reference it as {{env: VAR_NAME}} or {{prefect_secret: BLOCK_NAME}} instead"
+                )
+            else:
+                problems += _secret_problems(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            problems += _secret_problems(value, (*loc, i))
+    return problems
+
+
+def _path_problems(raw: dict, root: Path) -> list[str]:
+    source = (raw.get("data") or {}).get("source") if isinstance(raw.get("data"), dict) else None
+    if not isinstance(source, dict) or not isinstance(source.get("path"), str):
+        return []
+    p = Path(source["path"])
+    resolved = (p if p.is_absolute() else root / p).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        return [
+            f"data.source.path: must stay inside the project root {root} "
+            f"(got {source['path']!r}, which resolves to {resolved})"
+        ]
+    return []
+
+
+# ---------------------------------------------------------------- error formatting
+def format_errors(exc: ValidationError, raw: dict) -> list[str]:
+    """Turn pydantic errors into `yaml.path: problem (got X)` lines, union tags stripped."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        ctx = err.get("ctx") or {}
+        inner = ctx.get("error")
+        if isinstance(inner, _CrossCheckError):
+            lines += [f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in inner.problems]
+            continue
+        loc = _yaml_loc(err["loc"], raw)
+        lines.append(f"{'.'.join(map(str, loc)) or '<top level>'}: {_message(err, loc, raw)}")
+    return list(dict.fromkeys(lines))
+
+
+def _yaml_loc(loc: tuple, raw: Any) -> tuple:
+    """Drop the discriminator tags and type names pydantic inserts into error locations."""
+    out: list = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and node.get("kind") == part:
+            continue  # the union tag
+        elif isinstance(node, (str, int, float, bool)) or node is None:
+            continue  # e.g. 'str' / 'SecretRef' branch names of a plain union
+        elif isinstance(part, str) and (part[:1].isupper() or part in ("str", "int", "float", "list[str]", "literal['auto']")):
+            continue
+        else:
+            out.append(part)
+            node = None
+    return tuple(out)
+
+
+def _message(err: dict, loc: tuple, raw: dict) -> str:
+    kind = err["type"]
+    got = err.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1], raw)
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1) if allowed else []
+        msg = "unknown key"
+        if hint:
+            msg += f"; did you mean {hint[0]!r}?"
+        if allowed:
+            msg += f" (allowed: {', '.join(allowed)})"
+        return msg
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        expected = [t.strip(" '\"") for t in str(err.get("ctx", {}).get("expected_tags", "")).split(",")]
+        tag = (got or {}).get("kind") if isinstance(got, dict) else None
+        if kind == "union_tag_not_found":
+            return f"'kind' is missing (expected one of: {', '.join(expected)})"
+        return _unknown(tag, expected, "kind").replace("unknown kind", "kind: unknown value")
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = [c.strip(" '\"") for c in re.split(r",| or ", expected) if c.strip(" '\"")]
+        hint = difflib.get_close_matches(str(got), choices, n=1)
+        msg = f"must be one of {expected}"
+        if hint:
+            msg += f"; did you mean {hint[0]!r}?"
+        return f"{msg} (got {got!r})"
+    msg = err["msg"]
+    msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    if not isinstance(got, (dict, list)) and "(got" not in msg:
+        msg += f" (got {got!r})"
+    return msg
+
+
+def _allowed_keys(loc: tuple, raw: dict) -> list[str]:
+    model: Any = ProjectConfig
+    node: Any = raw
+    for part in loc:
+        model = _unwrap(model, node)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(part)
+            if field is None:
+                return []
+            model = field.annotation
+        else:
+            origin = typing.get_origin(model)
+            args = typing.get_args(model)
+            if origin in (dict, list) and args:
+                model = args[-1]
+            else:
+                return []
+        node = node.get(part) if isinstance(node, dict) else (node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
+    model = _unwrap(model, node)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _unwrap(tp: Any, node: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            if isinstance(node, dict) and "kind" in node:
+                for m in models:
+                    kf = m.model_fields.get("kind")
+                    if kf is not None and node["kind"] in typing.get_args(kf.annotation):
+                        return m
+            if len(models) >= 1 and isinstance(node, dict):
+                return models[0]
+            return members[0] if members else tp
+        else:
+            return tp
+
+
+def config_json_schema() -> dict:
+    """JSON Schema of the project YAML, for editors and `sluice config schema`."""
+    return ProjectConfig.model_json_schema()

@@ -1,0 +1,99 @@
+"""Metrics by task type, on the train, validation and holdout splits, and per slice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from sluicegate.config import LOWER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Metrics of one model on each split, plus holdout metrics per slice value."""
+
+    train: dict[str, float]
+    valid: dict[str, float]
+    test: dict[str, float]
+    slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    test_rows: int = 0
+
+    def flat(self) -> dict[str, float]:
+        """`test_roc_auc`-style names for MLflow."""
+        out = {}
+        for split in ("train", "valid", "test"):
+            out.update({f"{split}_{k}": v for k, v in getattr(self, split).items()})
+        return out
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def compute_metrics(task: str, model: Any, X: Any, y: np.ndarray) -> dict[str, float]:
+    """Metrics of `model` on (X, y): accuracy, F1, ROC AUC, log loss; or RMSE, MAE, R2.
+
+    Args:
+        task: `classification` or `regression`.
+        model: anything with `predict` (and `predict_proba` for classifiers).
+        X: features the model accepts (raw frame for a full pipeline).
+        y: true labels or values.
+
+    Returns:
+        Metric name to value; a metric that is undefined here (one class in y) is left out.
+    """
+    y = np.asarray(y)
+    pred = np.asarray(model.predict(X))
+    if task == "regression":
+        pred = pred.astype(float)
+        return {
+            "rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
+            "mae": float(skm.mean_absolute_error(y, pred)),
+            "r2": float(skm.r2_score(y, pred)) if len(y) > 1 else float("nan"),
+        }
+    classes = list(getattr(model, "classes_", np.unique(y)))
+    y_cmp, pred_cmp = y, pred
+    out = {"accuracy": float(skm.accuracy_score(y_cmp, pred_cmp))}
+    average = "binary" if len(classes) == 2 else "macro"
+    pos = classes[-1] if average == "binary" else None
+    out["f1"] = float(skm.f1_score(y_cmp, pred_cmp, average=average, pos_label=pos, zero_division=0))
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(X))
+        proba = np.clip(proba, 1e-15, 1 - 1e-15)
+        proba = proba / proba.sum(axis=1, keepdims=True)
+        if len(np.unique(y_cmp)) > 1:
+            if len(classes) == 2:
+                out["roc_auc"] = float(skm.roc_auc_score(y_cmp == pos, proba[:, 1]))
+            else:
+                out["roc_auc"] = float(skm.roc_auc_score(y_cmp, proba, multi_class="ovr", labels=classes))
+        out["log_loss"] = float(skm.log_loss(y_cmp, proba, labels=classes))
+    return out
+
+
+def slice_metrics(
+    task: str, model: Any, frame: pd.DataFrame, target: str, columns: list[str], min_rows: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Holdout metrics for each value of each slice column (numeric columns in quartiles).
+
+    Slices smaller than `min_rows` are skipped: their metrics would be noise.
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for col in columns:
+        if col not in frame.columns:
+            continue
+        key = frame[col]
+        if pd.api.types.is_numeric_dtype(key) and key.nunique() > 10:
+            key = pd.qcut(key, 4, duplicates="drop").astype(str)
+        groups: dict[str, dict[str, float]] = {}
+        for value, part in frame.groupby(key.astype(str), observed=True):
+            if len(part) < min_rows:
+                continue
+            m = compute_metrics(task, model, part, part[target].to_numpy())
+            m["rows"] = float(len(part))
+            groups[str(value)] = m
+        out[col] = groups
+    return out

@@ -1,0 +1,55 @@
+"""Where things live, from the environment: embedded local defaults, servers by configuration alone."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime locations. What to train is project config; where it goes is settings.
+
+    Environment variables (all optional):
+        SLUICE_HOME: local state folder (default `./.sluice`).
+        MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: MLflow server or DB (default SQLite in SLUICE_HOME).
+        SLUICE_ARTIFACT_ROOT: MLflow artifact location for new experiments (path or s3:// URL).
+        SLUICE_OPTUNA_STORAGE: SQLAlchemy URL of the Optuna storage (default SQLite in SLUICE_HOME).
+        BENTOML_HOME: BentoML store (default SLUICE_HOME/bentoml).
+    """
+
+    home: Path
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str
+    optuna_storage: str
+    bentoml_home: Path
+
+    @property
+    def data_store(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def uses_local_mlflow(self) -> bool:
+        return self.tracking_uri.startswith("sqlite:")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env` (default: the process environment); nothing is created here."""
+    env = os.environ if env is None else env
+    home = Path(env.get("SLUICE_HOME") or ".sluice").resolve()
+    tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+    return Settings(
+        home=home,
+        tracking_uri=tracking,
+        registry_uri=env.get("MLFLOW_REGISTRY_URI") or tracking,
+        artifact_root=env.get("SLUICE_ARTIFACT_ROOT") or str(home / "mlartifacts"),
+        optuna_storage=env.get("SLUICE_OPTUNA_STORAGE") or f"sqlite:///{home / 'optuna.db'}",
+        bentoml_home=Path(env.get("BENTOML_HOME") or home / "bentoml"),
+    )

@@ -1,0 +1,273 @@
+"""MLflow tracking and registry (the only MLflow import): runs, versions, aliases, compare-and-set promotion."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sqlite3
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sluicegate.errors import PromotionConflictError, RegistryError
+from sluicegate.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous-champion"
+MODEL_PACKAGES = ("scikit-learn", "xgboost", "pandas", "numpy", "scipy", "cloudpickle", "pyarrow", "torch", "sluicegate")
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A registered version: where it is, what produced it, how it scored."""
+
+    project: str
+    version: str
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+    @property
+    def registry_uri(self) -> str:
+        return f"models:/{self.project}/{self.version}"
+
+
+def library_versions(names: tuple[str, ...] = MODEL_PACKAGES) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements for the logged model (inference by MLflow costs 7-20 s a call)."""
+    vers = library_versions()
+    return [f"{n}=={v}" for n, v in vers.items() if n not in ("python", "sluicegate", "torch")]
+
+
+def git_sha(folder: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+        sha = out.stdout.strip()
+        if out.returncode == 0 and sha:
+            dirty = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True, timeout=5)
+            return sha + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def prepare_sqlite(uri: str, timeout_s: int = 30) -> str:
+    """WAL mode and a busy timeout, so parallel writers wait instead of failing."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path = Path(uri[len("sqlite:///"):].split("?")[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=timeout_s) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+    return uri if "?" in uri else f"{uri}?timeout={timeout_s}"
+
+
+class Tracker:
+    """MLflow for one process, built from settings (the URIs are set here, never at import)."""
+
+    def __init__(self, settings: Settings):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = prepare_sqlite(settings.tracking_uri)
+        self.registry_uri = prepare_sqlite(settings.registry_uri)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        self.mlflow = mlflow
+        self.client = MlflowClient(self.tracking_uri, self.registry_uri)
+
+    # ------------------------------------------------------------ experiments and runs
+    def experiment_id(self, project: str) -> str:
+        exp = self.client.get_experiment_by_name(project)
+        if exp is not None:
+            return exp.experiment_id
+        location = self.settings.artifact_root
+        if "://" not in location:
+            location = Path(location, project).resolve().as_uri()
+        else:
+            location = f"{location.rstrip('/')}/{project}"
+        try:
+            return self.client.create_experiment(project, artifact_location=location)
+        except Exception:  # another process created it first
+            return self.client.get_experiment_by_name(project).experiment_id
+
+    def find_candidate(self, project: str, candidate_key: str) -> ModelRecord | None:
+        """A version already registered for exactly this data, config and code, if any."""
+        if self.client.get_experiment_by_name(project) is None:
+            return None
+        runs = self.client.search_runs(
+            [self.experiment_id(project)],
+            filter_string=f"tags.`sluice.candidate_key` = '{candidate_key}' and tags.`sluice.version` != ''",
+            max_results=1, order_by=["attributes.start_time DESC"],
+        )
+        if not runs:
+            return None
+        return self.version(project, runs[0].data.tags["sluice.version"])
+
+    def log_candidate(
+        self,
+        project: str,
+        model: Any,
+        input_example: pd.DataFrame,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        artifacts: dict[str, str] | None = None,
+        run_name: str | None = None,
+    ) -> ModelRecord:
+        """Log a run with the model (signature, input example), register it, alias it challenger.
+
+        Args:
+            project: experiment and registered model name.
+            model: the full scikit-learn pipeline (features + estimator).
+            input_example: a few raw rows, to infer the signature.
+            params, metrics, tags: logged on the run; tags also on the version.
+            artifacts: name to local file path, logged under `reports/`.
+            run_name: display name of the run.
+
+        Returns:
+            The new `ModelRecord`.
+        """
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        exp_id = self.experiment_id(project)
+        with self.mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+            self.mlflow.log_params({k: _param(v) for k, v in params.items()})
+            self.mlflow.log_metrics(metrics)
+            self.mlflow.set_tags(tags)
+            for path in (artifacts or {}).values():
+                if path and Path(path).exists():
+                    self.mlflow.log_artifact(path, artifact_path="reports")
+            signature = infer_signature(input_example, model.predict(input_example))
+            info = mlflow.sklearn.log_model(
+                model, name="model", signature=signature, input_example=input_example,
+                pip_requirements=pip_requirements(), serialization_format="cloudpickle",
+            )
+            mv = self.mlflow.register_model(info.model_uri, project, tags=tags)
+            self.client.set_tag(run.info.run_id, "sluice.version", str(mv.version))
+        self.client.set_registered_model_alias(project, CHALLENGER, mv.version)
+        log.info("registered %s version %s (run %s)", project, mv.version, run.info.run_id)
+        return ModelRecord(project, str(mv.version), run.info.run_id, info.model_uri, metrics, tags)
+
+    def record_decision(self, record: ModelRecord, decision: dict) -> None:
+        """Store the gate verdicts with the run and as version tags."""
+        verdict = "promoted" if decision["promote"] else "rejected"
+        self.client.log_dict(record.run_id, decision, "gate_decision.json")
+        self.client.set_tag(record.run_id, "sluice.verdict", verdict)
+        self.client.set_tag(record.run_id, "sluice.verdict_summary", decision["summary"][:4900])
+        self.client.set_model_version_tag(record.project, record.version, "sluice.verdict", verdict)
+        self.client.set_model_version_tag(record.project, record.version, "sluice.verdict_summary", decision["summary"][:4900])
+
+    # ------------------------------------------------------------ registry
+    def version(self, project: str, version: str) -> ModelRecord:
+        try:
+            mv = self.client.get_model_version(project, str(version))
+        except Exception as exc:
+            raise RegistryError(f"{project} has no version {version}: {exc}") from None
+        run = self.client.get_run(mv.run_id)
+        return ModelRecord(project, str(mv.version), mv.run_id, f"models:/{project}/{mv.version}",
+                           dict(run.data.metrics), dict(mv.tags))
+
+    def alias(self, project: str, alias: str = CHAMPION) -> ModelRecord | None:
+        """The version behind an alias, or None when the model or alias does not exist."""
+        try:
+            mv = self.client.get_model_version_by_alias(project, alias)
+        except Exception:
+            return None
+        return self.version(project, mv.version)
+
+    def champion(self, project: str) -> ModelRecord | None:
+        return self.alias(project, CHAMPION)
+
+    def load_model(self, uri: str) -> Any:
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(uri)
+
+    def promote(self, project: str, version: str, expected_champion: str | None) -> None:
+        """Move `champion` to `version` only if it still points where the gates saw it.
+
+        MLflow has no compare-and-set on aliases, so this re-reads the alias right before
+        the move and refuses when another run promoted in between.
+
+        Raises:
+            PromotionConflictError: the champion changed during this run.
+        """
+        current = self.champion(project)
+        current_version = current.version if current else None
+        if current_version != expected_champion:
+            raise PromotionConflictError(
+                f"{project}: champion moved from v{expected_champion} to v{current_version} while this run "
+                f"was deciding; v{version} was not promoted (re-run to compare against the new champion)"
+            )
+        if current_version is not None:
+            self.client.set_registered_model_alias(project, PREVIOUS, current_version)
+        self.client.set_registered_model_alias(project, CHAMPION, str(version))
+        self.client.set_model_version_tag(project, str(version), "sluice.promoted_from", str(current_version))
+        log.info("%s: champion v%s -> v%s", project, current_version, version)
+
+    def set_alias(self, project: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(project, alias, str(version))
+
+    def versions(self, project: str) -> list[ModelRecord]:
+        try:
+            mvs = self.client.search_model_versions(f"name = '{project}'")
+        except Exception:
+            return []
+        return sorted((self.version(project, m.version) for m in mvs), key=lambda r: int(r.version))
+
+    def status(self, project: str) -> dict[str, Any]:
+        """Champion, its metrics and data fingerprint, and the latest verdict, as plain JSON."""
+        champ = self.champion(project)
+        versions = self.versions(project)
+        latest = versions[-1] if versions else None
+        last_decision = None
+        if latest is not None:
+            try:
+                last_decision = self.mlflow.artifacts.load_dict(f"runs:/{latest.run_id}/gate_decision.json")
+            except Exception:
+                last_decision = None
+        return {
+            "project": project,
+            "tracking_uri": self.tracking_uri,
+            "champion": int(champ.version) if champ else None,
+            "champion_uri": f"models:/{project}@champion" if champ else None,
+            "metrics": {k: v for k, v in (champ.metrics if champ else {}).items() if k.startswith("test_")},
+            "data_fingerprint": champ.tags.get("sluice.data_fingerprint") if champ else None,
+            "config_hash": champ.tags.get("sluice.config_hash") if champ else None,
+            "versions": len(versions),
+            "latest_version": int(latest.version) if latest else None,
+            "last_verdict": {
+                "version": int(latest.version),
+                "verdict": latest.tags.get("sluice.verdict"),
+                "summary": latest.tags.get("sluice.verdict_summary"),
+                "checks": (last_decision or {}).get("checks"),
+            } if latest else None,
+        }
+
+
+def _param(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)[:6000]
+    return value

@@ -1,0 +1,95 @@
+"""scikit-learn estimators by short name (`model.estimator`), classification and regression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn import ensemble, linear_model, neighbors
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import InvalidParameterError
+
+from sluicegate.trainers.registry import register_trainer, unknown_param
+
+ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
+    "logistic_regression": {"classification": linear_model.LogisticRegression},
+    "ridge": {"regression": linear_model.Ridge, "classification": linear_model.RidgeClassifier},
+    "linear_regression": {"regression": linear_model.LinearRegression},
+    "elastic_net": {"regression": linear_model.ElasticNet},
+    "random_forest": {
+        "classification": ensemble.RandomForestClassifier,
+        "regression": ensemble.RandomForestRegressor,
+    },
+    "extra_trees": {
+        "classification": ensemble.ExtraTreesClassifier,
+        "regression": ensemble.ExtraTreesRegressor,
+    },
+    "gradient_boosting": {
+        "classification": ensemble.GradientBoostingClassifier,
+        "regression": ensemble.GradientBoostingRegressor,
+    },
+    "hist_gradient_boosting": {
+        "classification": ensemble.HistGradientBoostingClassifier,
+        "regression": ensemble.HistGradientBoostingRegressor,
+    },
+    "knn": {
+        "classification": neighbors.KNeighborsClassifier,
+        "regression": neighbors.KNeighborsRegressor,
+    },
+}
+
+
+class SklearnTrainer:
+    kind = "sklearn"
+
+    def estimator_class(self, name: str, task: str) -> type[BaseEstimator]:
+        return ESTIMATORS[name][task]
+
+    def check(self, spec: Any, task: str) -> list[tuple[tuple, str]]:
+        if spec.estimator not in ESTIMATORS:
+            from sluicegate.config import _unknown
+
+            return [(("estimator",), _unknown(spec.estimator, ESTIMATORS, "estimator"))]
+        if task not in ESTIMATORS[spec.estimator]:
+            fits = [n for n, t in ESTIMATORS.items() if task in t]
+            return [(("estimator",), f"{spec.estimator!r} does not do {task} (use one of: {', '.join(fits)})")]
+        return self.check_params(spec.estimator, task, spec.params, ("params",))
+
+    def check_params(self, name: str, task: str, params: dict, loc: tuple) -> list[tuple[tuple, str]]:
+        cls = self.estimator_class(name, task)
+        known = sorted(cls().get_params())
+        problems = []
+        for key in params:
+            if key not in known:
+                problems.append(((*loc, key), unknown_param(key, known, cls.__name__)))
+        if problems:
+            return problems
+        try:
+            cls(**params)._validate_params()
+        except InvalidParameterError as exc:
+            bad = next((k for k in params if f"'{k}'" in str(exc)), None)
+            return [((*loc, bad) if bad else loc, str(exc))]
+        return []
+
+    def build(self, spec: Any, task: str, seed: int, params: dict | None = None) -> BaseEstimator:
+        cls = self.estimator_class(spec.estimator, task)
+        merged = {**spec.params, **(params or {})}
+        if "random_state" in cls().get_params() and "random_state" not in merged:
+            merged["random_state"] = seed
+        return cls(**merged)
+
+    def fit(self, spec, task, X_train, y_train, X_valid, y_valid, seed, params=None, report=None):
+        return self.build(spec, task, seed, params).fit(X_train, y_train)
+
+    def default_search_space(self, spec: Any, task: str) -> dict[str, Any]:
+        spaces = {
+            "logistic_regression": {"C": {"type": "float", "low": 1e-3, "high": 100.0, "log": True}},
+            "ridge": {"alpha": {"type": "float", "low": 1e-3, "high": 100.0, "log": True}},
+            "elastic_net": {"alpha": {"type": "float", "low": 1e-4, "high": 10.0, "log": True},
+                            "l1_ratio": {"type": "float", "low": 0.0, "high": 1.0}},
+            "random_forest": {"n_estimators": {"type": "int", "low": 50, "high": 300, "step": 50},
+                              "max_depth": {"type": "int", "low": 2, "high": 16}},
+        }
+        return spaces.get(spec.estimator, {})
+
+
+register_trainer(SklearnTrainer())

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks around the `sluicegate` steps: retries, caching, artifacts, failed states."""

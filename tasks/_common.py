@@ -1,0 +1,102 @@
+"""What every task module shares: settings, the MLflow tracker, content-keyed caching."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import sluicegate
+from sluicegate.settings import Settings, load_settings
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+@functools.cache
+def _tracker(s: Settings):
+    from sluicegate.tracking import Tracker
+
+    return Tracker(s)
+
+
+def tracker():
+    """One MLflow tracker per process and settings."""
+    return _tracker(settings())
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Hash of the sluicegate package source: a changed step never hits an old cache entry."""
+    h = hashlib.sha256(sluicegate.__version__.encode())
+    root = Path(sluicegate.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def store_id(home: Path) -> str:
+    """An id of this SLUICE_HOME; deleting the folder invalidates every cached result."""
+    path = home / "store-id"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(uuid.uuid4().hex)
+    return path.read_text().strip()
+
+
+def digest(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=_default)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _default(o: Any) -> Any:
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    if hasattr(o, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(o)
+    return str(o)
+
+
+def content_cache(key_of: Callable[[dict[str, Any]], str | None]) -> Callable:
+    """A Prefect `cache_key_fn`: task source + sluicegate code + store + the content key.
+
+    `key_of(parameters)` returns None when the content cannot be known without doing the
+    work (a SQL query), which disables the cache for that call.
+    """
+
+    def cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+        key = key_of(parameters)
+        if key is None:
+            return None
+        fn = context.task.fn
+        source = hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:12]
+        return f"{context.task.name}-{source}-{code_fingerprint()}-{store_id(settings().home)}-{key}"
+
+    return cache_key
+
+
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O hiccups, never a deterministic refusal (a SluiceError such as a missing file)."""
+    from sluicegate.errors import SluiceError
+
+    try:
+        state.result()
+    except SluiceError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+def artifact_key(project: str, name: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    raw = f"{project}-{name}".lower()
+    return "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in raw)

@@ -1,0 +1,37 @@
+"""Tasks: score the candidate on every split, and the champion on the same holdout."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from sluicegate.config import EvaluationConfig
+from sluicegate.evaluation import EvaluationReport
+from sluicegate.split import SplitResult
+from sluicegate.training import ChampionScore, TrainResult, evaluate_model, load_model_file, rescore_champion
+from tasks._common import tracker, transient_only
+
+
+@task(name="evaluate-model")
+def evaluate_candidate(trained: TrainResult, split: SplitResult, spec: EvaluationConfig, task_type: str, target: str) -> EvaluationReport:
+    """Metrics on train, validation and holdout, plus per-slice holdout metrics."""
+    report = evaluate_model(load_model_file(trained.model_path), task_type, target, split.train_path,
+                            split.valid_path, split.test_path, list(spec.slices), spec.min_slice_rows)
+    print("holdout: " + ", ".join(f"{k}={v:.4f}" for k, v in report.test.items()))
+    return report
+
+
+@task(name="score-champion", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient_only)
+def score_champion(project: str, split: SplitResult, task_type: str, target: str) -> ChampionScore:
+    """Re-score the current champion on this run's holdout (None when there is no champion)."""
+    tr = tracker()
+    champ = tr.champion(project)
+    if champ is None:
+        return ChampionScore(None, None)
+    try:
+        model = tr.load_model(champ.registry_uri)
+    except Exception as exc:
+        return ChampionScore(champ.version, None, f"cannot load: {exc}")
+    score = rescore_champion(model, champ.version, task_type, target, split.test_path)
+    if score.metrics:
+        print(f"champion v{champ.version} on this holdout: " + ", ".join(f"{k}={v:.4f}" for k, v in score.metrics.items()))
+    return score

@@ -1,0 +1,73 @@
+"""Small real datasets and project files for tests (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+
+def churn_frame(n: int = 1500, seed: int = 0) -> pd.DataFrame:
+    """A synthetic customer-churn table: numeric, categorical and datetime columns, learnable signal."""
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(1, 72, n)
+    monthly = rng.normal(70, 20, n).round(2)
+    plan = rng.choice(["basic", "plus", "pro"], n, p=[0.5, 0.3, 0.2])
+    region = rng.choice(["north", "south", "east", "west"], n)
+    support_calls = rng.poisson(1.5, n)
+    signup = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 700, n), unit="D")
+    logit = 1.2 - 0.06 * tenure + 0.02 * (monthly - 70) + 0.5 * support_calls + np.where(plan == "basic", 0.8, -0.3)
+    churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pd.DataFrame({
+        "customer_id": np.arange(n), "tenure": tenure, "monthly_charges": monthly, "plan": plan,
+        "region": region, "support_calls": support_calls, "signup_date": signup.strftime("%Y-%m-%d"),
+        "churned": churned,
+    })
+
+
+def churn_config(root: Path, data_file: str = "data/churn.csv", **changes) -> dict:
+    cfg = {
+        "project": "churn",
+        "task": "classification",
+        "seed": 7,
+        "data": {"source": {"kind": "csv", "path": data_file}, "target": "churned", "id_column": "customer_id"},
+        "validation": {
+            "min_rows": 100,
+            "max_nan_share": 0.1,
+            "data_docs": False,
+            "columns": {
+                "tenure": {"type": "int", "min": 0, "max": 120},
+                "monthly_charges": {"type": "float", "min": 0},
+                "plan": {"allowed": ["basic", "plus", "pro"]},
+                "region": {"allowed": ["north", "south", "east", "west", "central"], "severity": "warn"},
+            },
+        },
+        "features": {
+            "numeric": {"columns": ["tenure", "monthly_charges", "support_calls"]},
+            "categorical": {"columns": ["plan", "region"]},
+            "datetime": {"columns": ["signup_date"], "parts": ["month", "dayofweek"]},
+        },
+        "model": {"kind": "sklearn", "estimator": "logistic_regression", "params": {"C": 1.0, "max_iter": 500}},
+        "evaluation": {"slices": ["plan"]},
+        "gates": {"primary_metric": "roc_auc", "thresholds": {"roc_auc": {"min": 0.6}}, "min_improvement": 0.001},
+    }
+    for dotted, value in changes.items():
+        node = cfg
+        parts = dotted.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return cfg
+
+
+def write_project(root: Path, frame: pd.DataFrame | None = None, cfg: dict | None = None, name: str = "churn.yaml") -> Path:
+    """Lay out root/configs/<name> and root/data/churn.csv like a real checkout."""
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    if frame is not None:
+        frame.to_csv(root / "data" / "churn.csv", index=False)
+    path = root / "configs" / name
+    path.write_text(yaml.safe_dump(cfg if cfg is not None else churn_config(root), sort_keys=False))
+    return path

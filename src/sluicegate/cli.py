@@ -48,14 +48,20 @@ def prepare_runtime_env(env: dict[str, str] | None = None) -> None:
     env.setdefault("BENTOML_HOME", str(s.bentoml_home))
 
 
-def _import_flows(root: Path) -> None:
-    """`flows` and `tasks` live in the project checkout, not in the wheel."""
+def load_flow(root: Path, module: str, name: str) -> Any:
+    """Load a flow from the checkout's `flows/` by entrypoint, as a Prefect deployment would.
+
+    `flows` and `tasks` live in the project checkout, not in the wheel, so the library never
+    imports them statically.
+    """
+    import importlib
+
     for candidate in (root, Path.cwd()):
-        if (candidate / "flows" / "training.py").exists():
+        if (candidate / "flows" / f"{module}.py").exists():
             if str(candidate) not in sys.path:
                 sys.path.insert(0, str(candidate))
-            return
-    raise SluiceError(f"cannot find flows/training.py under {root} or {Path.cwd()}; run sluice from the project checkout")
+            return getattr(importlib.import_module(f"flows.{module}"), name)
+    raise SluiceError(f"cannot find flows/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
 
 
 @app.command()
@@ -70,9 +76,8 @@ def run(
 
     cfg = load_config(config, set_)  # fail fast, before Prefect starts
     prepare_runtime_env()
-    _import_flows(cfg.root)
+    training_pipeline = load_flow(cfg.root, "training", "training_pipeline")
     typer.echo(f"sluice: training {cfg.project} ({cfg.model.kind}, {cfg.task}) from {config}", err=True)
-    from flows.training import training_pipeline
 
     result = training_pipeline(str(config), list(set_) or None, reason)
     if as_json:
@@ -146,7 +151,7 @@ def config_schema() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (callable from tests)."""
-    import click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in argv
@@ -160,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         for line in lines:
             typer.echo(f"error: {line}", err=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        return 0
+    except ClickException as exc:
         exc.show()
         return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
     except Exception as exc:  # anything else: one line, unless --debug

@@ -233,6 +233,57 @@ class GatesConfig(StrictModel):
     slice_thresholds: dict[str, Threshold] = {}
 
 
+# ---------------------------------------------------------------- packaging and deploy
+class PackagingConfig(StrictModel):
+    """How the champion is served: batching, limits, auth, and what answers when the model fails."""
+
+    max_batch_size: int = Field(default=100, ge=1, le=100_000)
+    max_latency_ms: int = Field(default=1000, ge=50, description="generous: tight values shed load with 503")
+    workers: int = Field(default=1, ge=1, le=64)
+    timeout_s: float = Field(default=30, gt=0)
+    request_max_bytes: int = Field(default=1_000_000, ge=1024)
+    auth_token: SecretRef | None = Field(default=None, description="bearer token, as {env: VAR}")
+    fallback: Literal["none", "previous", "constant"] = "none"
+    fallback_value: float | int | str | None = None
+    log_predictions: bool = True
+
+    @model_validator(mode="after")
+    def _fallback_and_token(self) -> PackagingConfig:
+        if self.fallback == "constant" and self.fallback_value is None:
+            raise ValueError("fallback: constant needs fallback_value")
+        if self.auth_token is not None and self.auth_token.env is None:
+            raise ValueError("auth_token: the server reads the token from an environment variable; use {env: VAR}")
+        return self
+
+
+class HpaConfig(StrictModel):
+    min_replicas: int = Field(default=2, ge=1)
+    max_replicas: int = Field(default=6, ge=1)
+    cpu_target_percent: int = Field(default=70, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> HpaConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas must be <= max_replicas (got {self.min_replicas} > {self.max_replicas})")
+        return self
+
+
+class DeployConfig(StrictModel):
+    """Where the champion goes after a promotion: a local process, a container, or Kubernetes manifests."""
+
+    enabled: bool = False
+    target: Literal["local", "docker", "kubernetes"] = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    canary_rows: int = Field(default=20, ge=1, le=10_000)
+    canary_tolerance: float = Field(default=1e-6, ge=0)
+    readiness_timeout_s: float = Field(default=120, gt=0)
+    output_dir: str | None = Field(default=None, description="manifests folder (default SLUICE_HOME/deploy/<project>)")
+    image: str | None = Field(default=None, description="container image (default <project>:<bento version>)")
+    replicas: int = Field(default=2, ge=1)
+    hpa: HpaConfig = HpaConfig()
+
+
 # ---------------------------------------------------------------- project
 class ProjectConfig(StrictModel):
     """A whole ML project: what data, which checks, which model, and when it may be promoted."""
@@ -248,6 +299,8 @@ class ProjectConfig(StrictModel):
     model: ModelConfig
     evaluation: EvaluationConfig = EvaluationConfig()
     gates: GatesConfig
+    packaging: PackagingConfig = PackagingConfig()
+    deploy: DeployConfig = DeployConfig()
 
     _root: Path = PrivateAttr(default=Path("."))
     _source: Path | None = PrivateAttr(default=None)
@@ -500,6 +553,8 @@ def format_errors(exc: ValidationError, raw: dict) -> list[str]:
             lines += [f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in inner.problems]
             continue
         loc = _yaml_loc(err["loc"], raw)
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "kind")
         lines.append(f"{'.'.join(map(str, loc)) or '<top level>'}: {_message(err, loc, raw)}")
     return list(dict.fromkeys(lines))
 
@@ -545,8 +600,8 @@ def _message(err: dict, loc: tuple, raw: dict) -> str:
         expected = [t.strip(" '\"") for t in str(err.get("ctx", {}).get("expected_tags", "")).split(",")]
         tag = (got or {}).get("kind") if isinstance(got, dict) else None
         if kind == "union_tag_not_found":
-            return f"'kind' is missing (expected one of: {', '.join(expected)})"
-        return _unknown(tag, expected, "kind").replace("unknown kind", "kind: unknown value")
+            return f"required key is missing (expected one of: {', '.join(expected)})"
+        return _unknown(tag, expected, "kind").replace("unknown kind", "unknown value")
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         choices = [c.strip(" '\"") for c in re.split(r",| or ", expected) if c.strip(" '\"")]

@@ -37,8 +37,8 @@ def check_range(name: str, value, low=None, high=None, low_open=False, high_open
         ok = value < high if high_open else value <= high
     if ok:
         return None
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
+    lo = "(" if (low_open or low is None) else "["
+    hi = ")" if (high_open or high is None) else "]"
     kind = "an int" if integer else "a number"
     return (
         f"must be {kind} in the range {lo}{low if low is not None else '-inf'}, "

@@ -1,0 +1,187 @@
+"""The training flow for real: Prefect, Great Expectations, MLflow on SQLite; good runs, cached runs, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sluicegate.cli import main
+from sluicegate.errors import PromotionConflictError
+from sluicegate.settings import load_settings
+from sluicegate.tracking import Tracker
+from tests.helpers import churn_config, churn_frame, write_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_harness):
+    """One churn project and SLUICE_HOME shared by the tests below, in order."""
+    root = tmp_path_factory.mktemp("churn")
+    old = os.environ.get("SLUICE_HOME")
+    os.environ["SLUICE_HOME"] = str(root / ".sluice")
+    path = write_project(root, churn_frame(1200), churn_config(root))
+    yield path
+    if old is None:
+        os.environ.pop("SLUICE_HOME", None)
+    else:
+        os.environ["SLUICE_HOME"] = old
+
+
+def _flow():
+    from flows.training import training_pipeline
+
+    return training_pipeline
+
+
+def _tracker() -> Tracker:
+    return Tracker(load_settings())
+
+
+def _task_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+
+def _run(path, *overrides):
+    state = _flow()(str(path), list(overrides) or None, "test", return_state=True)
+    return state.result(), _task_states(state.state_details.flow_run_id)
+
+
+def test_first_run_promotes_and_status_reports_it(project, capsys):
+    result, states = _run(project)
+    assert result["outcome"] == "promoted" and result["champion"] == 1
+    assert result["metrics"]["roc_auc"] > 0.6
+    assert states["promote-model"] == "Completed"
+    assert main(["status", "churn", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["champion"] == 1
+    assert status["metrics"]["test_roc_auc"] == pytest.approx(result["metrics"]["roc_auc"])
+    assert status["data_fingerprint"] == result["data_fingerprint"]
+    assert status["last_verdict"]["verdict"] == "promoted"
+    assert {c["gate"] for c in status["last_verdict"]["checks"]} >= {"threshold", "champion"}
+    version = _tracker().champion("churn")
+    for tag in ("sluice.data_fingerprint", "sluice.config_hash", "sluice.git_sha", "sluice.lib.scikit-learn"):
+        assert version.tags.get(tag), tag
+    assert _tracker().alias("churn", "challenger").version == "1"
+
+
+def test_unchanged_rerun_is_served_from_cache_and_promotes_nothing(project):
+    result, states = _run(project)
+    assert result["outcome"] == "unchanged" and result["champion"] == 1 and result["version"] == 1
+    for name in ("ingest-data", "validate-data", "split-data", "build-features", "train-model"):
+        assert states[name] == "Cached", (name, states)
+    assert "promote-model" not in states
+    assert len(_tracker().versions("churn")) == 1
+
+
+def test_worse_candidate_is_not_promoted_and_says_why(project, capsys):
+    worse = "model={kind: sklearn, estimator: knn, params: {n_neighbors: 1}}"
+    code = main(["run", str(project), "--set", worse])
+    out = capsys.readouterr()
+    assert code == 6, out
+    assert "rejected" in out.out and "champion stays v1" in out.err
+    tr = _tracker()
+    assert tr.champion("churn").version == "1"
+    latest = tr.versions("churn")[-1]
+    assert latest.version == "2" and latest.tags["sluice.verdict"] == "rejected"
+    assert "does not beat champion v1" in latest.tags["sluice.verdict_summary"]
+    assert tr.alias("churn", "challenger").version == "2"
+
+
+def test_changed_file_is_never_served_from_cache(project):
+    data = project.parent.parent / "data" / "churn.csv"
+    frame = pd.read_csv(data)
+    frame.loc[0, "monthly_charges"] += 1.0
+    frame.to_csv(data, index=False)
+    result, states = _run(project)
+    assert states["ingest-data"] == "Completed" and states["train-model"] == "Completed"
+    assert result["data_fingerprint"] != _tracker().version("churn", "1").tags["sluice.data_fingerprint"]
+    assert result["outcome"] in ("promoted", "rejected")
+
+
+def test_promotion_is_compare_and_set(project):
+    tr = _tracker()
+    champion = tr.champion("churn").version
+    with pytest.raises(PromotionConflictError, match="champion moved"):
+        tr.promote("churn", "2", expected_champion="999")
+    assert tr.champion("churn").version == champion
+
+
+def _bad_data(project, frame: pd.DataFrame, *extra: str) -> tuple[int, str]:
+    root = project.parent.parent
+    bad = root / "data" / "bad.csv"
+    frame.to_csv(bad, index=False)
+    return main(["run", str(project), "--set", "data.source.path=data/bad.csv", *extra])
+
+
+def _assert_nothing_registered(before_versions: int, champion: str):
+    tr = _tracker()
+    assert len(tr.versions("churn")) == before_versions
+    assert tr.champion("churn").version == champion
+
+
+def _state():
+    tr = _tracker()
+    return len(tr.versions("churn")), tr.champion("churn").version
+
+
+@pytest.mark.parametrize(
+    "case, mutate, expected",
+    [
+        ("missing target", lambda f: f.drop(columns="churned"), "target column 'churned' is missing"),
+        ("empty", lambda f: f.iloc[0:0], "the dataset is empty"),
+        ("single class", lambda f: f.assign(churned=0), "the target has 1 distinct value"),
+        ("nan flood", lambda f: f.assign(monthly_charges=[None] * (len(f) // 2) + list(f.monthly_charges[len(f) // 2:])),
+         "monthly_charges: 50.0% of values are NaN/inf"),
+        ("renamed column", lambda f: f.rename(columns={"tenure": "tenure_months"}), "numeric feature column 'tenure' is missing"),
+        ("numbers as text", lambda f: f.assign(monthly_charges=f.monthly_charges.map(lambda v: f"${v}")),
+         "numeric feature 'monthly_charges' holds text"),
+        ("category outside the allowed set", lambda f: f.assign(plan=f.plan.replace("pro", "platinum")),
+         "(expected value_set=['basic', 'plus', 'pro'])"),
+    ],
+)
+def test_bad_data_stops_before_training(project, capsys, case, mutate, expected):
+    before = _state()
+    code = _bad_data(project, mutate(churn_frame(400, seed=5)))
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "data validation failed, training did not start" in err and expected in err, err
+    assert "report:" in err
+    _assert_nothing_registered(*before)
+
+
+def test_missing_data_file_is_a_clear_error(project, capsys):
+    before = _state()
+    code = main(["run", str(project), "--set", "data.source.path=data/nope.csv"])
+    err = capsys.readouterr().err
+    assert code == 3 and "data.source.path: file not found" in err, err
+    _assert_nothing_registered(*before)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.kind=xgbost", "model.kind: unknown value 'xgbost'; did you mean 'xgboost'?"),
+    ("data.targt=churned", "data.targt: unknown key; did you mean 'target'?"),
+])
+def test_bad_config_never_starts_a_run(project, capsys, override, expected):
+    before = _state()
+    assert main(["run", str(project), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    _assert_nothing_registered(*before)
+
+
+def test_bundled_regression_demo_runs(repo_root, tmp_path, monkeypatch, prefect_harness):
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "home"))
+    state = _flow()(str(repo_root / "configs" / "diabetes.yaml"), None, "test", return_state=True)
+    result = state.result()
+    assert result["outcome"] == "promoted", result
+    assert result["metrics"]["rmse"] < 65 and result["metrics"]["r2"] > 0.3

@@ -1,0 +1,49 @@
+"""Shared helpers for benchmarks: synthetic tables and a timer."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def wide_frame(n: int, n_numeric: int = 16, seed: int = 0) -> pd.DataFrame:
+    """n rows: numeric features, 3 categoricals, an id and a learnable binary target."""
+    rng = np.random.default_rng(seed)
+    data = {f"x{i}": rng.normal(i, 1 + i / 10, n) for i in range(n_numeric)}
+    data["plan"] = rng.choice(["basic", "plus", "pro"], n)
+    data["region"] = rng.choice(["north", "south", "east", "west"], n)
+    data["channel"] = rng.choice(["web", "store", "phone"], n)
+    data["customer_id"] = np.arange(n)
+    logit = 0.8 * data["x0"] - 0.5 * (data["x1"] - 1) + np.where(data["plan"] == "basic", 0.7, -0.4)
+    data["churned"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pd.DataFrame(data)
+
+
+@contextmanager
+def timed(label: str, sink: dict):
+    start = time.perf_counter()
+    yield
+    sink[label] = time.perf_counter() - start
+    print(f"  {label}: {sink[label]:.2f} s", flush=True)
+
+
+def quiet_env(home: Path) -> None:
+    os.environ.update({
+        "SLUICE_HOME": str(home),
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "GX_ANALYTICS_ENABLED": "false",
+    })
+    (home / "prefect").mkdir(parents=True, exist_ok=True)

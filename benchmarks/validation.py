@@ -1,0 +1,80 @@
+"""Benchmark: the Great Expectations gate against plain pandas checks of the same expectations.
+
+Prints the wall-time ratio (goal: at most 3x) on N rows (default 1,000,000) x 20 columns.
+The GX path is what the pipeline runs on a passing dataset: built-in pandas checks plus the
+suite with BOOLEAN_ONLY; the detailed SUMMARY re-run only happens on failure.
+Usage: python benchmarks/validation.py [rows]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import quiet_env, wide_frame
+
+ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+
+
+def spec_dict():
+    cols = {f"x{i}": {"type": "float", "min": -1000, "max": 1000, "max_null_share": 0.01} for i in range(16)}
+    cols["plan"] = {"allowed": ["basic", "plus", "pro"]}
+    cols["region"] = {"allowed": ["north", "south", "east", "west"]}
+    cols["channel"] = {"allowed": ["web", "store", "phone"]}
+    cols["customer_id"] = {"type": "int", "unique": True}
+    return {"min_rows": 1000, "max_nan_share": 0.1, "data_docs": False, "columns": cols}
+
+
+def plain_pandas(frame, spec) -> bool:
+    """The same checks written directly in pandas: the baseline."""
+    ok = len(frame) >= spec["min_rows"]
+    ok &= frame["churned"].nunique() >= 2
+    ok &= bool((frame.isna().mean() <= spec["max_nan_share"]).all())
+    for col, rule in spec["columns"].items():
+        s = frame[col]
+        if rule.get("type") == "float":
+            ok &= s.dtype.kind == "f"
+        if rule.get("type") == "int":
+            ok &= s.dtype.kind == "i"
+        if "min" in rule:
+            ok &= bool((s.dropna() >= rule["min"]).all()) and bool((s.dropna() <= rule["max"]).all())
+        if "max_null_share" in rule:
+            ok &= s.isna().mean() <= rule["max_null_share"]
+        if "allowed" in rule:
+            ok &= bool(s.isin(rule["allowed"]).all())
+        if rule.get("unique"):
+            ok &= s.is_unique
+    return bool(ok)
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="sluice-bench-val-"))
+    quiet_env(home)
+    from sluicegate.config import ValidationConfig
+    from sluicegate.validation import validate_dataset
+
+    frame = wide_frame(ROWS)
+    spec = spec_dict()
+    print(f"validation benchmark: {ROWS} rows x {frame.shape[1]} columns, {len(spec['columns'])} column rules")
+    validate_dataset(frame.head(2000), ValidationConfig(**spec), "churned", "classification", home / "warm")  # imports, GX context
+    best_plain, best_gx = float("inf"), float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        assert plain_pandas(frame, spec)
+        best_plain = min(best_plain, time.perf_counter() - t)
+        t = time.perf_counter()
+        report = validate_dataset(frame, ValidationConfig(**spec), "churned", "classification", home / "run")
+        best_gx = min(best_gx, time.perf_counter() - t)
+        assert report.passed, report.failure_summary()
+    print(f"  plain pandas (baseline): {best_plain:.2f} s")
+    print(f"  sluice validate (GX BOOLEAN_ONLY + built-ins): {best_gx:.2f} s  ({len(report.checks)} checks)")
+    ratio = best_gx / best_plain
+    print(f"RATIO validate/pandas = {ratio:.2f}x (goal <= 3x): {'MET' if ratio <= 3 else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sqlite3
 import subprocess
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -91,10 +93,25 @@ class Tracker:
         settings.home.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = prepare_sqlite(settings.tracking_uri)
         self.registry_uri = prepare_sqlite(settings.registry_uri)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.registry_uri)
         self.mlflow = mlflow
         self.client = MlflowClient(self.tracking_uri, self.registry_uri)
+        self._activate()
+
+    def _activate(self) -> None:
+        """Point MLflow's process-global fluent API at this tracker's stores.
+
+        Called before every fluent call, since another Tracker may have moved them. MLflow
+        also copies the URIs into os.environ, where they would outrank SLUICE_HOME for later
+        Trackers: the user's environment is put back as it was.
+        """
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        self.mlflow.set_tracking_uri(self.tracking_uri)
+        self.mlflow.set_registry_uri(self.registry_uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     # ------------------------------------------------------------ experiments and runs
     def experiment_id(self, project: str) -> str:
@@ -152,6 +169,7 @@ class Tracker:
         from mlflow.models import infer_signature
 
         exp_id = self.experiment_id(project)
+        self._activate()
         with self.mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
             self.mlflow.log_params({k: _param(v) for k, v in params.items()})
             self.mlflow.log_metrics(metrics)
@@ -179,6 +197,60 @@ class Tracker:
         self.client.set_model_version_tag(record.project, record.version, "sluice.verdict", verdict)
         self.client.set_model_version_tag(record.project, record.version, "sluice.verdict_summary", decision["summary"][:4900])
 
+    def log_trials(
+        self,
+        project: str,
+        study_name: str,
+        candidate: str,
+        metric: str,
+        trials: list[dict[str, Any]],
+        best_params: dict[str, Any],
+        artifacts: list[str] = (),
+    ) -> str:
+        """Log a finished study: one parent run, one nested run per trial (params, value, state).
+
+        Logged after the study rather than from the trial threads, with explicit parent ids
+        (MLflow links nested runs across threads only when told the parent).
+
+        Args:
+            trials: dicts with number, state, value, params, duration_s, error.
+            artifacts: local files (plots) logged under `tuning/` on the parent run.
+
+        Returns:
+            The parent run id.
+        """
+        from mlflow.entities import Metric, Param, RunTag
+
+        exp_id = self.experiment_id(project)
+        now = int(time.time() * 1000)
+        parent = self.client.create_run(exp_id, run_name=f"tune-{candidate}", tags={
+            "sluice.kind": "tuning", "sluice.study": study_name, "sluice.candidate": candidate})
+        pid = parent.info.run_id
+        complete = [t for t in trials if t["state"] == "COMPLETE"]
+        self.client.log_batch(pid, metrics=[
+            Metric("trials", len(trials), now, 0), Metric("trials_complete", len(complete), now, 0),
+            Metric("trials_pruned", sum(t["state"] == "PRUNED" for t in trials), now, 0),
+            Metric("trials_failed", sum(t["state"] == "FAIL" for t in trials), now, 0),
+        ], params=[Param(f"best.{k}", str(_param(v))[:6000]) for k, v in best_params.items()])
+        for path in artifacts:
+            if path and Path(path).exists():
+                self.client.log_artifact(pid, path, artifact_path="tuning")
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+        for t in trials:
+            run = self.client.create_run(exp_id, run_name=f"{candidate}-trial-{t['number']}", tags={
+                "mlflow.parentRunId": pid, "sluice.study": study_name, "sluice.trial": str(t["number"]),
+                "sluice.trial_state": t["state"]})
+            metrics = [Metric(metric, float(t["value"]), now, 0)] if t.get("value") is not None else []
+            if t.get("duration_s") is not None:
+                metrics.append(Metric("duration_s", float(t["duration_s"]), now, 0))
+            tags = [RunTag("sluice.trial_error", str(t["error"])[:4900])] if t.get("error") else []
+            self.client.log_batch(run.info.run_id, metrics=metrics, tags=tags,
+                                  params=[Param(k, str(_param(v))[:6000]) for k, v in t["params"].items()])
+            self.client.set_terminated(run.info.run_id, status.get(t["state"], "FINISHED"))
+        self.client.set_terminated(pid, "FINISHED")
+        log.info("logged %d trials of study %s under run %s", len(trials), study_name, pid)
+        return pid
+
     # ------------------------------------------------------------ registry
     def version(self, project: str, version: str) -> ModelRecord:
         try:
@@ -203,6 +275,7 @@ class Tracker:
     def load_model(self, uri: str) -> Any:
         import mlflow.sklearn
 
+        self._activate()
         return mlflow.sklearn.load_model(uri)
 
     def promote(self, project: str, version: str, expected_champion: str | None) -> None:
@@ -245,6 +318,7 @@ class Tracker:
         last_decision = None
         if latest is not None:
             try:
+                self._activate()
                 last_decision = self.mlflow.artifacts.load_dict(f"runs:/{latest.run_id}/gate_decision.json")
             except Exception:
                 last_decision = None

@@ -1,0 +1,1 @@
+"""Prefect deployments generated from each project's config."""

@@ -1,0 +1,107 @@
+"""Build each project's three deployments from its YAML: training, drift check, retraining on drift.
+
+    python deployments/build.py serve [configs/x.yaml ...]   # register and run them (one process)
+    python deployments/build.py apply [--pool NAME] [...]    # register them for a process work pool
+    python deployments/build.py show [...]                   # print what would be registered
+
+`sluice deployments serve|apply|show` calls the same functions.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sluicegate.config import ProjectConfig, load_config  # noqa: E402
+
+EVENT = "sluicegate.drift.detected"
+
+
+def project_configs(paths: list[str] | None = None) -> list[Path]:
+    if paths:
+        return [Path(p) for p in paths]
+    return sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "base.yaml")
+
+
+def specs(cfg: ProjectConfig, config_path: str) -> list[dict]:
+    """The three deployments of a project, as plain data (tested without a server)."""
+    p = cfg.project
+    return [
+        {"flow": "training", "name": f"{p}-training", "parameters": {"config_path": config_path},
+         "cron": cfg.monitoring.training_schedule, "description": f"Train and gate {p} (run from the UI with overrides)."},
+        {"flow": "drift", "name": f"{p}-drift-check", "parameters": {"project": config_path},
+         "cron": cfg.monitoring.schedule, "description": f"Scheduled drift check of {p}'s champion."},
+        {"flow": "retraining", "name": f"{p}-retraining", "parameters": {"project": config_path},
+         "cron": None, "description": f"Retrain {p} when drift is detected (debounced, one at a time).",
+         "trigger": {"expect": [EVENT], "match": {"prefect.resource.id": f"sluicegate.project.{p}"},
+                     "parameters": {"project": config_path, "reason": "{{ event.payload.reason }}"}},
+         "concurrency_limit": 1, "collision_strategy": "CANCEL_NEW"},
+    ]
+
+
+def runner_deployments(paths: list[str] | None = None) -> list:
+    """Prefect RunnerDeployments for every project config."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.events import DeploymentEventTrigger
+
+    from flows.monitoring import drift_check
+    from flows.retraining import retraining_pipeline
+    from flows.training import training_pipeline
+
+    flows = {"training": training_pipeline, "drift": drift_check, "retraining": retraining_pipeline}
+    out = []
+    for path in project_configs(paths):
+        cfg = load_config(path)
+        rel = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path.resolve())
+        for spec in specs(cfg, rel):
+            kwargs: dict = {"name": spec["name"], "parameters": spec["parameters"], "description": spec["description"],
+                            "tags": ["sluicegate", cfg.project]}
+            if spec["cron"]:
+                kwargs["cron"] = spec["cron"]
+            if "trigger" in spec:
+                t = spec["trigger"]
+                kwargs["triggers"] = [DeploymentEventTrigger(
+                    name=f"{cfg.project}-on-drift", expect=set(t["expect"]), match=t["match"], parameters=t["parameters"])]
+                kwargs["concurrency_limit"] = ConcurrencyLimitConfig(
+                    limit=spec["concurrency_limit"], collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+            out.append(flows[spec["flow"]].to_deployment(**kwargs))
+    return out
+
+
+def serve(paths: list[str] | None = None) -> None:
+    """Register the deployments and execute their runs in this process (Ctrl-C stops)."""
+    import prefect
+
+    prefect.serve(*runner_deployments(paths), limit=2)
+
+
+def apply(paths: list[str] | None = None, pool: str = "sluicegate") -> list:
+    """Register the deployments for a process work pool; run `prefect worker start --pool POOL`."""
+    import prefect
+
+    return prefect.deploy(*runner_deployments(paths), work_pool_name=pool, build=False, push=False, print_next_steps_message=False)
+
+
+def show(paths: list[str] | None = None) -> list[dict]:
+    return [s for path in project_configs(paths) for s in specs(load_config(path), str(path))]
+
+
+if __name__ == "__main__":
+    cmd, *rest = sys.argv[1:] or ["show"]
+    pool = "sluicegate"
+    if "--pool" in rest:
+        i = rest.index("--pool")
+        pool = rest[i + 1]
+        rest = rest[:i] + rest[i + 2:]
+    if cmd == "serve":
+        serve(rest or None)
+    elif cmd == "apply":
+        apply(rest or None, pool)
+    else:
+        import json
+
+        print(json.dumps(show(rest or None), indent=2))

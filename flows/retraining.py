@@ -1,0 +1,38 @@
+"""Retraining on a drift alert: the same gated training pipeline, with a cooldown between retrains."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prefect import flow
+
+from flows.monitoring import resolve_project
+from flows.training import training_pipeline
+from sluicegate.config import load_config
+from tasks.retrain import finish_retrain, start_retrain
+
+
+@flow(name="retraining", log_prints=True)
+def retraining_pipeline(project: str, reason: str = "drift detected") -> dict:
+    """Retrain a project because its data drifted (started by a `sluicegate.drift.detected` event).
+
+    Runs the same training pipeline as a subflow: same validation, same gates, same canary
+    deploy, so the new model serves only if it is better. Skips, with the reason recorded,
+    when the last retrain started less than `monitoring.cooldown_minutes` ago.
+
+    Args:
+        project: project name (configs/<name>.yaml) or a YAML path.
+        reason: why (the drift event's summary); stored with the MLflow run.
+    """
+    config_path = resolve_project(project)
+    cfg = load_config(config_path)
+    allowed = start_retrain(cfg.project, cfg.monitoring.cooldown_minutes, reason)
+    if not allowed.allowed:
+        return {"project": cfg.project, "outcome": "skipped", "summary": allowed.reason}
+    result = training_pipeline(config_path, None, f"retrain: {reason}")
+    finish_retrain(cfg.project, result["outcome"])
+    return result

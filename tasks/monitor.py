@@ -47,7 +47,11 @@ def load_windows(project: str, target: str, id_column: str | None, spec: Monitor
         current = read_prediction_log(project, last_n=spec.window_rows, since=since, home=settings().home)
         window = f"last {spec.window_rows} logged predictions" + (f" within {spec.window_hours} h" if since is not None else "")
     excluded = {target, id_column, "ts", "model_version", "endpoint", "source", "prediction"}
-    columns = [c for c in reference.columns if c not in excluded] if spec.columns == "auto" else list(spec.columns)
+    if spec.columns == "auto":  # ids, dates and free text as categories would always look drifted
+        columns = [c for c in reference.columns if c not in excluded
+                   and (pd.api.types.is_numeric_dtype(reference[c]) or reference[c].nunique() <= 50)]
+    else:
+        columns = list(spec.columns)
     if "prediction" in current.columns and len(current):
         model = tr.load_model(champ.registry_uri)
         reference = reference.assign(prediction=model.predict(reference[[c for c in reference.columns if c != target]]))

@@ -82,8 +82,17 @@ def serve(paths: list[str] | None = None) -> None:
 def apply(paths: list[str] | None = None, pool: str = "sluicegate") -> list:
     """Register the deployments for a process work pool; run `prefect worker start --pool POOL`."""
     import prefect
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
 
-    return prefect.deploy(*runner_deployments(paths), work_pool_name=pool, build=False, push=False, print_next_steps_message=False)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    return prefect.deploy(*runner_deployments(paths), work_pool_name=pool, build=False, push=False,
+                          print_next_steps_message=False)
 
 
 def show(paths: list[str] | None = None) -> list[dict]:

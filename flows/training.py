@@ -10,17 +10,22 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.transactions import transaction
 
-from sluicegate.config import config_hash, load_config
+from sluicegate.config import config_hash, load_config, resolve_path
 from sluicegate.tracking import git_sha, library_versions
 from sluicegate.training import candidate_key
 from tasks._common import artifact_key
+from tasks.deploy import deploy_model
 from tasks.evaluate import evaluate_candidate, score_champion
+from tasks.events import emit
 from tasks.features import build_feature_set
 from tasks.ingest import ingest_data
+from tasks.package import package_champion
 from tasks.register import decide, promote, register_candidate
 from tasks.split import split_data
 from tasks.train import train_candidate
+from tasks.tune import tune_candidates
 from tasks.validate import validate_data
 
 
@@ -52,11 +57,16 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
                        cfg.split.time_column or cfg.data.time_column)
     exclude = [c for c in (cfg.data.id_column, cfg.data.time_column) if c and c not in cfg.features.datetime.columns]
     features = build_feature_set(split, cfg.features, cfg.data.target, exclude, project)
-    trained = train_candidate(features, cfg.model, cfg.task, cfg.seed, project)
+    spec, params, selected = cfg.model, None, None
+    if cfg.selects_model:  # tuning and/or several candidates: the best on validation is trained below
+        selection = tune_candidates(features, cfg.model_candidates(), cfg.task, cfg.gates.primary_metric,
+                                    cfg.seed, project, dataset.fingerprint)
+        spec, params, selected = selection.spec, selection.params, selection.name
+    trained = train_candidate(features, spec, cfg.task, cfg.seed, project, params)
 
     report = evaluate_candidate(trained, split, cfg.evaluation, cfg.task, cfg.data.target)
     champion = score_champion(project, split, cfg.task, cfg.data.target)
-    key = candidate_key(cfg, dataset.fingerprint)
+    key = candidate_key(cfg, dataset.fingerprint, ("tuning", "candidates") if selected else ())
     tags = {
         "sluice.project": project,
         "sluice.task": cfg.task,
@@ -67,6 +77,7 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
         "sluice.config_path": str(cfg.source),
         "sluice.git_sha": git_sha(cfg.root),
         **{f"sluice.lib.{k}": v for k, v in library_versions().items()},
+        **({"sluice.selected_candidate": selected} if selected else {}),
     }
     record = register_candidate(project, key, trained, report, split.test_path, tags,
                                 {"validation": checked.json_path or ""}, reason)
@@ -89,9 +100,22 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
         "summary": decision.summary,
         "model_uri": f"models:/{project}/{record.version}",
         "data_fingerprint": dataset.fingerprint,
+        "selected_candidate": selected,
     }
     create_markdown_artifact(
         f"## {project}: {outcome}\n\nversion {record.version}, champion {summary['champion']}\n\n{decision.summary}",
         key=artifact_key(project, "training-summary"), description=f"{project} training outcome")
     logger.info("%s: %s (v%s) - %s", project, outcome.upper(), record.version, decision.summary)
+    if outcome in ("promoted", "rejected"):
+        emit(project, f"model.{outcome}", {"version": record.version, "champion": summary["champion"],
+                                           "reason": reason or "manual", "text": f"{project} v{record.version} {outcome}: {decision.summary}",
+                                           "metrics": report.test}, cfg.notifications)
+    if outcome == "promoted" and cfg.deploy.enabled:
+        # one transaction: a failed deploy rolls back, and the package task's hook restores the champion
+        with transaction() as txn:
+            txn.set("project", project)
+            txn.set("previous_champion", champion.version)
+            bento = package_champion(project, record.version, cfg.packaging, cfg.deploy, cfg.task)
+            out_dir = str(resolve_path(cfg, cfg.deploy.output_dir)) if cfg.deploy.output_dir else None
+            summary["deployment"] = deploy_model(bento, cfg.deploy, cfg.packaging, out_dir).message
     return summary

@@ -8,10 +8,19 @@ from sluicegate.config import EvaluationConfig
 from sluicegate.evaluation import EvaluationReport
 from sluicegate.split import SplitResult
 from sluicegate.training import ChampionScore, TrainResult, evaluate_model, load_model_file, rescore_champion
-from tasks._common import tracker, transient_only
+from tasks._common import content_cache, digest, tracker, transient_only
 
 
-@task(name="evaluate-model")
+def _eval_key(p: dict) -> str:
+    return digest(p["trained"], p["split"], p["spec"], p["task_type"], p["target"])
+
+
+def _champion_key(p: dict) -> str | None:
+    champ = tracker().champion(p["project"])  # the key must change whenever the champion does
+    return None if champ is None else digest(p["project"], champ.version, champ.run_id, p["split"], p["task_type"], p["target"])
+
+
+@task(name="evaluate-model", cache_key_fn=content_cache(_eval_key), persist_result=True)
 def evaluate_candidate(trained: TrainResult, split: SplitResult, spec: EvaluationConfig, task_type: str, target: str) -> EvaluationReport:
     """Metrics on train, validation and holdout, plus per-slice holdout metrics."""
     report = evaluate_model(load_model_file(trained.model_path), task_type, target, split.train_path,
@@ -20,7 +29,8 @@ def evaluate_candidate(trained: TrainResult, split: SplitResult, spec: Evaluatio
     return report
 
 
-@task(name="score-champion", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient_only)
+@task(name="score-champion", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient_only,
+      cache_key_fn=content_cache(_champion_key), persist_result=True)
 def score_champion(project: str, split: SplitResult, task_type: str, target: str) -> ChampionScore:
     """Re-score the current champion on this run's holdout (None when there is no champion)."""
     tr = tracker()

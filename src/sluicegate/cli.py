@@ -21,7 +21,8 @@ _state: dict[str, Any] = {"debug": False}
 
 EXIT_CODE_DOC = """Exit codes: 0 ok (promoted, or unchanged); 1 unexpected error; 2 bad config or usage;
 3 data source unreadable; 4 data validation failed; 5 training failed; 6 candidate rejected by the gates;
-7 champion changed during the run; 8 registry lookup failed; 9 deploy failed."""
+7 champion changed during the run; 8 registry lookup failed; 9 deploy failed; 10 a configured service
+does not answer (sluice doctor)."""
 
 
 @app.callback()
@@ -118,6 +119,177 @@ def status(
         typer.echo(f"  last verdict: v{lv['version']} {lv['verdict']}: {lv['summary']}")
 
 
+# ---------------------------------------------------------------- serving: deploy, rollback, serve, predict
+def _release_context(project: str, target: Optional[str] = None, port: Optional[int] = None):
+    """(name, packaging, deploy, task, out_dir, settings, tracker) from a project name or YAML.
+
+    A bare name uses configs/<name>.yaml when it exists in the current folder, else defaults.
+    """
+    from sluicegate.config import DeployConfig, PackagingConfig, load_config, resolve_path
+    from sluicegate.settings import load_settings
+    from sluicegate.tracking import Tracker
+
+    path = Path(project) if project.endswith((".yaml", ".yml")) else Path("configs") / f"{project}.yaml"
+    cfg = load_config(path) if path.exists() or project.endswith((".yaml", ".yml")) else None
+    packaging = cfg.packaging if cfg else PackagingConfig()
+    deploy = cfg.deploy if cfg else DeployConfig()
+    changes = {k: v for k, v in (("target", target), ("port", port)) if v is not None}
+    if changes:
+        from pydantic import ValidationError
+
+        try:
+            deploy = DeployConfig.model_validate({**deploy.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ConfigError([f"--{e['loc'][0]}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]) from None
+    out_dir = resolve_path(cfg, deploy.output_dir) if cfg and deploy.output_dir else None
+    prepare_runtime_env()
+    settings = load_settings()
+    tracker = Tracker(settings)
+    name = cfg.project if cfg else project
+    champ = tracker.champion(name)
+    task = cfg.task if cfg else (champ.tags.get("sluice.task", "classification") if champ else "classification")
+    return name, packaging, deploy, task, out_dir, settings, tracker
+
+
+@app.command()
+def deploy(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    version: Optional[str] = typer.Option(None, help="Deploy this version instead of the champion."),
+    target: Optional[str] = typer.Option(None, help="Override deploy.target: local, docker or kubernetes."),
+    port: Optional[int] = typer.Option(None, help="Override deploy.port."),
+) -> None:
+    """Package the champion as a Bento and deploy it; canary first, the old model keeps serving on failure."""
+    from sluicegate.deploy import release_version
+
+    name, packaging, spec, task, out_dir, settings, tracker = _release_context(project, target, port)
+    result = release_version(tracker, name, version, packaging, spec, task, settings, out_dir)
+    typer.echo(result.message)
+
+
+@app.command()
+def rollback(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    port: Optional[int] = typer.Option(None, help="Override deploy.port."),
+) -> None:
+    """Make the previous champion the champion again and redeploy it."""
+    from sluicegate.deploy import release_version
+    from sluicegate.errors import RegistryError
+    from sluicegate.tracking import CHAMPION, PREVIOUS
+
+    name, packaging, spec, task, out_dir, settings, tracker = _release_context(project, None, port)
+    previous, current = tracker.alias(name, PREVIOUS), tracker.champion(name)
+    if previous is None or (current is not None and previous.version == current.version):
+        raise RegistryError(f"{name}: no previous champion to roll back to")
+    tracker.set_alias(name, CHAMPION, previous.version)
+    if current is not None:
+        tracker.set_alias(name, PREVIOUS, current.version)
+    restore = current.version if current is not None else None
+    try:
+        result = release_version(tracker, name, previous.version, packaging, spec, task, settings, out_dir,
+                                 restore_to=restore)
+    except SluiceError:
+        if previous is not None:
+            tracker.set_alias(name, PREVIOUS, previous.version)
+        raise
+    typer.echo(f"{name}: rolled back to v{previous.version} (from v{restore}). {result.message}")
+
+
+@app.command()
+def serve(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    port: Optional[int] = typer.Option(None, help="Override deploy.port."),
+) -> None:
+    """Serve the champion in the foreground with `bentoml serve` (Ctrl-C stops it)."""
+    import subprocess
+
+    from sluicegate.packaging import bentoml_env, package_model
+
+    name, packaging, spec, task, _, settings, tracker = _release_context(project, None, port)
+    bento = package_model(tracker, name, None, packaging, spec, task, settings)
+    typer.echo(f"sluice: serving {name} v{bento.version} ({bento.bento_tag}) on http://{spec.host}:{spec.port}", err=True)
+    cmd = [sys.executable, "-m", "bentoml", "serve", bento.bento_tag, "--host", spec.host, "--port", str(spec.port)]
+    code = subprocess.call(cmd, env={**os.environ, **bentoml_env(settings), "SLUICE_HOME": str(settings.home)})
+    if code not in (0, -2, 130):
+        raise typer.Exit(code)
+
+
+@app.command()
+def predict(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    input_path: Path = typer.Argument(..., help="Rows to score: .csv or .parquet."),
+    output_path: Path = typer.Argument(..., help="Where to write the scored rows: .csv or .parquet."),
+    version: Optional[str] = typer.Option(None, help="Score with this version instead of the champion."),
+) -> None:
+    """Score a file with the champion (batch scoring flow); adds prediction, model version and input fingerprint."""
+    if project.endswith((".yaml", ".yml")):
+        from sluicegate.config import load_config
+
+        project = load_config(project).project
+    prepare_runtime_env()
+    scoring_pipeline = load_flow(Path.cwd(), "scoring", "scoring_pipeline")
+
+    result = scoring_pipeline(project, str(input_path), str(output_path), version)
+    typer.echo(f"{project}: scored {result['rows']} rows with v{result['model_version']} -> {result['output_path']}")
+
+
+deployments_app = typer.Typer(no_args_is_help=True, help="Prefect deployments: training, drift check, retraining on drift.")
+app.add_typer(deployments_app, name="deployments")
+
+
+@deployments_app.command("show")
+def deployments_show(configs: list[Path] = typer.Argument(None, help="Project YAMLs (default: configs/*.yaml).")) -> None:
+    """Print the deployments each project gets (names, parameters, schedules, trigger)."""
+    build = _load_deployments()
+    typer.echo(json.dumps(build.show([str(c) for c in configs] if configs else None), indent=2))
+
+
+@deployments_app.command("apply")
+def deployments_apply(
+    configs: list[Path] = typer.Argument(None, help="Project YAMLs (default: configs/*.yaml)."),
+    pool: str = typer.Option("sluicegate", help="Process work pool; then run `prefect worker start --pool POOL`."),
+) -> None:
+    """Register every project's deployments on the Prefect server (PREFECT_API_URL)."""
+    prepare_runtime_env()
+    build = _load_deployments()
+    ids = build.apply([str(c) for c in configs] if configs else None, pool)
+    typer.echo(f"registered {len(ids)} deployments on work pool {pool!r}; start a worker: prefect worker start --pool {pool}")
+
+
+@deployments_app.command("serve")
+def deployments_serve(configs: list[Path] = typer.Argument(None, help="Project YAMLs (default: configs/*.yaml).")) -> None:
+    """Register every project's deployments and run them from this process (Ctrl-C stops)."""
+    prepare_runtime_env()
+    _load_deployments().serve([str(c) for c in configs] if configs else None)
+
+
+def _load_deployments() -> Any:
+    import importlib
+
+    root = Path.cwd()
+    if not (root / "deployments" / "build.py").exists():
+        raise SluiceError(f"cannot find deployments/build.py under {root}; run sluice from the project checkout")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("deployments.build")
+
+
+@app.command()
+def drift(
+    project: str = typer.Argument(..., help="Project name (configs/<name>.yaml) or YAML path."),
+    current: Optional[Path] = typer.Option(None, help="Check this CSV/Parquet batch instead of the prediction log."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run the drift check once (what the scheduled deployment runs)."""
+    prepare_runtime_env()
+    drift_check = load_flow(Path.cwd(), "monitoring", "drift_check")
+    result = drift_check(project, str(current) if current else None)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        typer.echo(f"{result['project']}: {'DRIFT' if result['drifted'] else 'no drift'} "
+                   f"(share {result['drift_share']:.2f}; {result['signal']})")
+
+
 @config_app.command("check")
 def config_check(paths: list[Path] = typer.Argument(..., help="Project YAML files.")) -> None:
     """Validate project YAML files; print one line per problem."""
@@ -147,6 +319,18 @@ def config_schema() -> None:
     from sluicegate.config import config_json_schema
 
     typer.echo(json.dumps(config_json_schema(), indent=2))
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Print the runtime settings (Prefect API, MLflow, artifacts, Optuna, task runner, BentoML) and probe each."""
+    from sluicegate.doctor import run_checks
+    from sluicegate.errors import ServiceUnreachableError
+
+    report = run_checks()
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
+    if not report.ok:
+        raise ServiceUnreachableError(f"not answering: {', '.join(f'{c.name} ({c.target})' for c in report.failed)}")
 
 
 def main(argv: list[str] | None = None) -> int:

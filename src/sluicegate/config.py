@@ -197,8 +197,118 @@ class XGBoostModelConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-ModelConfig = Annotated[Union[SklearnModelConfig, XGBoostModelConfig], Field(discriminator="kind")]
-MODEL_KINDS = ("sklearn", "xgboost")
+class TorchModelConfig(StrictModel):
+    """A tabular MLP in PyTorch, early-stopped on the validation split."""
+
+    kind: Literal["torch"]
+    hidden_layers: list[Annotated[int, Field(ge=1)]] = [64, 32]
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    norm: Literal["none", "batch", "layer"] = "none"
+    epochs: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    scheduler: Literal["none", "cosine", "step", "plateau"] = "none"
+    patience: int | None = Field(default=10, ge=1, description="epochs without improvement before stopping; null: never")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(default=2, ge=1, description="CPU threads for torch")
+
+
+ModelConfig = Annotated[
+    Union[SklearnModelConfig, XGBoostModelConfig, TorchModelConfig], Field(discriminator="kind")
+]
+MODEL_KINDS = ("sklearn", "xgboost", "torch")
+
+
+# ---------------------------------------------------------------- tuning and model selection
+class SearchParam(StrictModel):
+    """One tuned parameter: an int or float range, or a list of choices."""
+
+    type: Literal["int", "float", "categorical"]
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = Field(default=None, gt=0)
+    choices: list[bool | int | float | str | None] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("'low', 'high', 'step' and 'log' apply to int and float parameters only")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"'choices' applies to categorical parameters only (this one is {self.type})")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a{'n' if self.type == 'int' else ''} {self.type} parameter needs 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"low must be <= high (got low={self.low}, high={self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale needs low > 0 (got low={self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("'step' and 'log' cannot be combined")
+        if self.type == "int" and any(
+            v is not None and not float(v).is_integer() for v in (self.low, self.high, self.step)
+        ):
+            raise ValueError(f"an int parameter needs integer low, high and step (got {self.low}, {self.high}, {self.step})")
+        return self
+
+
+class TuningConfig(StrictModel):
+    """Hyperparameter search with Optuna: what to search, how, and on what budget."""
+
+    enabled: bool = True
+    search_space: dict[str, SearchParam] | None = Field(
+        default=None, description="parameter name to range or choices; left out: the model kind's default space"
+    )
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    n_trials: int | None = Field(default=None, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    n_workers: int = Field(default=1, ge=1, description="trials run in parallel against the shared storage")
+    cv_folds: int = Field(default=0, ge=0, description="0: score on the validation split; k >= 2: k-fold CV")
+    report_every: int | None = Field(default=None, ge=1, description="rounds/epochs between pruning checks")
+    storage: str | None = Field(default=None, description="SQLAlchemy URL; default SLUICE_OPTUNA_STORAGE")
+
+    @field_validator("search_space")
+    @classmethod
+    def _not_empty(cls, v: dict | None) -> dict | None:
+        if v is not None and not v:
+            raise ValueError("the search space is empty; list parameters, or leave search_space out "
+                             "to use the model kind's default space")
+        return v
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("must be 0 (score on the validation split) or at least 2 (got 1)")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _no_inline_password(cls, v: str | None) -> str | None:
+        if v is not None and URL_WITH_PASSWORD.match(v):
+            raise ValueError("the URL holds a password; set SLUICE_OPTUNA_STORAGE in the environment instead")
+        return v
+
+
+class CandidateConfig(StrictModel):
+    """Another model compared with `model` on the validation split; the best goes to the gates."""
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+    model: ModelConfig
+    tuning: TuningConfig | None = Field(
+        default=None, description="keys given here override the top-level tuning section for this candidate"
+    )
+
+
+def candidate_label(spec: Any) -> str:
+    """A readable default name for a model section: `xgboost`, `sklearn:ridge`."""
+    return f"{spec.kind}:{spec.estimator}" if spec.kind == "sklearn" else spec.kind
 
 
 # ---------------------------------------------------------------- gates
@@ -284,6 +394,39 @@ class DeployConfig(StrictModel):
     hpa: HpaConfig = HpaConfig()
 
 
+# ---------------------------------------------------------------- monitoring
+DRIFT_METHODS = ("ks", "wasserstein", "psi", "jensenshannon", "kl_div", "chisquare", "z", "hellinger", "tvd")
+
+
+class MonitoringConfig(StrictModel):
+    """Scheduled drift checks on the prediction log, and when they may start a retrain."""
+
+    schedule: str | None = Field(default=None, description="cron for the drift-check deployment, e.g. '*/30 * * * *'")
+    window_rows: int = Field(default=1000, ge=1, description="check the last N logged predictions")
+    window_hours: float | None = Field(default=None, gt=0, description="or only those of the last H hours")
+    min_rows: int = Field(default=100, ge=1, description="fewer current rows than this: no verdict")
+    max_rows: int = Field(default=100_000, ge=100, description="sample both sides down to this many rows")
+    columns: list[str] | Literal["auto"] = "auto"
+    num_method: Literal[DRIFT_METHODS] | None = None  # type: ignore[valid-type]
+    cat_method: Literal[DRIFT_METHODS] | None = None  # type: ignore[valid-type]
+    threshold: float | None = Field(default=None, gt=0)
+    drift_share: float = Field(default=0.3, gt=0, le=1, description="share of drifted columns that means drift")
+    consecutive: int = Field(default=2, ge=1, description="drifted checks in a row before an alert (hysteresis)")
+    cooldown_minutes: float = Field(default=60, ge=0, description="no second alert or retrain within this time")
+    retrain: bool = True
+    training_schedule: str | None = Field(default=None, description="optional cron for the training deployment")
+
+
+class NotificationsConfig(StrictModel):
+    """Where to tell people about drift, rejections, failed deploys and rollbacks."""
+
+    webhook_url: str | SecretRef | None = None
+    events: list[Literal["drift", "rejected", "deploy_failed", "rolled_back", "promoted"]] = [
+        "drift", "rejected", "deploy_failed", "rolled_back"]
+    prefect_block: str | None = Field(default=None, description="name of a Prefect notification block (e.g. Slack)")
+    timeout_s: float = Field(default=5, gt=0)
+
+
 # ---------------------------------------------------------------- project
 class ProjectConfig(StrictModel):
     """A whole ML project: what data, which checks, which model, and when it may be promoted."""
@@ -297,10 +440,16 @@ class ProjectConfig(StrictModel):
     features: FeaturesConfig = FeaturesConfig()
     split: SplitConfig = SplitConfig()
     model: ModelConfig
+    tuning: TuningConfig | None = None
+    candidates: list[CandidateConfig] = Field(
+        default=[], description="other models to compare with `model`; the best on validation goes to the gates"
+    )
     evaluation: EvaluationConfig = EvaluationConfig()
     gates: GatesConfig
     packaging: PackagingConfig = PackagingConfig()
     deploy: DeployConfig = DeployConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     _root: Path = PrivateAttr(default=Path("."))
     _source: Path | None = PrivateAttr(default=None)
@@ -342,9 +491,31 @@ class ProjectConfig(StrictModel):
         if self.split.method == "time" and not (self.split.time_column or self.data.time_column):
             problems.append((("split", "time_column"), "a time split needs split.time_column or data.time_column"))
         problems.extend(_model_param_problems(self.model, self.task))
+        problems.extend(_candidate_problems(self))
         if problems:
             raise _CrossCheckError(problems)
         return self
+
+    def model_candidates(self) -> list[CandidateConfig]:
+        """`model` then each of `candidates`, named, each with its effective tuning (None: fit as configured).
+
+        A candidate's `tuning` keys override the top-level section; the top-level
+        `search_space` names parameters of `model` only, so other candidates default to
+        their kind's space unless they list their own.
+        """
+        out = [CandidateConfig(name=candidate_label(self.model), model=self.model, tuning=self.tuning)]
+        for c in self.candidates:
+            base = self.tuning.model_copy(update={"search_space": None}) if self.tuning is not None else None
+            if c.tuning is not None:
+                base = (base or TuningConfig()).model_copy(
+                    update={k: getattr(c.tuning, k) for k in c.tuning.model_fields_set})
+            out.append(CandidateConfig(name=c.name or candidate_label(c.model), model=c.model, tuning=base))
+        return out
+
+    @property
+    def selects_model(self) -> bool:
+        """Whether training starts with tuning or model selection (any candidates or enabled tuning)."""
+        return bool(self.candidates) or any(c.tuning is not None and c.tuning.enabled for c in self.model_candidates())
 
 
 class _CrossCheckError(ValueError):
@@ -366,6 +537,45 @@ def _model_param_problems(model: Any, task: str) -> list[tuple[tuple, str]]:
     from sluicegate.trainers import registry  # lazy: the registry imports scikit-learn
 
     return [(("model",) + loc, msg) for loc, msg in registry.check_model_config(model, task)]
+
+
+def _candidate_problems(cfg: ProjectConfig) -> list[tuple[tuple, str]]:
+    """Candidate models, budgets, and search spaces checked against each model kind's parameters."""
+    from sluicegate.trainers import registry  # lazy: the registry imports scikit-learn
+
+    problems: list[tuple[tuple, str]] = []
+    for i, c in enumerate(cfg.candidates):
+        problems += [(("candidates", i, "model") + loc, msg) for loc, msg in registry.check_model_config(c.model, cfg.task)]
+    seen: dict[str, int] = {}
+    for i, cand in enumerate(cfg.model_candidates()):
+        here: tuple = () if i == 0 else ("candidates", i - 1)
+        if cand.name in seen:
+            problems.append(((*here, "name"), f"duplicate candidate name {cand.name!r}; give each candidate a unique 'name'"))
+        seen[cand.name] = i
+        tuning = cand.tuning
+        if tuning is None or not tuning.enabled or registry.check_model_config(cand.model, cfg.task):
+            continue  # no tuning, or a broken model section (reported above) to fix first
+        own = cfg.tuning if i == 0 else cfg.candidates[i - 1].tuning
+        at = (*here, "tuning") if own is not None else ("tuning",)
+        if tuning.n_trials is None and tuning.timeout_s is None:
+            problems.append((at, "no budget: give n_trials, timeout_s or both"))
+        trainer = registry.get_trainer(cand.model.kind)
+        space = tuning.search_space
+        if space is None:
+            if not trainer.default_search_space(cand.model, cfg.task):
+                problems.append((at, f"{cand.name} has no default search space; list parameters under search_space"))
+            continue
+        for name, p in space.items():
+            values = p.choices if p.type == "categorical" else [p.low, p.high]
+            for value in dict.fromkeys(values):
+                if p.type == "int":
+                    value = int(value)
+                found = registry.check_params(cand.model, cfg.task, {name: value})
+                if found:
+                    loc, msg = found[0]
+                    problems.append(((*at, "search_space", name), msg if loc else f"{value!r}: {msg}"))
+                    break
+    return problems
 
 
 # ---------------------------------------------------------------- loading

@@ -65,10 +65,16 @@ class DeployError(SluiceError):
     exit_code = 9
 
 
+class ServiceUnreachableError(SluiceError):
+    """A configured server or store (Prefect API, MLflow, Optuna storage, Dask) does not answer."""
+
+    exit_code = 10
+
+
 EXIT_CODES: dict[str, int] = {
     "ok": 0,
     **{cls.__name__: cls.exit_code for cls in (
         SluiceError, ConfigError, DataSourceError, DataValidationError, TrainingError,
-        GateRejected, PromotionConflictError, RegistryError, DeployError,
+        GateRejected, PromotionConflictError, RegistryError, DeployError, ServiceUnreachableError,
     )},
 }

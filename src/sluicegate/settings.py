@@ -18,6 +18,8 @@ class Settings:
         SLUICE_ARTIFACT_ROOT: MLflow artifact location for new experiments (path or s3:// URL).
         SLUICE_OPTUNA_STORAGE: SQLAlchemy URL of the Optuna storage (default SQLite in SLUICE_HOME).
         BENTOML_HOME: BentoML store (default SLUICE_HOME/bentoml).
+        SLUICE_TASK_RUNNER: `threads` (default) or `dask`, for trials and partitions submitted in parallel.
+        SLUICE_DASK_ADDRESS: a Dask scheduler (`tcp://host:8786`); unset with `dask`: a local cluster.
     """
 
     home: Path
@@ -26,6 +28,8 @@ class Settings:
     artifact_root: str
     optuna_storage: str
     bentoml_home: Path
+    task_runner: str = "threads"
+    dask_address: str | None = None
 
     @property
     def data_store(self) -> Path:
@@ -52,4 +56,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         artifact_root=env.get("SLUICE_ARTIFACT_ROOT") or str(home / "mlartifacts"),
         optuna_storage=env.get("SLUICE_OPTUNA_STORAGE") or f"sqlite:///{home / 'optuna.db'}",
         bentoml_home=Path(env.get("BENTOML_HOME") or home / "bentoml"),
+        task_runner=(env.get("SLUICE_TASK_RUNNER") or "threads").strip().lower(),
+        dask_address=env.get("SLUICE_DASK_ADDRESS") or None,
     )

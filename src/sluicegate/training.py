@@ -90,7 +90,9 @@ def train_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.joblib"
     joblib.dump(model, path)
-    merged = {**getattr(spec, "params", {}), **(params or {})}
+    # families configured by typed fields (torch) have no `params`: log those fields instead
+    base = spec.params if hasattr(spec, "params") else spec.model_dump(mode="json", exclude={"kind"})
+    merged = {**base, **(params or {})}
     log.info("trained %s on %d rows x %d features in %.2fs", spec.kind, len(arrays["y_train"]), features.n_features, fit_seconds)
     return TrainResult(str(path), spec.kind, merged, features.n_features, fit_seconds)
 

@@ -204,3 +204,13 @@ def test_alert_storm_starts_exactly_one_retraining(loop):
     assert len(trained) == 1, [r["name"] for r in trained]
     states = [r["state_name"] for r in runs]
     assert states.count("Cancelled") + states.count("Completed") == len(runs), states
+
+
+def test_deployments_apply_registers_on_a_process_work_pool(loop):
+    env = {**loop["env"], "SLUICE_HOME": str(loop["home"])}
+    done = subprocess.run([str(BIN / "sluice"), "deployments", "apply", "--pool", "sluice-test", str(loop["configs"]["loop"])],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "registered 3 deployments" in done.stdout
+    deps = [d for d in _post(f"{loop['url']}/deployments/filter", {}) if d.get("work_pool_name") == "sluice-test"]
+    assert {d["name"] for d in deps} == {"loop-training", "loop-drift-check", "loop-retraining"}

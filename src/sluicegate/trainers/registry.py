@@ -31,7 +31,8 @@ class Trainer(Protocol):
         """Fit and return a scikit-learn compatible estimator on already-transformed features.
 
         `params` overrides `spec.params` (tuning); `report(step, value)` receives a
-        validation score per boosting round or epoch where the family supports it.
+        validation loss (lower is better) per boosting round or epoch where the family
+        supports it, and may raise to stop the fit (pruning).
         """
 
     def default_search_space(self, spec: Any, task: str) -> dict[str, Any]:
@@ -83,6 +84,26 @@ def get_trainer(kind: str) -> Trainer:
 def check_model_config(spec: Any, task: str) -> list[tuple[tuple, str]]:
     """Problems in a model section, located under `model`."""
     return get_trainer(spec.kind).check(spec, task)
+
+
+def check_params(spec: Any, task: str, params: dict[str, Any]) -> list[tuple[tuple, str]]:
+    """Problems with parameter overrides (the tuner's), each located by parameter name.
+
+    A trainer may provide `check_overrides(spec, task, params)`; otherwise the overrides are
+    merged into `spec.params` and the trainer's own `check` runs on the result.
+    """
+    trainer = get_trainer(spec.kind)
+    own = getattr(trainer, "check_overrides", None)
+    if own is not None:
+        return own(spec, task, params)
+    merged = spec.model_copy(update={"params": {**getattr(spec, "params", {}), **params}})
+    out = []
+    for loc, msg in trainer.check(merged, task):
+        if loc[:1] == ("params",) and len(loc) > 1 and loc[1] in params:
+            out.append((loc[1:], msg))
+        elif loc == ("params",):
+            out.append(((), msg))
+    return out
 
 
 def unknown_param(name: str, known: list[str], owner: str) -> str:

@@ -1,0 +1,344 @@
+"""Package a registered model version as a Bento (the only BentoML import besides the service template)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sluicegate.config import DeployConfig, PackagingConfig
+from sluicegate.errors import DeployError, RegistryError
+from sluicegate.serving.schema import FeatureSchema, infer_feature_schema
+from sluicegate.settings import Settings
+from sluicegate.tracking import ModelRecord, Tracker, library_versions, pip_requirements
+
+log = logging.getLogger(__name__)
+
+SERVICE_FILE = "service.py"
+CONFIG_FILE = "sluice_service.json"
+CANARY_FILE = "canary.json"
+
+
+@dataclass(frozen=True)
+class BentoResult:
+    """A built Bento and the model inside it."""
+
+    project: str
+    version: str
+    bento_tag: str
+    model_tag: str
+    bento_path: str
+    model_sha256: str
+    task: str
+    reused: bool = False
+
+    @property
+    def dockerfile(self) -> str:
+        return str(Path(self.bento_path) / "env" / "docker" / "Dockerfile")
+
+
+@dataclass(frozen=True)
+class PackageInputs:
+    """Everything a Bento is built from, gathered from the registry and the data snapshot."""
+
+    record: ModelRecord
+    model: Any
+    previous: tuple[str, Any] | None
+    schema: FeatureSchema
+    canary: pd.DataFrame
+    trained_at: str
+
+
+def bentoml_env(settings: Settings) -> dict[str, str]:
+    """Environment for BentoML in this process and its children: the store under settings, no telemetry."""
+    return {"BENTOML_HOME": str(settings.bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
+
+
+def _bentoml(settings: Settings) -> Any:
+    os.environ.update(bentoml_env(settings))  # read by BentoML when first imported
+    settings.bentoml_home.mkdir(parents=True, exist_ok=True)
+    import bentoml
+
+    return bentoml
+
+
+def safe_name(project: str) -> str:
+    """BentoML tag names allow lowercase letters, digits, '-', '_' and '.'."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in project.lower()).strip("-_.")
+
+
+def feature_frame_columns(model: Any) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(numeric, categorical, datetime) raw columns the full pipeline's feature step reads."""
+    steps = getattr(model, "named_steps", {})
+    features = steps.get("features") if hasattr(steps, "get") else None
+    cols = getattr(features, "columns", None)
+    if cols is None:
+        raise DeployError("the registered model is not a sluicegate pipeline (no 'features' step with columns); "
+                          "re-train it with `sluice run`")
+    return tuple(cols.numeric), tuple(cols.categorical), tuple(cols.datetime)
+
+
+def gather_package_inputs(tracker: Tracker, project: str, version: str | None, canary_rows: int,
+                          fallback: str = "none") -> PackageInputs:
+    """Load a version (default: the champion), its training data schema and held-out canary rows.
+
+    Canary rows come from the tail of the data snapshot (the rows least likely to be the first
+    training rows); their offline predictions are stored in the Bento and compared at deploy.
+
+    Raises:
+        RegistryError: no such version, or no champion.
+        DeployError: the data snapshot the version was trained on is gone.
+    """
+    record = tracker.version(project, version) if version else tracker.champion(project)
+    if record is None:
+        raise RegistryError(f"{project}: no champion to package; train one with `sluice run` first")
+    model = tracker.load_model(record.model_uri)
+    snapshot = record.tags.get("sluice.data_snapshot")
+    if not snapshot or not Path(snapshot).exists():
+        raise DeployError(f"{project} v{record.version}: training data snapshot {snapshot!r} is missing; "
+                          "the request schema is built from it (re-run training to recreate it)")
+    frame = pd.read_parquet(snapshot)
+    numeric, categorical, dtimes = feature_frame_columns(model)
+    schema = infer_feature_schema(frame, numeric, categorical, dtimes)
+    canary = frame[schema.columns].tail(canary_rows).reset_index(drop=True)
+    previous = None
+    prev_version = record.tags.get("sluice.promoted_from")
+    if fallback == "previous" and prev_version not in (None, "", "None", record.version):
+        try:
+            previous = (prev_version, tracker.load_model(tracker.version(project, prev_version).model_uri))
+        except Exception as exc:  # no fallback is better than no deploy
+            log.warning("%s: previous v%s not loadable (%s); packaging without fallback", project, prev_version, exc)
+    run = tracker.client.get_run(record.run_id)
+    trained_at = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc).isoformat()
+    return PackageInputs(record, model, previous, schema, canary, trained_at)
+
+
+def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: DeployConfig, task: str,
+                settings: Settings) -> BentoResult:
+    """Save the model in the BentoML store and build a Bento serving it.
+
+    The Bento holds the service template, its JSON config, a copy of the `sluicegate` package
+    (the pickled pipeline refers to its classes) and the model with canary rows and their
+    offline predictions. Building the same inputs twice reuses the existing Bento.
+
+    Args:
+        inputs: the version, its model and schema (see `gather_package_inputs`).
+        packaging: the `packaging` section.
+        deploy: the `deploy` section (host and port the service binds by default).
+        task: classification or regression.
+        settings: runtime locations (BENTOML_HOME).
+
+    Returns:
+        A `BentoResult` naming the Bento and model tags.
+
+    Raises:
+        DeployError: BentoML failed to build.
+    """
+    import joblib
+
+    bentoml = _bentoml(settings)
+    rec = inputs.record
+    name = safe_name(rec.project)
+    work = settings.home / "bento-build" / name
+    work.mkdir(parents=True, exist_ok=True)
+    staged = work / f"model-v{rec.version}.pkl"
+    joblib.dump(inputs.model, staged)
+    model_sha = _sha256(staged)
+    model_tag = f"{name}:v{rec.version}-{model_sha[:12]}"
+    canary = _canary_payload(inputs.model, inputs.canary, task)
+    metadata = {
+        "project": rec.project,
+        "version": rec.version,
+        "run_id": rec.run_id,
+        "task": task,
+        "data_fingerprint": rec.tags.get("sluice.data_fingerprint", "unknown"),
+        "git_sha": rec.tags.get("sluice.git_sha", "unknown"),
+        "trained_at": inputs.trained_at,
+        "config_hash": rec.tags.get("sluice.config_hash", "unknown"),
+        "metrics": {k: v for k, v in rec.metrics.items() if k.startswith("test_")},
+        "feature_schema": inputs.schema.to_dict(),
+        "classes": [_plain(c) for c in getattr(inputs.model, "classes_", [])] or None,
+        "previous_version": inputs.previous[0] if inputs.previous else None,
+        "model_sha256": model_sha,
+        "libraries": library_versions(),
+    }
+    try:
+        bentoml.models.get(model_tag)
+    except bentoml.exceptions.NotFound:
+        with bentoml.models.create(model_tag, labels={"project": rec.project, "version": rec.version},
+                                   metadata=_flat(metadata)) as m:
+            shutil.copyfile(staged, m.path_of("model.pkl"))
+            if inputs.previous is not None:
+                joblib.dump(inputs.previous[1], m.path_of("previous.pkl"))
+            Path(m.path_of(CANARY_FILE)).write_text(json.dumps(canary))
+    staged.unlink(missing_ok=True)
+
+    service_config = {
+        "project": rec.project,
+        "service_name": f"{name}-service".replace(".", "-"),
+        "version": rec.version,
+        "task": task,
+        "model_tag": model_tag,
+        "model_sha256": model_sha,
+        "previous_version": metadata["previous_version"],
+        "schema": inputs.schema.to_dict(),
+        "host": deploy.host,
+        "port": deploy.port,
+        "packaging": {
+            **packaging.model_dump(mode="json", exclude={"auth_token"}),
+            "auth_token_env": packaging.auth_token.env if packaging.auth_token else None,
+        },
+        "metadata": {k: metadata[k] for k in ("project", "version", "task", "data_fingerprint", "git_sha",
+                                              "trained_at", "config_hash", "metrics", "feature_schema",
+                                              "classes", "previous_version")},
+    }
+    blob = json.dumps(service_config, sort_keys=True)
+    code = _package_fingerprint()
+    bento_version = f"v{rec.version}-{hashlib.sha256((blob + code).encode()).hexdigest()[:12]}"
+    bento_tag = f"{name}:{bento_version}"
+    try:
+        existing = bentoml.bentos.get(bento_tag)
+        return BentoResult(rec.project, rec.version, bento_tag, model_tag, str(existing.path), model_sha, task, True)
+    except bentoml.exceptions.NotFound:
+        pass
+
+    ctx = work / bento_version
+    if ctx.exists():
+        shutil.rmtree(ctx)
+    ctx.mkdir(parents=True)
+    template = Path(__file__).with_name("serving") / SERVICE_FILE
+    shutil.copyfile(template, ctx / SERVICE_FILE)
+    (ctx / CONFIG_FILE).write_text(json.dumps(service_config, indent=2))
+    shutil.copytree(Path(__file__).parent, ctx / "sluicegate",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    sys.modules.pop("service", None)  # BentoML imports the service by module name
+    previous_env = os.environ.pop("SLUICE_SERVICE_CONFIG", None)
+    try:
+        bento = bentoml.bentos.build(
+            "service:SluiceService",
+            name=name,
+            version=bento_version,
+            build_ctx=str(ctx),
+            include=[SERVICE_FILE, CONFIG_FILE, "sluicegate/**"],
+            labels={"project": rec.project, "model_version": rec.version},
+            description=f"{rec.project} model v{rec.version} served by sluicegate",
+            python={"packages": _bento_requirements(), "lock_packages": False},
+            docker={"python_version": "3.11"},
+        )
+    except Exception as exc:
+        raise DeployError(f"{rec.project} v{rec.version}: bentoml build failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        sys.modules.pop("service", None)
+        if previous_env is not None:
+            os.environ["SLUICE_SERVICE_CONFIG"] = previous_env
+        shutil.rmtree(ctx, ignore_errors=True)
+    log.info("built bento %s (model %s)", bento.tag, model_tag)
+    return BentoResult(rec.project, rec.version, str(bento.tag), model_tag, str(bento.path), model_sha, task, False)
+
+
+def package_model(tracker: Tracker, project: str, version: str | None, packaging: PackagingConfig,
+                  deploy: DeployConfig, task: str, settings: Settings) -> BentoResult:
+    """Gather a version's model, schema and canary rows, and build its Bento (see `build_bento`)."""
+    inputs = gather_package_inputs(tracker, project, version, deploy.canary_rows, packaging.fallback)
+    return build_bento(inputs, packaging, deploy, task, settings)
+
+
+def get_bento(tag: str, settings: Settings) -> BentoResult:
+    """A Bento already in the store, by tag.
+
+    Raises:
+        DeployError: no such Bento.
+    """
+    bentoml = _bentoml(settings)
+    try:
+        bento = bentoml.bentos.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise DeployError(f"no bento {tag} in {settings.bentoml_home}; package it first") from None
+    config = json.loads((Path(bento.path) / "src" / CONFIG_FILE).read_text())
+    return BentoResult(config["project"], str(config["version"]), str(bento.tag), config["model_tag"],
+                       str(bento.path), config["model_sha256"], config["task"], True)
+
+
+def verify_model_artifact(bento: BentoResult, settings: Settings) -> Path:
+    """Check the packaged model file against the checksum recorded at build time.
+
+    Raises:
+        DeployError: the model is missing from the store or its bytes changed.
+    """
+    bentoml = _bentoml(settings)
+    try:
+        model = bentoml.models.get(bento.model_tag)
+    except bentoml.exceptions.NotFound:
+        raise DeployError(f"{bento.bento_tag}: model {bento.model_tag} is missing from {settings.bentoml_home}") from None
+    path = Path(model.path_of("model.pkl"))
+    if not path.exists():
+        raise DeployError(f"{bento.bento_tag}: model artifact {path} is missing; deploy aborted")
+    digest = _sha256(path)
+    if digest != bento.model_sha256:
+        raise DeployError(f"{bento.bento_tag}: model artifact {path} is corrupted (sha256 {digest[:12]}, "
+                          f"expected {bento.model_sha256[:12]}); deploy aborted, re-package with `sluice deploy`")
+    return path
+
+
+def canary_data(bento: BentoResult, settings: Settings) -> dict[str, Any]:
+    """The canary records and the offline predictions stored with the model."""
+    bentoml = _bentoml(settings)
+    model = bentoml.models.get(bento.model_tag)
+    return json.loads(Path(model.path_of(CANARY_FILE)).read_text())
+
+
+def _canary_payload(model: Any, canary: pd.DataFrame, task: str) -> dict[str, Any]:
+    records = json.loads(canary.to_json(orient="records", date_format="iso"))
+    out: dict[str, Any] = {"records": records, "predictions": [_plain(v) for v in model.predict(canary)]}
+    if task == "classification" and hasattr(model, "predict_proba"):
+        labels = [str(_plain(c)) for c in model.classes_]
+        out["probabilities"] = [dict(zip(labels, map(float, row))) for row in model.predict_proba(canary)]
+    return out
+
+
+def _bento_requirements() -> list[str]:
+    pins = pip_requirements()
+    for name in ("joblib", "pydantic"):
+        try:
+            from importlib import metadata as md
+
+            pins.append(f"{name}=={md.version(name)}")
+        except Exception:
+            pass
+    return pins
+
+
+def _package_fingerprint() -> str:
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _flat(metadata: dict[str, Any]) -> dict[str, Any]:
+    """BentoML metadata values must be simple; nested parts go in as JSON text."""
+    return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in metadata.items()
+            if v is not None}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,123 @@
+"""Batch scoring: a CSV or Parquet file scored with a registered version, with version and input fingerprint columns."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sluicegate.data import fingerprint_frame
+from sluicegate.errors import DataSourceError, DataValidationError, RegistryError
+
+log = logging.getLogger(__name__)
+
+READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Where the scored rows went, how many, and which model and input produced them."""
+
+    output_path: str
+    rows: int
+    project: str
+    model_version: str
+    input_fingerprint: str
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file by its suffix.
+
+    Raises:
+        DataSourceError: missing file, unknown suffix, or unreadable content.
+    """
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataSourceError(f"{path}: unsupported input type {path.suffix!r} (use .csv or .parquet)")
+    if not path.exists():
+        raise DataSourceError(f"{path}: file not found")
+    try:
+        return reader(path)
+    except Exception as exc:
+        raise DataSourceError(f"{path}: cannot read: {exc}") from exc
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write by suffix (.csv or .parquet) through a temporary file, so readers never see half a file."""
+    path = Path(path)
+    if path.suffix.lower() not in READERS:
+        raise DataSourceError(f"{path}: unsupported output type {path.suffix!r} (use .csv or .parquet)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix.lower() == ".csv":
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def model_input_columns(model: Any) -> list[str]:
+    """The raw columns a sluicegate pipeline reads (numeric, categorical, datetime)."""
+    cols = getattr(getattr(model, "named_steps", {}).get("features"), "columns", None)
+    if cols is None:
+        raise RegistryError("the model is not a sluicegate pipeline (no 'features' step); re-train it with `sluice run`")
+    return [*cols.numeric, *cols.categorical, *cols.datetime]
+
+
+def score_frame(model: Any, frame: pd.DataFrame, version: str, fingerprint: str, task: str) -> pd.DataFrame:
+    """Append `prediction` (and `proba_<class>` for classifiers), `model_version` and `input_fingerprint`.
+
+    Args:
+        model: the full pipeline (features + estimator).
+        frame: the rows to score; extra columns are kept in the output, untouched.
+        version: registered model version, written on every row.
+        fingerprint: content hash of the input, written on every row.
+        task: classification or regression.
+
+    Returns:
+        A new frame; the input is not modified.
+
+    Raises:
+        DataValidationError: columns the model needs are missing.
+    """
+    needed = model_input_columns(model)
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataValidationError(f"input is missing model columns: {', '.join(missing)}")
+    features = frame[needed]
+    out = frame.copy()
+    out["prediction"] = model.predict(features)
+    if task == "classification" and hasattr(model, "predict_proba"):
+        proba = model.predict_proba(features)
+        for i, label in enumerate(model.classes_):
+            out[f"proba_{label}"] = proba[:, i]
+    out["model_version"] = str(version)
+    out["input_fingerprint"] = fingerprint
+    return out
+
+
+def score_table(tracker: Any, project: str, input_path: str, output_path: str, version: str | None = None) -> ScoreResult:
+    """Score a file with the champion (or a given version) and write the result.
+
+    Raises:
+        RegistryError: no champion / no such version.
+        DataSourceError: the input cannot be read or the output written.
+        DataValidationError: the input lacks columns the model needs.
+    """
+    record = tracker.version(project, version) if version else tracker.champion(project)
+    if record is None:
+        raise RegistryError(f"{project}: no champion to score with; train one with `sluice run` first")
+    frame = read_table(input_path)
+    fingerprint = fingerprint_frame(frame)
+    model = tracker.load_model(record.model_uri)
+    task = record.tags.get("sluice.task", "classification")
+    scored = score_frame(model, frame, record.version, fingerprint, task)
+    path = write_table(scored, output_path)
+    log.info("scored %d rows of %s with %s v%s -> %s", len(scored), input_path, project, record.version, path)
+    return ScoreResult(str(path), len(scored), project, record.version, fingerprint)

@@ -1,0 +1,276 @@
+"""BentoML service template, copied verbatim into each Bento as service.py and configured by sluice_service.json."""
+
+# No `from __future__ import annotations` here: BentoML reads the API signatures at class
+# creation, and the record type is built at import from the JSON config, not named in source.
+
+import atexit
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import bentoml
+from pydantic import BaseModel
+
+from sluicegate.serving.predlog import PredictionEvent, PredictionLog, log_path
+from sluicegate.serving.schema import FeatureSchema, record_model, records_frame
+
+log = logging.getLogger("sluicegate.service")
+
+CONFIG_FILE = "sluice_service.json"
+CONFIG_ENV = "SLUICE_SERVICE_CONFIG"
+OPEN_PATHS = ("/readyz", "/livez", "/healthz", "/metrics", "/docs.json", "/", "/docs")
+
+
+def load_service_config() -> Optional[dict]:
+    """The builder's JSON config: `$SLUICE_SERVICE_CONFIG`, or sluice_service.json beside this file."""
+    path = Path(os.environ.get(CONFIG_ENV) or Path(__file__).with_name(CONFIG_FILE))
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Prediction(BaseModel):
+    """One answer: the prediction, the model version that gave it, and whether a fallback answered."""
+
+    prediction: Optional[Union[int, float, str, bool]] = None
+    model_version: str
+    fallback: bool = False
+    error: Optional[str] = None
+
+
+class Probabilities(BaseModel):
+    """Class probabilities keyed by class label."""
+
+    probabilities: Optional[dict[str, float]] = None
+    model_version: str
+    fallback: bool = False
+    error: Optional[str] = None
+
+
+class GuardMiddleware:
+    """JSON-only bodies under a size limit, an optional bearer token, and GET /metadata.
+
+    The token is read from the environment variable the config names, at start-up; when that
+    variable is unset the guarded routes answer 401 (fail closed) instead of serving openly.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, token_env: Optional[str], metadata: dict):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.token_env = token_env
+        self.token = os.environ.get(token_env, "") if token_env else None
+        self.metadata = json.dumps(metadata).encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.token_env is not None:
+            given = headers.get("authorization", "")
+            expected = f"Bearer {self.token}"
+            if not self.token or not hmac.compare_digest(given.encode(), expected.encode()):
+                why = (f"server has no token: set {self.token_env}" if not self.token
+                       else "missing or wrong bearer token")
+                return await _json(send, 401, {"error": "unauthorized", "detail": why},
+                                   extra=[(b"www-authenticate", b"Bearer")])
+        if scope["method"] == "GET" and scope["path"] == "/metadata":
+            return await _raw(send, 200, self.metadata)
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return await _json(send, 415, {"error": "unsupported media type",
+                                           "detail": f"send application/json (got {ctype})"})
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _json(send, 413, _too_large(int(declared), self.max_bytes))
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await _json(send, 413, _too_large(size, self.max_bytes))
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:  # BentoML answers malformed JSON with a bare 500; say what is wrong instead
+            json.loads(body or b"null")
+        except ValueError as exc:
+            return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)})
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def _too_large(size: int, limit: int) -> dict:
+    return {"error": "request too large", "detail": f"body is over {limit} bytes (got at least {size}); send fewer records"}
+
+
+async def _json(send: Any, status: int, payload: dict, extra: list | None = None) -> None:
+    await _raw(send, status, json.dumps(payload).encode(), extra)
+
+
+async def _raw(send: Any, status: int, body: bytes, extra: list | None = None) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+CONFIG = load_service_config()
+
+if CONFIG is not None:
+    SCHEMA = FeatureSchema.from_dict(CONFIG["schema"])
+    Record = record_model(SCHEMA)
+    PACK = CONFIG["packaging"]
+    VERSION = str(CONFIG["version"])
+    IS_CLASSIFIER = CONFIG["task"] == "classification"
+
+    @bentoml.service(
+        name=CONFIG["service_name"],
+        workers=PACK["workers"],
+        traffic={"timeout": PACK["timeout_s"]},
+        http={"host": CONFIG.get("host", "127.0.0.1"), "port": int(CONFIG.get("port", 3000))},
+        labels={"project": CONFIG["project"], "model_version": VERSION},
+    )
+    class SluiceService:
+        """Scores records with the packaged model version; falls back as configured when it fails."""
+
+        model_ref = bentoml.models.BentoModel(CONFIG["model_tag"])
+
+        def __init__(self) -> None:
+            import joblib
+
+            stored = self.model_ref
+            model_file = Path(stored.path_of("model.pkl"))
+            digest = file_sha256(model_file)
+            if digest != CONFIG["model_sha256"]:
+                # a refused start makes the deploy fail and leaves the old model serving
+                raise RuntimeError(f"model artifact {model_file} is corrupted: sha256 {digest[:12]} "
+                                   f"!= {CONFIG['model_sha256'][:12]} recorded at build time")
+            self.model = joblib.load(model_file)
+            self.previous = None
+            self.previous_version = CONFIG.get("previous_version")
+            prev_file = Path(stored.path_of("previous.pkl"))
+            if PACK["fallback"] == "previous" and prev_file.exists():
+                try:
+                    self.previous = joblib.load(prev_file)
+                except Exception:  # a broken fallback must not stop the main model from serving
+                    log.exception("previous model v%s could not be loaded; no fallback", self.previous_version)
+            self.plog = None
+            if PACK["log_predictions"]:
+                from sluicegate.settings import load_settings
+
+                self.plog = PredictionLog(log_path(load_settings().home, CONFIG["project"]))
+                atexit.register(self.plog.close)
+            log.info("serving %s v%s (%s)", CONFIG["project"], VERSION, CONFIG["model_tag"])
+
+        @bentoml.on_shutdown
+        def flush_log(self) -> None:
+            """Write every queued prediction before the worker exits."""
+            if self.plog is not None:
+                self.plog.close()
+
+        def _score(self, records: list, method: str) -> list[dict]:
+            if not records:
+                return []
+            frame = records_frame(records, SCHEMA)
+            try:
+                return self._format(getattr(self.model, method)(frame), method, VERSION, False)
+            except Exception as exc:
+                log.warning("v%s failed on %d records (%s: %s); scoring row by row",
+                            VERSION, len(records), type(exc).__name__, exc)
+            out: list[dict] = []
+            for i in range(len(frame)):
+                row = frame.iloc[[i]]
+                try:
+                    out += self._format(getattr(self.model, method)(row), method, VERSION, False)
+                except Exception as exc:
+                    out.append(self._fallback(row, method, f"{type(exc).__name__}: {exc}"))
+            return out
+
+        def _fallback(self, row: Any, method: str, error: str) -> dict:
+            if PACK["fallback"] == "previous" and self.previous is not None:
+                try:
+                    return self._format(getattr(self.previous, method)(row), method,
+                                        str(self.previous_version), True)[0]
+                except Exception as exc:
+                    error += f"; previous v{self.previous_version} failed too: {type(exc).__name__}: {exc}"
+            if PACK["fallback"] == "constant" and method == "predict":
+                return {"prediction": PACK["fallback_value"], "model_version": "constant", "fallback": True}
+            key = "prediction" if method == "predict" else "probabilities"
+            return {key: None, "model_version": VERSION, "fallback": False,
+                    "error": f"model v{VERSION} could not score this record: {error}"[:500]}
+
+        def _format(self, values: Any, method: str, version: str, fallback: bool) -> list[dict]:
+            if method == "predict":
+                return [{"prediction": _plain(v), "model_version": version, "fallback": fallback} for v in values]
+            labels = [str(_plain(c)) for c in self.model.classes_]
+            return [{"probabilities": {lab: float(p) for lab, p in zip(labels, row)},
+                     "model_version": version, "fallback": fallback} for row in values]
+
+        def _log(self, endpoint: str, records: list, outputs: list[dict]) -> None:
+            if self.plog is None:
+                return
+            now = time.time()
+            self.plog.record([
+                PredictionEvent(now, CONFIG["project"], o.get("model_version", VERSION), endpoint,
+                                "error" if o.get("error") else ("fallback" if o.get("fallback") else "model"),
+                                r.model_dump(mode="json", by_alias=True),
+                                o.get("prediction", o.get("probabilities")))
+                for r, o in zip(records, outputs)
+            ])
+
+        @bentoml.api(batchable=True, max_batch_size=PACK["max_batch_size"], max_latency_ms=PACK["max_latency_ms"])
+        def predict(self, records: list[Record], /) -> list[Prediction]:  # type: ignore[valid-type]
+            """Predict one value per record. Body: a JSON list of records."""
+            outputs = self._score(records, "predict")
+            self._log("predict", records, outputs)
+            return [Prediction(**o) for o in outputs]
+
+        if IS_CLASSIFIER:
+
+            @bentoml.api(batchable=True, max_batch_size=PACK["max_batch_size"], max_latency_ms=PACK["max_latency_ms"])
+            def predict_proba(self, records: list[Record], /) -> list[Probabilities]:  # type: ignore[valid-type]
+                """Class probabilities per record. Body: a JSON list of records."""
+                outputs = self._score(records, "predict_proba")
+                self._log("predict_proba", records, outputs)
+                return [Probabilities(**o) for o in outputs]
+
+        @bentoml.api(route="/metadata")
+        def metadata(self) -> dict:
+            """Project, model version, data fingerprint, git SHA, training time and the input schema."""
+            return CONFIG["metadata"]
+
+    SluiceService.add_asgi_middleware(
+        GuardMiddleware, max_bytes=int(PACK["request_max_bytes"]), token_env=PACK.get("auth_token_env"),
+        metadata=CONFIG["metadata"],
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

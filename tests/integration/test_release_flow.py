@@ -1,0 +1,64 @@
+"""The training flow's release step: a failed deploy inside the transaction moves the champion back; batch scoring."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pandas as pd
+import pytest
+
+from sluicegate.errors import DeployError
+from sluicegate.settings import load_settings
+from sluicegate.tracking import Tracker
+from tests.helpers import churn_config, churn_frame, write_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_harness):
+    root = tmp_path_factory.mktemp("release")
+    old = os.environ.get("SLUICE_HOME")
+    os.environ["SLUICE_HOME"] = str(root / ".sluice")
+    frame = churn_frame(1200, seed=5)
+    path = write_project(root, frame, churn_config(root))
+    yield path, frame
+    if old is None:
+        os.environ.pop("SLUICE_HOME", None)
+    else:
+        os.environ["SLUICE_HOME"] = old
+
+
+def test_failed_deploy_after_promotion_restores_previous_champion(project):
+    from flows.training import training_pipeline
+
+    path, _ = project
+    # a weak first champion: the strongest signals are dropped
+    first = training_pipeline(str(path), ["features.drop=[tenure,support_calls]",
+                                          "features.numeric.columns=[monthly_charges]"], "test")
+    assert first["outcome"] == "promoted" and "deployment" not in first
+    with socket.socket() as other:  # the configured port is taken: the deploy must fail after packaging
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        state = training_pipeline(str(path), ["deploy.enabled=true", f"deploy.port={other.getsockname()[1]}"],
+                                  "test", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DeployError, match="in use"):
+        state.result()
+    tracker = Tracker(load_settings())
+    assert tracker.champion("churn").version == str(first["version"])
+    assert len(tracker.versions("churn")) == 2  # the better candidate was registered, promoted, then rolled back
+
+
+def test_scoring_flow_adds_prediction_version_and_fingerprint(project, tmp_path):
+    from flows.scoring import scoring_pipeline
+
+    _, frame = project
+    src = tmp_path / "batch.parquet"
+    frame.drop(columns=["churned"]).head(100).to_parquet(src, index=False)
+    result = scoring_pipeline("churn", str(src), str(tmp_path / "scored.csv"))
+    out = pd.read_csv(result["output_path"])
+    assert result["rows"] == 100 and len(out) == 100
+    assert {"prediction", "proba_0", "proba_1", "model_version", "input_fingerprint"} <= set(out.columns)
+    assert out["model_version"].astype(str).unique().tolist() == [result["model_version"]]

@@ -1,0 +1,281 @@
+"""A real Bento served on loopback: typed API, 4xx for bad input, prediction log, canary deploys, rollback."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from sluicegate.cli import main
+from sluicegate.config import DeployConfig, PackagingConfig
+from sluicegate.errors import DeployError
+from tests.helpers import churn_frame
+
+pytestmark = pytest.mark.slow
+
+NUMERIC = ["tenure", "monthly_charges", "support_calls"]
+CATEGORICAL = ["plan", "region"]
+DATES = ["signup_date"]
+FEATURES = NUMERIC + CATEGORICAL + DATES
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fit(frame: pd.DataFrame, c: float):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from sluicegate.config import FeaturesConfig
+    from sluicegate.features import FeatureColumns, FeaturePipeline, build_preprocessor
+
+    cols = FeatureColumns(tuple(NUMERIC), tuple(CATEGORICAL), tuple(DATES))
+    spec = FeaturesConfig(numeric={"columns": NUMERIC}, categorical={"columns": CATEGORICAL},
+                          datetime={"columns": DATES, "parts": ["month", "dayofweek"]})
+    X = frame[FEATURES]
+    fp = FeaturePipeline(build_preprocessor(spec, cols).fit(X), cols)
+    return Pipeline([("features", fp), ("model", LogisticRegression(C=c, max_iter=500))]).fit(X, frame["churned"])
+
+
+class Registry:
+    """Registry state built directly with the Tracker: versions of a churn model, promoted by hand."""
+
+    def __init__(self, home: Path):
+        from sluicegate.settings import load_settings
+        from sluicegate.tracking import Tracker
+
+        self.settings = load_settings()
+        self.tracker = Tracker(self.settings)
+        self.frame = churn_frame(600, seed=3)
+        snap = home / "data" / "churn.parquet"
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        self.frame.to_parquet(snap, index=False)
+        self.snapshot = str(snap)
+        self.models: dict[str, object] = {}
+
+    def register(self, c: float) -> str:
+        model = _fit(self.frame, c)
+        tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": self.snapshot,
+                "sluice.data_fingerprint": "fp-test", "sluice.git_sha": "test"}
+        rec = self.tracker.log_candidate("churn", model, self.frame[FEATURES].head(3), {"C": c},
+                                         {"test_roc_auc": 0.7}, tags)
+        self.models[rec.version] = model
+        return rec.version
+
+    def promote(self, version: str) -> None:
+        current = self.tracker.champion("churn")
+        self.tracker.promote("churn", version, current.version if current else None)
+
+    def champion(self) -> str:
+        return self.tracker.champion("churn").version
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serving") / "home"
+    old = os.environ.get("SLUICE_HOME")
+    os.environ["SLUICE_HOME"] = str(home)
+    try:
+        yield Registry(home)
+    finally:
+        if old is not None:
+            os.environ["SLUICE_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def served(registry):
+    """v1 deployed locally behind a free loopback port; every process is stopped at the end."""
+    from sluicegate.deploy import release_version, stop_local
+
+    v1 = registry.register(1.0)
+    registry.promote(v1)
+    port = _free_port()
+    spec = DeployConfig(port=port, canary_rows=15, readiness_timeout_s=90)
+    try:
+        result = release_version(registry.tracker, "churn", None, PackagingConfig(), spec, "classification",
+                                 registry.settings)
+        yield {"url": result.url, "port": port, "v1": v1}
+    finally:
+        stop_local(registry.settings, "churn")
+
+
+def _records(frame: pd.DataFrame, n: int) -> list[dict]:
+    return json.loads(frame[FEATURES].tail(n).to_json(orient="records"))
+
+
+def _served_version(url: str) -> str:
+    return str(httpx.get(f"{url}/metadata", timeout=10).json()["version"])
+
+
+def test_predictions_match_offline(registry, served):
+    rows = _records(registry.frame, 40)
+    resp = httpx.post(f"{served['url']}/predict", json=rows, timeout=30)
+    assert resp.status_code == 200
+    offline = registry.models[served["v1"]].predict(registry.frame[FEATURES].tail(40))
+    assert [a["prediction"] for a in resp.json()] == offline.tolist()
+    assert {a["model_version"] for a in resp.json()} == {served["v1"]}
+    proba = httpx.post(f"{served['url']}/predict_proba", json=rows[:5], timeout=30).json()
+    expected = registry.models[served["v1"]].predict_proba(registry.frame[FEATURES].tail(40).head(5))
+    for got, want in zip(proba, expected):
+        assert math.isclose(got["probabilities"]["1"], float(want[1]), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"tenure": "twelve"}, "tenure"),
+    ({"monthly_charges": "NaN"}, "monthly_charges"),
+    ({"monthly_charges": "Infinity"}, "monthly_charges"),
+    ({"plan": "platinum"}, "plan"),
+    ({"extra_column": 1}, "extra_column"),
+    ({"tenure": None}, "tenure"),
+])
+def test_bad_input_is_4xx_naming_the_field(registry, served, change, field):
+    record = {**_records(registry.frame, 1)[0], **change}
+    body = json.dumps([record]).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
+    resp = httpx.post(f"{served['url']}/predict", content=body, headers={"content-type": "application/json"}, timeout=30)
+    assert 400 <= resp.status_code < 500, resp.text
+    assert field in json.dumps(resp.json())
+
+
+def test_missing_field_oversize_and_malformed_bodies_are_4xx(registry, served):
+    url = f"{served['url']}/predict"
+    record = _records(registry.frame, 1)[0]
+    del record["region"]
+    resp = httpx.post(url, json=[record], timeout=30)
+    assert resp.status_code == 400 and "region" in resp.text and "missing" in resp.text
+    big = _records(registry.frame, 1) * 20_000  # ~3 MB against the 1 MB default limit
+    assert httpx.post(url, json=big, timeout=30).status_code == 413
+    assert httpx.post(url, content=b"[{not json", headers={"content-type": "application/json"}, timeout=30).status_code == 400
+    assert httpx.post(url, content=b"a,b\n1,2", headers={"content-type": "text/csv"}, timeout=30).status_code == 415
+    assert httpx.post(url, json={"tenure": 1}, timeout=30).status_code == 400
+
+
+def test_metadata_and_probes(served):
+    meta = httpx.get(f"{served['url']}/metadata", timeout=10).json()
+    assert meta["project"] == "churn" and meta["data_fingerprint"] == "fp-test"
+    assert [f["name"] for f in meta["feature_schema"]["fields"]] == FEATURES
+    for path in ("/readyz", "/livez", "/metrics"):
+        assert httpx.get(f"{served['url']}{path}", timeout=10).status_code == 200
+
+
+def test_prediction_log_has_rows(registry, served):
+    from sluicegate.serving.predlog import read_prediction_log
+
+    httpx.post(f"{served['url']}/predict", json=_records(registry.frame, 7), timeout=30).raise_for_status()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        log = read_prediction_log("churn")
+        if len(log) >= 7:
+            break
+        time.sleep(0.2)
+    assert len(log) >= 7
+    assert set(FEATURES) <= set(log.columns) and {"ts", "model_version", "prediction"} <= set(log.columns)
+    assert set(log["model_version"]) == {served["v1"]}
+
+
+def test_schemathesis_finds_no_server_errors(served):
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    schema = schemathesis.openapi.from_url(f"{served['url']}/docs.json")
+    tested = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if operation.method.upper() != "POST":
+            continue
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=30, deadline=None, phases=[Phase.generate], database=None,
+                  suppress_health_check=list(HealthCheck))
+        def no_5xx(case):
+            resp = case.call(base_url=served["url"], timeout=30)
+            assert resp.status_code < 500, f"{case.method} {case.path}: {resp.status_code} {resp.text[:300]}"
+
+        no_5xx()
+        tested.append(operation.path)
+    assert {"/predict", "/predict_proba", "/metadata"} <= set(tested)
+
+
+def test_deploy_new_version_then_rollback(registry, served):
+    url, port = served["url"], str(served["port"])
+    v2 = registry.register(0.05)
+    registry.promote(v2)
+    assert main(["deploy", "churn", "--port", port]) == 0
+    assert _served_version(url) == v2
+    assert main(["rollback", "churn", "--port", port]) == 0
+    assert registry.champion() == served["v1"]
+    assert _served_version(url) == served["v1"]
+
+
+def _stored_model_dir(registry, version: str) -> Path:
+    from sluicegate.packaging import package_model
+
+    bento = package_model(registry.tracker, "churn", version, PackagingConfig(), DeployConfig(), "classification",
+                          registry.settings)
+    return Path(registry.settings.bentoml_home) / "models" / bento.model_tag.replace(":", "/")
+
+
+def test_canary_mismatch_keeps_old_model_and_champion(registry, served):
+    url, port = served["url"], str(served["port"])
+    serving = _served_version(url)
+    v3 = registry.register(0.5)
+    canary = _stored_model_dir(registry, v3) / "canary.json"
+    data = json.loads(canary.read_text())
+    data["predictions"] = [1 - p for p in data["predictions"]]  # offline answers the served model cannot match
+    canary.write_text(json.dumps(data))
+    registry.promote(v3)
+    assert main(["deploy", "churn", "--port", port]) == DeployError.exit_code
+    assert _served_version(url) == serving
+    assert registry.champion() == serving
+    assert httpx.post(f"{url}/predict", json=_records(registry.frame, 2), timeout=30).status_code == 200
+
+
+def test_corrupted_artifact_aborts_deploy_and_old_model_answers(registry, served):
+    url, port = served["url"], str(served["port"])
+    serving = _served_version(url)
+    v4 = registry.register(2.0)
+    model_file = _stored_model_dir(registry, v4) / "model.pkl"
+    model_file.write_bytes(model_file.read_bytes()[:200])  # a truncated pickle
+    registry.promote(v4)
+    from sluicegate.deploy import release_version
+
+    with pytest.raises(DeployError, match="corrupted"):
+        release_version(registry.tracker, "churn", None, PackagingConfig(), DeployConfig(port=served["port"]),
+                        "classification", registry.settings)
+    assert registry.champion() == serving
+    assert _served_version(url) == serving
+    assert httpx.post(f"{url}/predict", json=_records(registry.frame, 2), timeout=30).status_code == 200
+
+
+def test_port_taken_by_another_process_is_a_clear_error(registry, served):
+    from sluicegate.deploy import release_version
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        with pytest.raises(DeployError, match=f"port {taken} .* in use"):
+            release_version(registry.tracker, "churn", None, PackagingConfig(), DeployConfig(port=taken),
+                            "classification", registry.settings)
+    assert _served_version(served["url"]) == registry.champion()
+
+
+def test_batch_scoring_adds_prediction_version_and_fingerprint(registry, served, tmp_path):
+    from sluicegate.scoring import score_table
+
+    src = tmp_path / "in.csv"
+    registry.frame.head(50).to_csv(src, index=False)
+    result = score_table(registry.tracker, "churn", str(src), str(tmp_path / "out.parquet"))
+    out = pd.read_parquet(result.output_path)
+    assert len(out) == 50 and {"prediction", "proba_0", "proba_1", "model_version", "input_fingerprint"} <= set(out.columns)
+    assert set(out["model_version"]) == {registry.champion()}
+    assert out["input_fingerprint"].nunique() == 1

@@ -1,0 +1,204 @@
+"""Packaging and deploy steps without servers: request schema, prediction log, canary comparison, manifests, Bento."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from sluicegate.config import DeployConfig, PackagingConfig, SecretRef
+from sluicegate.deploy import compare_predictions, docker_available, kubernetes_manifests
+from sluicegate.packaging import BentoResult
+from sluicegate.serving.predlog import PredictionEvent, PredictionLog, log_path, read_prediction_log
+from sluicegate.serving.schema import FeatureSchema, infer_feature_schema, record_model, records_frame
+from tests.helpers import churn_frame
+
+NUMERIC = ("tenure", "monthly_charges", "support_calls")
+CATEGORICAL = ("plan", "region")
+DATES = ("signup_date",)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return churn_frame(300)
+
+
+@pytest.fixture(scope="module")
+def schema(frame) -> FeatureSchema:
+    return infer_feature_schema(frame, NUMERIC, CATEGORICAL, DATES)
+
+
+def _record(frame: pd.DataFrame) -> dict:
+    row = frame.iloc[0]
+    return {"tenure": int(row.tenure), "monthly_charges": float(row.monthly_charges),
+            "support_calls": int(row.support_calls), "plan": row.plan, "region": row.region,
+            "signup_date": row.signup_date}
+
+
+def test_schema_from_training_frame(schema):
+    kinds = {f.name: f.kind for f in schema.fields}
+    assert kinds == {"tenure": "int", "monthly_charges": "float", "support_calls": "int",
+                     "plan": "category", "region": "category", "signup_date": "datetime"}
+    plan = next(f for f in schema.fields if f.name == "plan")
+    assert plan.categories == ("basic", "plus", "pro")
+    assert FeatureSchema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
+
+
+def test_record_model_accepts_a_training_row(frame, schema):
+    Record = record_model(schema)
+    rec = Record.model_validate(_record(frame))
+    out = records_frame([rec], schema)
+    assert list(out.columns) == schema.columns
+    assert out.loc[0, "signup_date"].startswith(frame.iloc[0].signup_date)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"tenure": "twelve"}, "tenure"),
+    ({"monthly_charges": math.nan}, "monthly_charges"),
+    ({"monthly_charges": math.inf}, "monthly_charges"),
+    ({"plan": "platinum"}, "plan"),
+    ({"signup_date": "not a date"}, "signup_date"),
+    ({"unexpected": 1}, "unexpected"),
+    ({"region": None}, "region"),
+])
+def test_record_model_rejects_bad_values_naming_the_field(frame, schema, change, field):
+    Record = record_model(schema)
+    with pytest.raises(ValidationError) as info:
+        Record.model_validate({**_record(frame), **change})
+    assert field in {str(e["loc"][0]) for e in info.value.errors()}
+
+
+def test_record_model_requires_every_field(frame, schema):
+    Record = record_model(schema)
+    rec = _record(frame)
+    del rec["tenure"]
+    with pytest.raises(ValidationError) as info:
+        Record.model_validate(rec)
+    assert info.value.errors()[0]["loc"] == ("tenure",) and info.value.errors()[0]["type"] == "missing"
+
+
+def test_nullable_numeric_column_allows_null():
+    frame = pd.DataFrame({"x": [1.0, None, 3.0], "c": ["a", "b", "a"]})
+    Record = record_model(infer_feature_schema(frame, ("x",), ("c",)))
+    assert Record.model_validate({"x": None, "c": "a"}).x is None
+    with pytest.raises(ValidationError):
+        Record.model_validate({"x": 1.0, "c": None})
+
+
+def test_prediction_log_round_trip(tmp_path):
+    plog = PredictionLog(log_path(tmp_path, "churn"))
+    plog.record([PredictionEvent(1000.0 + i, "churn", "3", "predict", "model", {"tenure": i}, i % 2) for i in range(5)])
+    plog.close()
+    everything = read_prediction_log("churn", home=tmp_path)
+    assert len(everything) == 5 and list(everything["tenure"]) == [0, 1, 2, 3, 4]
+    assert set(everything["model_version"]) == {"3"}
+    assert list(read_prediction_log("churn", last_n=2, home=tmp_path)["tenure"]) == [3, 4]
+    assert len(read_prediction_log("churn", since=1003.0, home=tmp_path)) == 2
+    assert read_prediction_log("nothing", home=tmp_path).empty
+
+
+def test_compare_predictions_tolerance():
+    assert compare_predictions([1, 0, 1], [1, 0, 1], 0).passed
+    assert not compare_predictions([1, 1], [1, 0], 0.5).passed
+    assert compare_predictions([{"0": 0.2, "1": 0.8}], [{"0": 0.2000001, "1": 0.7999999}], 1e-6).passed
+    report = compare_predictions([10.0, 20.5], [10.0, 20.0], 1e-3)
+    assert report.mismatches == 1 and "row 1" in report.examples[0]
+    assert not compare_predictions([1], [1, 0], 0).passed
+
+
+def _bento(tmp_path: Path) -> BentoResult:
+    return BentoResult("churn_model", "4", "churn_model:v4-abc", "churn_model:v4-def", str(tmp_path), "0" * 64,
+                       "classification")
+
+
+def test_kubernetes_manifests_structure(tmp_path):
+    spec = DeployConfig(target="kubernetes", replicas=3, hpa={"min_replicas": 2, "max_replicas": 9, "cpu_target_percent": 60})
+    packaging = PackagingConfig(auth_token=SecretRef(env="CHURN_TOKEN"))
+    deployment, service, hpa = kubernetes_manifests(_bento(tmp_path), spec, packaging)
+    assert [d["kind"] for d in (deployment, service, hpa)] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["image"] == "churn_model:v4-abc" and deployment["spec"]["replicas"] == 3
+    assert deployment["metadata"]["name"] == "churn-model"  # DNS-1123: no underscores
+    token = next(e for e in container["env"] if e["name"] == "CHURN_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "churn-model-auth", "key": "token"}
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "churn-model"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 9)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+
+
+def test_config_sections_default_off_and_name_keys():
+    from sluicegate.config import ProjectConfig
+
+    assert ProjectConfig.model_fields["deploy"].default.enabled is False
+    with pytest.raises(ValidationError) as info:
+        PackagingConfig(fallback="constant")
+    assert "fallback_value" in str(info.value)
+    with pytest.raises(ValidationError):
+        PackagingConfig(auth_token=SecretRef(prefect_secret="x"))
+    with pytest.raises(ValidationError):
+        DeployConfig(target="heroku")
+
+
+# ---------------------------------------------------------------- a real Bento, built without MLflow
+@pytest.fixture(scope="module")
+def built_bento(tmp_path_factory, frame):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from sluicegate.config import FeaturesConfig
+    from sluicegate.features import FeatureColumns, FeaturePipeline, build_preprocessor
+    from sluicegate.packaging import PackageInputs, build_bento
+    from sluicegate.serving.schema import infer_feature_schema
+    from sluicegate.settings import load_settings
+    from sluicegate.tracking import ModelRecord
+
+    home = tmp_path_factory.mktemp("pkg-home")
+    cols = FeatureColumns(NUMERIC, CATEGORICAL, DATES)
+    spec = FeaturesConfig(numeric={"columns": list(NUMERIC)}, categorical={"columns": list(CATEGORICAL)},
+                          datetime={"columns": list(DATES)})
+    pre = build_preprocessor(spec, cols)
+    X = frame[[*NUMERIC, *CATEGORICAL, *DATES]]
+    fp = FeaturePipeline(pre.fit(X), cols)
+    model = Pipeline([("features", fp), ("model", LogisticRegression(max_iter=300))]).fit(X, frame["churned"])
+    record = ModelRecord("unitpkg", "1", "run-x", "models:/unitpkg/1", {"test_roc_auc": 0.8},
+                         {"sluice.data_fingerprint": "fp", "sluice.git_sha": "sha"})
+    inputs = PackageInputs(record, model, None, infer_feature_schema(frame, NUMERIC, CATEGORICAL, DATES),
+                           X.tail(5).reset_index(drop=True), "2026-01-01T00:00:00+00:00")
+    settings = load_settings({"SLUICE_HOME": str(home), "BENTOML_HOME": str(home.parent / "pkg-bentoml")})
+    return build_bento(inputs, PackagingConfig(), DeployConfig(), "classification", settings), settings
+
+
+@pytest.mark.slow
+def test_built_bento_has_dockerfile_service_and_canary(built_bento):
+    bento, settings = built_bento
+    root = Path(bento.bento_path)
+    assert Path(bento.dockerfile).is_file()
+    assert (root / "src" / "service.py").is_file() and (root / "src" / "sluicegate" / "features.py").is_file()
+    config = json.loads((root / "src" / "sluice_service.json").read_text())
+    assert config["model_tag"] == bento.model_tag and config["host"] == "127.0.0.1"
+    assert [f["name"] for f in config["schema"]["fields"]] == [*NUMERIC, *CATEGORICAL, *DATES]
+    from sluicegate.packaging import canary_data, verify_model_artifact
+
+    assert verify_model_artifact(bento, settings).is_file()
+    canary = canary_data(bento, settings)
+    assert len(canary["records"]) == 5 and len(canary["probabilities"]) == 5
+
+
+@pytest.mark.slow
+def test_docker_target_without_engine_says_what_to_run(built_bento):
+    from sluicegate.deploy import deploy_docker
+
+    if docker_available():
+        pytest.skip("a docker engine answers here; this checks the message without one")
+    bento, settings = built_bento
+    result = deploy_docker(bento, DeployConfig(target="docker"), settings)
+    assert result.target == "docker" and result.files == (bento.dockerfile,)
+    assert "docker info" in result.message and f"bentoml containerize {bento.bento_tag}" in result.message

@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export BENTOML_DO_NOT_TRACK := true
 DEMOS := breast_cancer diabetes
 
-.PHONY: install demo test test-fast lint lock bench ui-prefect ui-mlflow clean
+.PHONY: install demo test test-fast lint lock bench ui-prefect ui-mlflow stop clean
 
 install: $(VENV)/.installed
 
@@ -33,7 +33,13 @@ demo: install
 	  echo "== sluice run configs/$$p.yaml"; \
 	  $(BIN)/sluice run configs/$$p.yaml --reason demo || exit $$?; \
 	done
+	@for p in $(DEMOS); do $(BIN)/sluice deploy configs/$$p.yaml || exit $$?; done
 	@for p in $(DEMOS); do $(BIN)/sluice status $$p; done
+	@echo
+	@echo "Each champion now answers on loopback (make stop stops them):"
+	@echo "  curl -s http://127.0.0.1:3101/metadata"
+	@echo "  curl -s -X POST http://127.0.0.1:3101/predict -H 'content-type: application/json' -d @examples/breast_cancer.json"
+	@echo "  curl -s -X POST http://127.0.0.1:3102/predict -H 'content-type: application/json' -d @examples/diabetes.json"
 	@echo
 	@echo "What just ran is stored under $(SLUICE_HOME). To look at it:"
 	@echo "  Prefect UI: make ui-prefect   (then open http://127.0.0.1:4200 - flow runs, task runs, artifacts)"
@@ -56,5 +62,8 @@ ui-mlflow: install
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///$(SLUICE_HOME)/mlflow.db \
 	  --artifacts-destination $(SLUICE_HOME)/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
 
-clean:
+stop:
+	@for p in $(DEMOS); do $(BIN)/sluice stop $$p; done
+
+clean: stop
 	rm -rf $(SLUICE_HOME)

@@ -112,10 +112,16 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
                                            "metrics": report.test}, cfg.notifications)
     if outcome == "promoted" and cfg.deploy.enabled:
         # one transaction: a failed deploy rolls back, and the package task's hook restores the champion
-        with transaction() as txn:
-            txn.set("project", project)
-            txn.set("previous_champion", champion.version)
-            bento = package_champion(project, record.version, cfg.packaging, cfg.deploy, cfg.task)
-            out_dir = str(resolve_path(cfg, cfg.deploy.output_dir)) if cfg.deploy.output_dir else None
-            summary["deployment"] = deploy_model(bento, cfg.deploy, cfg.packaging, out_dir).message
+        try:
+            with transaction() as txn:
+                txn.set("project", project)
+                txn.set("previous_champion", champion.version)
+                bento = package_champion(project, record.version, cfg.packaging, cfg.deploy, cfg.task)
+                out_dir = str(resolve_path(cfg, cfg.deploy.output_dir)) if cfg.deploy.output_dir else None
+                summary["deployment"] = deploy_model(bento, cfg.deploy, cfg.packaging, out_dir).message
+        except Exception as exc:
+            emit(project, "deploy.failed", {"version": record.version, "champion": champion.version, "error": str(exc)[:500],
+                                            "text": f"{project}: deploy of v{record.version} failed, v{champion.version} keeps serving: {exc}"},
+                 cfg.notifications)
+            raise
     return summary

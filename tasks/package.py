@@ -26,3 +26,7 @@ def restore_previous_champion(txn) -> None:
     if project and previous:
         left = restore_champion(tracker(), project, previous)
         print(f"{project}: deploy failed; champion moved back to v{previous} (from v{left})")
+        from prefect.events import emit_event
+
+        emit_event("sluicegate.model.rolled_back", resource={"prefect.resource.id": f"sluicegate.project.{project}"},
+                   payload={"champion": previous, "from": left, "reason": "deploy failed"})

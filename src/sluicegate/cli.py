@@ -167,6 +167,21 @@ def deploy(
 
 
 @app.command()
+def stop(project: str = typer.Argument(..., help="Project name or its YAML file.")) -> None:
+    """Stop the project's local deployment (front process and model server)."""
+    from sluicegate.deploy import stop_local
+    from sluicegate.settings import load_settings
+
+    name = project
+    if project.endswith((".yaml", ".yml")):
+        from sluicegate.config import load_config
+
+        name = load_config(project).project
+    state = stop_local(load_settings(), name)
+    typer.echo(f"{name}: stopped v{state.version} on {state.host}:{state.port}" if state else f"{name}: nothing was serving")
+
+
+@app.command()
 def rollback(
     project: str = typer.Argument(..., help="Project name or its YAML file."),
     port: Optional[int] = typer.Option(None, help="Override deploy.port."),

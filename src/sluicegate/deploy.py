@@ -312,6 +312,10 @@ def deploy_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingCon
         raise DeployError(f"port {spec.port} on {spec.host} is in use by another process; stop it or set "
                           f"deploy.port to a free port")
     old_backend = state.backend_pid if state is not None and pid_alive(state.backend_pid, "bentoml") else None
+    if front_ok and old_backend and state.bento_tag == bento.bento_tag:
+        url = f"http://{spec.host}:{spec.port}"
+        return DeployResult("local", bento.project, bento.version, bento.bento_tag, url,
+                            message=f"{bento.project} v{bento.version} already serving at {url}; nothing to do")
 
     cand_port = free_port("127.0.0.1")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")

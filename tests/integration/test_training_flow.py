@@ -181,7 +181,7 @@ def test_bad_config_never_starts_a_run(project, capsys, override, expected):
 
 def test_bundled_regression_demo_runs(repo_root, tmp_path, monkeypatch, prefect_harness):
     monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "home"))
-    state = _flow()(str(repo_root / "configs" / "diabetes.yaml"), None, "test", return_state=True)
+    state = _flow()(str(repo_root / "configs" / "diabetes.yaml"), ["deploy.enabled=false"], "test", return_state=True)
     result = state.result()
     assert result["outcome"] == "promoted", result
     assert result["metrics"]["rmse"] < 65 and result["metrics"]["r2"] > 0.3

@@ -1,0 +1,288 @@
+"""The shared setup for real: a PostgreSQL server, a Prefect server and an MLflow server on it, a pipeline run against them."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import churn_frame, write_project
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PASSWORD = "sluice-test-only"
+START_TIMEOUT_S = 150
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding initdb and pg_ctl: on PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).resolve().parent
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
+        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    return None
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run these tests (.ci/run installs PostgreSQL with apt-get)")
+    pytest.skip(f"{reason} (install it with `apt-get install -y postgresql`; CI installs it)")
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster in a temporary folder on a free loopback port."""
+
+    def __init__(self, bin_dir: Path):
+        self.bin = bin_dir
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="sluice-pg-"))
+        self.data = self.dir / "data"
+        self.user = "sluice"
+        # initdb refuses to run as root: run the server as the `postgres` account the package creates
+        self.run_as = None
+        if os.geteuid() == 0:
+            try:
+                self.run_as = pwd.getpwnam("postgres")
+            except KeyError:
+                _unavailable("running as root and there is no `postgres` account to run the server")
+            os.chown(self.dir, self.run_as.pw_uid, self.run_as.pw_gid)
+
+    def _cmd(self, *args: str) -> list[str]:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        return ["runuser", "-u", "postgres", "--", *cmd] if self.run_as else cmd
+
+    def start(self) -> None:
+        pwfile = self.dir / "pw"
+        pwfile.write_text(PASSWORD)
+        if self.run_as:
+            os.chown(pwfile, self.run_as.pw_uid, self.run_as.pw_gid)
+        subprocess.run(self._cmd("initdb", "-D", str(self.data), "-U", self.user, "--pwfile", str(pwfile),
+                                 "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions"),
+                       check=True, capture_output=True, timeout=120)
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} -c fsync=off -c max_connections=200"
+        subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "server.log"),
+                                 "-w", "-t", "60", "start"), check=True, capture_output=True, timeout=90)
+
+    def url(self, db: str, driver: str = "") -> str:
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        return f"{scheme}://{self.user}:{PASSWORD}@127.0.0.1:{self.port}/{db}"
+
+    def create_databases(self, *names: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            for name in names:
+                conn.execute(f'CREATE DATABASE "{name}"')
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"),
+                           capture_output=True, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        _unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found")
+    pg = Postgres(bin_dir)
+    try:
+        pg.start()
+        pg.create_databases("prefect", "mlflow", "optuna")
+        yield pg
+    except subprocess.CalledProcessError as exc:
+        log = (pg.dir / "server.log")
+        raise RuntimeError(f"PostgreSQL did not start: {exc.stderr!r} {log.read_text() if log.exists() else ''}") from exc
+    finally:
+        pg.stop()
+
+
+class Server:
+    """A server subprocess in its own process group, its output in a file, stopped by that group id."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict, health: str, log_dir: Path):
+        self.name, self.health = name, health
+        self.log_path = log_dir / f"{name}.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=log_dir,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_healthy(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(self.health, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"{self.name} not healthy at {self.health} after {START_TIMEOUT_S}s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # only the group this fixture started
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def _base_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SLUICE_"))}
+    env.update({"SLUICE_HOME": str(home), "PREFECT_HOME": str(home / "prefect"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false",
+                "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                "PREFECT_LOGGING_LEVEL": "WARNING"})
+    return env
+
+
+@pytest.fixture(scope="module")
+def servers(postgres, tmp_path_factory):
+    """A Prefect server and an MLflow tracking server, both on the PostgreSQL above, started side by side."""
+    work = tmp_path_factory.mktemp("servers")
+    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_env = {**_base_env(work / "prefect-server"),
+                   "PREFECT_API_DATABASE_CONNECTION_URL": postgres.url("prefect", "asyncpg"),
+                   "PREFECT_SERVER_UI_ENABLED": "false"}
+    mlflow_env = {**_base_env(work / "mlflow-server"), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    started = []
+    try:
+        started.append(Server("prefect", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                          "--port", str(prefect_port), "--no-ui"],
+                              prefect_env, f"http://127.0.0.1:{prefect_port}/api/health", work))
+        started.append(Server("mlflow", [str(BIN / "mlflow"), "server", "--backend-store-uri", postgres.url("mlflow"),
+                                         "--artifacts-destination", str(work / "mlflow-artifacts"),
+                                         "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
+                              mlflow_env, f"http://127.0.0.1:{mlflow_port}/health", work))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for server in started:
+            server.wait_healthy(deadline)
+        yield {"prefect_api": f"http://127.0.0.1:{prefect_port}/api", "mlflow": f"http://127.0.0.1:{mlflow_port}",
+               "artifacts": work / "mlflow-artifacts", "work": work}
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def client_env(servers, postgres, tmp_path_factory) -> dict:
+    """What a laptop or worker sets to use the shared servers (artifacts proxied by the MLflow server)."""
+    home = tmp_path_factory.mktemp("client")
+    return {**_base_env(home / "home"), "PREFECT_API_URL": servers["prefect_api"],
+            "MLFLOW_TRACKING_URI": servers["mlflow"],
+            "SLUICE_ARTIFACT_ROOT": f"mlflow-artifacts://{servers['mlflow'].split('://', 1)[1]}/sluice",
+            "SLUICE_OPTUNA_STORAGE": postgres.url("optuna")}
+
+
+def _sluice(args: list[str], env: dict, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "sluice"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_doctor_sees_every_shared_service_answer(client_env):
+    out = _sluice(["doctor", "--json"], client_env, 120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+    assert checks["prefect-api"]["status"] == "ok" and "answered 200" in checks["prefect-api"]["detail"]
+    assert checks["mlflow-tracking"]["status"] == "ok"
+    assert checks["optuna-storage"]["status"] == "ok" and "postgresql" in checks["optuna-storage"]["detail"]
+    assert PASSWORD not in out.stdout  # URLs are printed with the password masked
+
+
+def test_doctor_fails_when_a_configured_server_is_down(client_env):
+    env = {**client_env, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
+    out = _sluice(["doctor"], env, 120)
+    assert out.returncode == 10, out.stdout + out.stderr
+    assert "FAIL prefect-api" in out.stdout and "prefect-api" in out.stderr
+
+
+def test_training_against_prefect_and_mlflow_servers_on_postgres(client_env, servers, tmp_path):
+    project = write_project(tmp_path, churn_frame(800, seed=3))
+    out = _sluice(["run", str(project), "--reason", "postgres-test", "--json"], client_env, 300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["outcome"] == "promoted"
+
+    # the champion, through the MLflow server only
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=servers["mlflow"], registry_uri=servers["mlflow"])
+    champion = client.get_model_version_by_alias("churn", "champion")
+    assert champion.version == str(result["version"])
+    status = _sluice(["status", "churn", "--json"], client_env, 120)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["champion"] == result["version"]
+    # the model files went through the server's artifact proxy into its destination folder
+    assert list(servers["artifacts"].rglob("MLmodel"))
+
+    # the flow run and its task runs, through the Prefect server's REST API
+    api = servers["prefect_api"]
+    flows = httpx.post(f"{api}/flows/filter", json={"flows": {"name": {"any_": ["training-pipeline"]}}}).json()
+    assert len(flows) == 1
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"id": {"any_": [flows[0]["id"]]}}}).json()
+    assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    assert runs[0]["parameters"]["reason"] == "postgres-test"
+    tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [runs[0]["id"]]}}}).json()
+    names = {t["name"].rsplit("-", 1)[0] for t in tasks}
+    assert {"ingest-data", "validate-data", "train-model", "register-candidate"} <= names
+    assert all(t["state_type"] == "COMPLETED" for t in tasks)
+
+
+OPTIMIZE = textwrap.dedent("""
+    import sys
+    import optuna
+    from sluicegate.tuning import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="shared", storage=open_storage(sys.argv[1]), direction="minimize",
+                                load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=int(sys.argv[2])))
+    study.optimize(lambda t: (t.suggest_float("x", -5, 5) - 1) ** 2, n_trials=int(sys.argv[3]))
+""")
+
+
+@pytest.mark.parametrize("driver", ["", "psycopg2"])
+def test_one_optuna_study_on_postgres_from_two_processes_at_once(postgres, driver):
+    import optuna
+
+    url = postgres.url("optuna", driver).replace("/optuna", f"/optuna_{driver or 'psycopg'}")
+    postgres.create_databases(f"optuna_{driver or 'psycopg'}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    procs = [subprocess.Popen([sys.executable, "-c", OPTIMIZE, url, str(seed), "12"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for seed in (1, 2)]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    study = optuna.load_study(study_name="shared", storage=url)
+    assert len(study.trials) == 24
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert sorted(t.number for t in study.trials) == list(range(24))

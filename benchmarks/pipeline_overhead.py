@@ -95,13 +95,20 @@ def main() -> None:
     plain_script(config, base / "warm-plain")
     os.environ["SLUICE_HOME"] = str(base / "warm-flow")
     training_pipeline(str(config))
-    with timed("plain script", times):
-        plain_script(config, base / "plain-home")
-    os.environ["SLUICE_HOME"] = str(base / "flow-home")
-    with timed("flow, first run", times):
-        first = training_pipeline(str(config))
+    # Alternate the two sides, twice each on fresh stores, and keep the best of each:
+    # on a shared 2-core machine a single pair is at the mercy of whatever else runs.
+    plain_times, flow_times = [], []
+    for i in range(2):
+        with timed(f"plain script #{i + 1}", times):
+            plain_script(config, base / f"plain-home-{i}")
+        plain_times.append(times[f"plain script #{i + 1}"])
+        os.environ["SLUICE_HOME"] = str(base / f"flow-home-{i}")
+        with timed(f"flow, first run #{i + 1}", times):
+            first = training_pipeline(str(config))
+        flow_times.append(times[f"flow, first run #{i + 1}"])
     with timed("flow, unchanged re-run", times):
         again = training_pipeline(str(config))
+    times["plain script"], times["flow, first run"] = min(plain_times), min(flow_times)
     assert first["outcome"] == "promoted" and again["outcome"] == "unchanged", (first, again)
     r1 = times["flow, first run"] / times["plain script"]
     r2 = times["flow, unchanged re-run"] / times["plain script"]

@@ -11,6 +11,7 @@ export PREFECT_HOME ?= $(SLUICE_HOME)/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 DEMOS := breast_cancer diabetes
 
 .PHONY: install demo test test-fast lint lock bench ui-prefect ui-mlflow stop clean

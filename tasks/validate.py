@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from sluicegate.config import ValidationConfig
 from sluicegate.data import DatasetRef, load_snapshot
@@ -27,6 +29,9 @@ def validate_data(
                               feature_columns, suite_name=project, fingerprint=dataset.fingerprint)
     create_markdown_artifact(report.to_markdown(), key=artifact_key(project, "validation"),
                              description=f"Data validation of {dataset.fingerprint}")
+    if report.docs_path:
+        create_link_artifact(Path(report.docs_path).resolve().as_uri(), link_text="Great Expectations Data Docs",
+                             key=artifact_key(project, "data-docs"))
     if not report.passed:
         raise DataValidationError(
             f"data validation failed, training did not start: {report.failure_summary()} "

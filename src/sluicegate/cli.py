@@ -99,6 +99,7 @@ def status(
     from sluicegate.settings import load_settings
     from sluicegate.tracking import Tracker
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if project.endswith((".yaml", ".yml")):
         from sluicegate.config import load_config
 

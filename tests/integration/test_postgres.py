@@ -201,7 +201,8 @@ def client_env(servers, postgres, tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("client")
     return {**_base_env(home / "home"), "PREFECT_API_URL": servers["prefect_api"],
             "MLFLOW_TRACKING_URI": servers["mlflow"],
-            "SLUICE_ARTIFACT_ROOT": f"mlflow-artifacts://{servers['mlflow'].split('://', 1)[1]}/sluice",
+            # no host: the client resolves it against MLFLOW_TRACKING_URI (a host is refused by the server)
+            "SLUICE_ARTIFACT_ROOT": "mlflow-artifacts:///sluice",
             "SLUICE_OPTUNA_STORAGE": postgres.url("optuna")}
 
 
@@ -275,8 +276,9 @@ OPTIMIZE = textwrap.dedent("""
 def test_one_optuna_study_on_postgres_from_two_processes_at_once(postgres, driver):
     import optuna
 
-    url = postgres.url("optuna", driver).replace("/optuna", f"/optuna_{driver or 'psycopg'}")
-    postgres.create_databases(f"optuna_{driver or 'psycopg'}")
+    db = f"optuna_{driver or 'default'}"
+    postgres.create_databases(db)
+    url = postgres.url(db, driver)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
     procs = [subprocess.Popen([sys.executable, "-c", OPTIMIZE, url, str(seed), "12"], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for seed in (1, 2)]

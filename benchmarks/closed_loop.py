@@ -92,7 +92,7 @@ def main() -> None:
         subprocess.run([str(BIN / "sluice"), "run", str(config)], cwd=ROOT, env=client_env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         served = f"http://127.0.0.1:{serve_port}/metadata"
-        print("  serving:", httpx.get(served, timeout=5).json().get("model_version"))
+        print("  serving:", httpx.get(served, timeout=5).json().get("version"))
         procs.append(subprocess.Popen([sys.executable, str(ROOT / "deployments" / "build.py"), "serve", str(config)],
                                       cwd=ROOT, env=client_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True))
@@ -118,7 +118,7 @@ def main() -> None:
 
         def answering_v2():
             try:
-                return httpx.get(served, timeout=2).json().get("model_version") == "2"
+                return httpx.get(served, timeout=2).json().get("version") == "2"
             except httpx.HTTPError:
                 return False
 

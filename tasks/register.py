@@ -46,10 +46,11 @@ def register_candidate(
 def decide(record: ModelRecord, report: EvaluationReport, champion: ChampionScore, gates: GatesConfig, project: str) -> GateDecision:
     """Apply the gates; publish and store every verdict with the run."""
     if champion.version is not None and champion.version == record.version:
+        # an unchanged re-run: the champion's own verdict stays as it was recorded
         decision = same_model_decision(record.version)
     else:
         decision = decide_promotion(report, champion.metrics, champion.version, gates, champion.error)
-    tracker().record_decision(record, decision.to_dict())
+        tracker().record_decision(record, decision.to_dict())
     create_markdown_artifact(decision.to_markdown(), key=artifact_key(project, "gate-decision"),
                              description=f"{project} v{record.version}: {'promoted' if decision.promote else 'not promoted'}")
     print(decision.summary)

@@ -231,7 +231,7 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
             include=[SERVICE_FILE, CONFIG_FILE, "sluicegate/**"],
             labels={"project": rec.project, "model_version": rec.version},
             description=f"{rec.project} model v{rec.version} served by sluicegate",
-            python={"packages": _bento_requirements(), "lock_packages": False},
+            python={"packages": _bento_requirements(inputs.model), "lock_packages": False},
             docker={"python_version": "3.11"},
         )
     except Exception as exc:
@@ -305,8 +305,8 @@ def _canary_payload(model: Any, canary: pd.DataFrame, task: str) -> dict[str, An
     return out
 
 
-def _bento_requirements() -> list[str]:
-    pins = pip_requirements()
+def _bento_requirements(model: Any = None) -> list[str]:
+    pins = pip_requirements(model)
     for name in ("joblib", "pydantic"):
         try:
             from importlib import metadata as md

@@ -53,10 +53,20 @@ def library_versions(names: tuple[str, ...] = MODEL_PACKAGES) -> dict[str, str]:
     return out
 
 
-def pip_requirements() -> list[str]:
-    """Pinned requirements for the logged model (inference by MLflow costs 7-20 s a call)."""
+def uses_torch(model: Any) -> bool:
+    """Whether a fitted pipeline holds a PyTorch estimator (its environment then needs torch)."""
+    steps = getattr(model, "steps", None) or [(None, model)]
+    return any(type(step).__module__.startswith("sluicegate.trainers.torch") for _, step in steps)
+
+
+def pip_requirements(model: Any = None) -> list[str]:
+    """Pinned requirements for the logged model (inference by MLflow costs 7-20 s a call).
+
+    torch (the CPU build, ~700 MB) is listed only for models that use it.
+    """
     vers = library_versions()
-    return [f"{n}=={v}" for n, v in vers.items() if n not in ("python", "sluicegate", "torch")]
+    skip = {"python", "sluicegate"} | (set() if model is not None and uses_torch(model) else {"torch"})
+    return [f"{n}=={v}" for n, v in vers.items() if n not in skip]
 
 
 def git_sha(folder: Path) -> str:
@@ -180,7 +190,7 @@ class Tracker:
             signature = infer_signature(input_example, model.predict(input_example))
             info = mlflow.sklearn.log_model(
                 model, name="model", signature=signature, input_example=input_example,
-                pip_requirements=pip_requirements(), serialization_format="cloudpickle",
+                pip_requirements=pip_requirements(model), serialization_format="cloudpickle",
             )
             mv = self.mlflow.register_model(info.model_uri, project, tags=tags)
             self.client.set_tag(run.info.run_id, "sluice.version", str(mv.version))

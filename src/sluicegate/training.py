@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -78,10 +79,15 @@ def train_model(
     """
     arrays = load_arrays(features.arrays_path)
     trainer = get_trainer(spec.kind)
+    extra: dict[str, Any] = {}
+    if "checkpoint_dir" in inspect.signature(trainer.fit).parameters:
+        # out_dir is keyed on the inputs, so a killed run finds its checkpoints and resumes
+        extra["checkpoint_dir"] = out_dir / "checkpoints"
     started = time.perf_counter()
     try:
         estimator = trainer.fit(
-            spec, task, arrays["X_train"], arrays["y_train"], arrays["X_valid"], arrays["y_valid"], seed, params
+            spec, task, arrays["X_train"], arrays["y_train"], arrays["X_valid"], arrays["y_valid"], seed, params,
+            **extra,
         )
     except Exception as exc:
         raise TrainingError(f"model ({spec.kind}): training failed: {type(exc).__name__}: {exc}") from exc

@@ -69,7 +69,10 @@ def loop(tmp_path_factory, prefect_harness):
     for name, cooldown in (("loop", 0.0), ("storm", 30.0)):
         cfg = churn_config(base, data_file=f"data/{name}.csv")
         cfg["project"] = name
-        cfg["monitoring"] = {"consecutive": 1, "cooldown_minutes": cooldown, "min_rows": 100}
+        cfg["monitoring"] = {"consecutive": 1, "cooldown_minutes": cooldown, "min_rows": 100, "window_rows": 300}
+        if name == "loop":  # the loop project serves its champion, so drift is measured on real traffic
+            cfg["deploy"] = {"enabled": True, "port": _free_port(), "readiness_timeout_s": 180}
+            cfg["packaging"] = {"max_latency_ms": 2000}
         path = write_project(base, None, cfg, name=f"{name}.yaml")
         churn_frame(900, seed=11).to_csv(base / "data" / f"{name}.csv", index=False)
         configs[name] = path
@@ -102,6 +105,9 @@ def loop(tmp_path_factory, prefect_harness):
         _wait(lambda: names <= {d["name"] for d in _post(f"{url}/deployments/filter", {})}, 240, what="deployments")
         yield {"url": url, "env": client_env, "configs": configs, "base": base, "logs": logs, "home": home}
     finally:
+        from sluicegate.deploy import stop_local
+
+        stop_local(load_settings(), "loop")
         for proc in reversed(procs):
             _stop(proc)
         if old is None:
@@ -151,24 +157,37 @@ def test_deployments_have_schedules_and_a_drift_trigger(loop):
     assert triggers and "sluicegate.drift.detected" in triggers[0]["trigger"]["expect"]
 
 
-def test_drift_event_starts_retraining_that_ends_in_a_verdict(loop):
+def test_drifted_traffic_starts_retraining_that_ends_in_a_verdict(loop):
+    """Serve the champion, send drifted traffic through it, check drift on the prediction log."""
     base, url = loop["base"], loop["url"]
+    port = yaml.safe_load(loop["configs"]["loop"].read_text())["deploy"]["port"]
+    served = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{served}/metadata", timeout=10).json()["version"] == "1"
     fresh = churn_frame(900, seed=21)
     fresh = fresh.assign(tenure=(fresh.tenure + 30).clip(upper=119), monthly_charges=fresh.monthly_charges * 1.4,
                          plan=fresh.plan.where(fresh.index % 5 == 0, "basic"))
-    fresh.to_csv(base / "data" / "loop.csv", index=False)  # new data has arrived
-    batch = base / "data" / "recent.csv"
-    fresh.head(300).drop(columns=["churned"]).to_csv(batch, index=False)
+    fresh.to_csv(base / "data" / "loop.csv", index=False)  # new labelled data has arrived too
+    features = ["tenure", "monthly_charges", "support_calls", "plan", "region", "signup_date"]
+    records = fresh[features].head(300).to_dict(orient="records")
+    for i in range(0, len(records), 50):
+        answer = httpx.post(f"{served}/predict", json=records[i:i + 50], timeout=60)
+        assert answer.status_code == 200, answer.text
     started = time.time()
     out = _python(loop["env"], f"""
-        import json
+        import json, time
+        from sluicegate.serving.predlog import read_prediction_log
+        for _ in range(60):  # the service writes its log off the request path
+            if len(read_prediction_log("loop")) >= 300:
+                break
+            time.sleep(1)
         from flows.monitoring import drift_check
-        print("RESULT", json.dumps(drift_check({str(loop['configs']['loop'])!r}, {str(batch)!r}), default=str))
+        print("RESULT", json.dumps(drift_check({str(loop['configs']['loop'])!r}), default=str))
     """)
     result = json.loads(out.split("RESULT", 1)[1])
+    assert result["current_rows"] == 300 and result["window"].startswith("last 300 logged predictions"), result
     assert result["drifted"] and result["alert"], result
     assert "tenure" in result["drifted_columns"]
-    runs = _wait(lambda: [r for r in _runs(url, "loop-retraining") if r["state_type"] in TERMINAL], 420, 5,
+    runs = _wait(lambda: [r for r in _runs(url, "loop-retraining") if r["state_type"] in TERMINAL], 600, 5,
                  what="the retraining run to finish")
     assert runs[0]["state_type"] == "COMPLETED", runs[0]["state"]
     assert runs[0]["parameters"]["reason"].startswith("drift:")
@@ -176,8 +195,11 @@ def test_drift_event_starts_retraining_that_ends_in_a_verdict(loop):
     tracker = Tracker(load_settings())
     latest = tracker.versions("loop")[-1]
     assert latest.version == "2" and latest.tags["sluice.reason"].startswith("retrain: drift:")
-    assert latest.tags["sluice.verdict"] in ("promoted", "rejected")  # a new champion, or a recorded rejection
-    assert tracker.champion("loop").version == ("2" if latest.tags["sluice.verdict"] == "promoted" else "1")
+    verdict = latest.tags["sluice.verdict"]
+    assert verdict in ("promoted", "rejected")  # a new champion, or a recorded rejection
+    champion = tracker.champion("loop").version
+    assert champion == ("2" if verdict == "promoted" else "1")
+    assert httpx.get(f"{served}/metadata", timeout=10).json()["version"] == champion  # and it is what serves
 
 
 def test_alert_storm_starts_exactly_one_retraining(loop):

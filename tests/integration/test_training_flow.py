@@ -81,6 +81,7 @@ def test_unchanged_rerun_is_served_from_cache_and_promotes_nothing(project):
         assert states[name] == "Cached", (name, states)
     assert "promote-model" not in states
     assert len(_tracker().versions("churn")) == 1
+    assert _tracker().champion("churn").tags["sluice.verdict"] == "promoted"  # its verdict is not overwritten
 
 
 def test_worse_candidate_is_not_promoted_and_says_why(project, capsys):

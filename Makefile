@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
-DEMOS := breast_cancer diabetes
+DEMOS := breast_cancer diabetes wine_tuned
 
 .PHONY: install demo test test-fast lint lock bench ui-prefect ui-mlflow stop clean
 
@@ -41,6 +41,7 @@ demo: install
 	@echo "  curl -s http://127.0.0.1:3101/metadata"
 	@echo "  curl -s -X POST http://127.0.0.1:3101/predict -H 'content-type: application/json' -d @examples/breast_cancer.json"
 	@echo "  curl -s -X POST http://127.0.0.1:3102/predict -H 'content-type: application/json' -d @examples/diabetes.json"
+	@echo "  curl -s -X POST http://127.0.0.1:3103/predict_proba -H 'content-type: application/json' -d @examples/wine_tuned.json"
 	@echo
 	@echo "What just ran is stored under $(SLUICE_HOME). To look at it:"
 	@echo "  Prefect UI: make ui-prefect   (then open http://127.0.0.1:4200 - flow runs, task runs, artifacts)"

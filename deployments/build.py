@@ -43,8 +43,13 @@ def specs(cfg: ProjectConfig, config_path: str) -> list[dict]:
     ]
 
 
-def runner_deployments(paths: list[str] | None = None) -> list:
-    """Prefect RunnerDeployments for every project config."""
+def runner_deployments(paths: list[str] | None = None, module_path: bool = False) -> list:
+    """Prefect RunnerDeployments for every project config.
+
+    `module_path=True` names flows as `flows.training.training_pipeline`, which a process
+    worker started in the checkout imports directly (no image or remote storage needed).
+    """
+    from prefect.deployments.runner import EntrypointType
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.events import DeploymentEventTrigger
 
@@ -68,6 +73,10 @@ def runner_deployments(paths: list[str] | None = None) -> list:
                     name=f"{cfg.project}-on-drift", expect=set(t["expect"]), match=t["match"], parameters=t["parameters"])]
                 kwargs["concurrency_limit"] = ConcurrencyLimitConfig(
                     limit=spec["concurrency_limit"], collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+            if module_path:
+                kwargs["entrypoint_type"] = EntrypointType.MODULE_PATH
+                # a process worker runs flows in a temporary folder: point it at this checkout
+                kwargs["job_variables"] = {"working_dir": str(ROOT), "env": {"PYTHONPATH": str(ROOT)}}
             out.append(flows[spec["flow"]].to_deployment(**kwargs))
     return out
 
@@ -91,7 +100,7 @@ def apply(paths: list[str] | None = None, pool: str = "sluicegate") -> list:
             client.read_work_pool(pool)
         except ObjectNotFound:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-    return prefect.deploy(*runner_deployments(paths), work_pool_name=pool, build=False, push=False,
+    return prefect.deploy(*runner_deployments(paths, module_path=True), work_pool_name=pool, build=False, push=False,
                           print_next_steps_message=False)
 
 

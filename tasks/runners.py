@@ -15,7 +15,10 @@ def local_cluster_kwargs(n_workers: int) -> dict[str, Any]:
     """A local Dask cluster of `n_workers` single-threaded processes, no dashboard (nothing else to bind)."""
     # more processes than cores never speeds up CPU-bound trials or partitions on one machine
     workers = max(1, min(n_workers, os.cpu_count() or 1))
-    return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    # dashboard_address=None alone still serves the scheduler's HTTP routes on port 8787 of every
+    # interface: bind them, and the scheduler and workers, to loopback on free ports instead
+    return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+            "dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
 
 
 def task_runner_from_settings(n_workers: int = 2, settings: Settings | None = None) -> Any:

@@ -485,7 +485,7 @@ def _md(text: str) -> str:
 
 
 # ---------------------------------------------------------------- shared studies (scale-out, issue 6)
-# Added for flows/distributed.py: several processes or machines run `tune_model` on one study
+# Added for flows/scale_out.py: several processes or machines run `tune_model` on one study
 # name and one RDB storage; this callback makes each stop once the study holds the budget.
 def stop_at_total_trials(total: int) -> Callable:
     """An Optuna callback that stops this process's `optimize` once the shared study has `total` trials.

@@ -236,3 +236,4 @@ def test_deployments_apply_registers_on_a_process_work_pool(loop):
     assert "registered 3 deployments" in done.stdout
     deps = [d for d in _post(f"{loop['url']}/deployments/filter", {}) if d.get("work_pool_name") == "sluice-test"]
     assert {d["name"] for d in deps} == {"loop-training", "loop-drift-check", "loop-retraining"}
+    assert all(d["job_variables"]["working_dir"] == str(ROOT) for d in deps)

@@ -33,8 +33,9 @@ def dask_cluster(tmp_path_factory):
     home = tmp_path_factory.mktemp("dask-home")
     saved = {k: os.environ.get(k) for k in ("SLUICE_HOME", "SLUICE_TASK_RUNNER", "SLUICE_DASK_ADDRESS")}
     os.environ["SLUICE_HOME"] = str(home / "home")
-    cluster = distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1")
+    from tasks.runners import local_cluster_kwargs
+
+    cluster = distributed.LocalCluster(**local_cluster_kwargs(WORKERS))  # 2 processes, 1 thread each, loopback
     os.environ["SLUICE_TASK_RUNNER"] = "dask"
     os.environ["SLUICE_DASK_ADDRESS"] = cluster.scheduler_address
     try:
@@ -53,7 +54,7 @@ def dask_cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tuned(dask_cluster, prefect_harness):
     """Distributed tuning of a churn project, then the training pipeline on the same study."""
-    from flows.distributed import distributed_tuning
+    from flows.scale_out import distributed_tuning
 
     root = dask_cluster["root"]
     path = write_project(root, churn_frame(600, seed=4), _tuned_config(root))
@@ -98,7 +99,7 @@ def test_trials_are_logged_to_mlflow_under_one_parent(tuned):
 
 
 def test_training_reuses_the_finished_study_and_partitioned_scoring_matches_single_process(tuned, tmp_path):
-    from flows.distributed import partitioned_scoring
+    from flows.scale_out import partitioned_scoring
     from flows.scoring import scoring_pipeline
     from flows.training import training_pipeline
 

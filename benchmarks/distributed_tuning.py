@@ -67,8 +67,8 @@ def run(runner_env: dict, fs, cand, storage: str) -> tuple[float, list[dict], in
     os.environ.update(runner_env)
     name = f"bench-{cand.name}-{time.time_ns()}"
     start = time.perf_counter()
-    shards = tune_shards.with_options(task_runner=task_runner_from_settings(WORKERS))(
-        fs, cand, "classification", "roc_auc", 0, name, storage, WORKERS)
+    (shards,) = tune_shards.with_options(task_runner=task_runner_from_settings(WORKERS))(
+        fs, [{"candidate": cand, "study_name": name, "storage": storage}], "classification", "roc_auc", 0, WORKERS)
     seconds = time.perf_counter() - start
     trials = len(optuna.load_study(study_name=name, storage=storage).trials)
     return seconds, shards, trials

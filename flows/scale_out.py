@@ -25,12 +25,18 @@ from tasks.validate import validate_data
 
 
 @flow(name="tune-shards")
-def tune_shards(features, candidate, task_type: str, metric: str, seed: int, study_name: str, storage: str,
-                n_workers: int) -> list[dict]:
-    """Submit one share of the study per worker; each runs trials until the study holds its budget."""
-    futures = [tune_shard.submit(features, candidate, task_type, metric, seed, study_name, storage, i)
-               for i in range(n_workers)]
-    return [f.result() for f in futures]
+def tune_shards(features, studies: list[dict], task_type: str, metric: str, seed: int, n_workers: int) -> list[list[dict]]:
+    """Submit `n_workers` shares of every study at once (one cluster for all); each runs trials until its study is full.
+
+    Args:
+        studies: dicts with `candidate`, `study_name` and `storage`.
+
+    Returns:
+        Per study, one summary per worker share.
+    """
+    futures = [[tune_shard.submit(features, s["candidate"], task_type, metric, seed, s["study_name"], s["storage"], i)
+                for i in range(n_workers)] for s in studies]
+    return [[f.result() for f in shares] for shares in futures]
 
 
 @flow(name="distributed-tuning", log_prints=True)
@@ -67,17 +73,18 @@ def distributed_tuning(config_path: str, n_workers: int = 2) -> dict:
 
     s = settings()
     logger.info("%s: %d candidate(s) on %d workers (%s)", project, len(tuned), n_workers, describe_runner(s))
+    plan = [{"candidate": c, "study_name": study_name_for(project, dataset.fingerprint, c, cfg.task, metric, cfg.seed),
+             "storage": c.tuning.storage or s.optuna_storage} for c in tuned]
+    shares = tune_shards.with_options(task_runner=task_runner_from_settings(n_workers, s))(
+        features, plan, cfg.task, metric, cfg.seed, n_workers)
     studies = []
-    for cand in tuned:
-        name = study_name_for(project, dataset.fingerprint, cand, cfg.task, metric, cfg.seed)
-        storage = cand.tuning.storage or s.optuna_storage
-        shards = tune_shards.with_options(task_runner=task_runner_from_settings(n_workers, s))(
-            features, cand, cfg.task, metric, cfg.seed, name, storage, n_workers)
-        result = summarize_study(features, cand, cfg.task, metric, cfg.seed, name, storage, project)
+    for study, workers in zip(plan, shares):
+        result = summarize_study(features, study["candidate"], cfg.task, metric, cfg.seed, study["study_name"],
+                                 study["storage"], project)
         studies.append({
-            "candidate": cand.name, "study_name": name, "trials": len(result.trials),
+            "candidate": result.candidate, "study_name": result.study_name, "trials": len(result.trials),
             "complete": result.count("COMPLETE"), "pruned": result.count("PRUNED"), "failed": result.count("FAIL"),
-            "best_value": result.best_value, "best_params": result.best_params, "workers": shards,
+            "best_value": result.best_value, "best_params": result.best_params, "workers": workers,
         })
     return {"project": project, "metric": metric, "runner": describe_runner(s), "n_workers": n_workers,
             "studies": studies}

@@ -199,8 +199,11 @@ def check_artifacts(settings: Settings, env: Mapping[str, str]) -> Check:
     return _path_check(name, Path(root.removeprefix("file://")), var, "local folder")
 
 
-def check_runner(settings: Settings) -> Check:
+def check_runner(settings: Settings, env: Mapping[str, str]) -> Check:
     var = "SLUICE_TASK_RUNNER, SLUICE_DASK_ADDRESS"
+    # tasks on Dask workers report to the Prefect API of their own process: without a server,
+    # each worker process starts a temporary one (~15 s) on the same local database
+    caveat = "" if env.get("PREFECT_API_URL") else "; set PREFECT_API_URL too, or each Dask worker starts its own temporary Prefect API"
     if settings.task_runner == "threads":
         return Check("task-runner", "threads", OK, "trials and partitions run in threads of the flow's process", var)
     if settings.task_runner != "dask":
@@ -211,9 +214,9 @@ def check_runner(settings: Settings) -> Check:
         except ImportError:
             return Check("task-runner", "dask (local cluster)", FAIL, "`distributed` is not installed", var)
         return Check("task-runner", "dask (local cluster)", OK,
-                     "no SLUICE_DASK_ADDRESS: each flow run starts a local cluster of worker processes", var)
+                     "no SLUICE_DASK_ADDRESS: each flow run starts a local cluster of worker processes" + caveat, var)
     ok, detail = dask_scheduler(settings.dask_address)
-    return Check("task-runner", f"dask {settings.dask_address}", OK if ok else FAIL, detail, var)
+    return Check("task-runner", f"dask {settings.dask_address}", OK if ok else FAIL, detail + (caveat if ok else ""), var)
 
 
 def run_checks(env: Mapping[str, str] | None = None) -> DoctorReport:
@@ -232,7 +235,7 @@ def run_checks(env: Mapping[str, str] | None = None) -> DoctorReport:
                  Check("mlflow-registry", redact(s.registry_uri), OK, "same store as tracking", "MLFLOW_REGISTRY_URI")),
         lambda: check_artifacts(s, env),
         lambda: _store_check("optuna-storage", s.optuna_storage, "SLUICE_OPTUNA_STORAGE", "local SQLite file"),
-        lambda: check_runner(s),
+        lambda: check_runner(s, env),
         lambda: _path_check("bentoml-home", s.bentoml_home, "BENTOML_HOME", "local model and bento store"),
     ]
     out = []

@@ -97,8 +97,9 @@ def loop(tmp_path_factory, prefect_harness):
     try:
         _wait(lambda: _get(f"{url}/health"), 180, what="the Prefect server")
         client_env = {**env, "PREFECT_API_URL": url}
+        serve_env = {**client_env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # pick triggered runs up quickly
         serve = subprocess.Popen([sys.executable, str(ROOT / "deployments" / "build.py"), "serve", *map(str, configs.values())],
-                                 cwd=ROOT, env=client_env, stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT,
+                                 cwd=ROOT, env=serve_env, stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT,
                                  start_new_session=True)
         procs.append(serve)
         names = {f"{p}-{kind}" for p in configs for kind in ("training", "drift-check", "retraining")}

@@ -27,12 +27,20 @@ def _tuned_config(root) -> dict:
 
 
 @pytest.fixture(scope="module")
-def dask_cluster(tmp_path_factory):
-    """Two single-threaded worker processes; the environment is set first, since workers copy it when spawned."""
+def dask_cluster(tmp_path_factory, prefect_harness):
+    """Two single-threaded worker processes; the environment is set first, since workers copy it when spawned.
+
+    The workers get the harness's API URL, as a real worker gets PREFECT_API_URL: without one,
+    each worker process would start a temporary Prefect API of its own.
+    """
     distributed = pytest.importorskip("distributed")
+    from prefect.settings import PREFECT_API_URL
+
     home = tmp_path_factory.mktemp("dask-home")
-    saved = {k: os.environ.get(k) for k in ("SLUICE_HOME", "SLUICE_TASK_RUNNER", "SLUICE_DASK_ADDRESS")}
+    saved = {k: os.environ.get(k) for k in ("SLUICE_HOME", "SLUICE_TASK_RUNNER", "SLUICE_DASK_ADDRESS",
+                                            "PREFECT_API_URL")}
     os.environ["SLUICE_HOME"] = str(home / "home")
+    os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
     from tasks.runners import local_cluster_kwargs
 
     cluster = distributed.LocalCluster(**local_cluster_kwargs(WORKERS))  # 2 processes, 1 thread each, loopback

@@ -124,7 +124,8 @@ def main() -> None:
 
         wait(answering_v2, 600, 0.5)
         t_answer = time.time()
-        final = run()
+        # task durations are final once the run is (the switch finishes just before it does)
+        final = wait(lambda: (r := run()) and r["state_type"] in ("COMPLETED", "FAILED", "CRASHED") and r, 120, 0.5)
         subs = post(f"{api}/flow_runs/filter", {"flows": {"name": {"any_": ["training-pipeline"]}}})
         sub = max(subs, key=lambda r: r["created"])
         tasks = post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [sub["id"]]}}})

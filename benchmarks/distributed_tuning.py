@@ -6,7 +6,9 @@ machine. Two workload kinds, because threads and processes differ exactly there:
   - xgboost: fits in C++ with the GIL released, so two threads already run in parallel;
   - sklearn random forest with n_jobs=1: tree building in Cython/Python holds parts of the GIL.
 The Dask cluster is started once, before timing (its start-up is printed separately); a warm-up
-flow starts Prefect's temporary API first. One CPU thread per trial in every case.
+flow starts Prefect's temporary API first, and an untimed 2-trial Dask run per kind pays the
+workers' imports (and, with no PREFECT_API_URL, each worker's own temporary Prefect API).
+One CPU thread per trial in every case. The machine may be shared: compare ratios, not seconds.
 Usage: python benchmarks/distributed_tuning.py [--quick]
 """
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sqlite3
 import subprocess
 import time
@@ -129,7 +130,7 @@ class Tracker:
         if exp is not None:
             return exp.experiment_id
         location = self.settings.artifact_root
-        if "://" not in location:
+        if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", location):  # a path, not s3://, mlflow-artifacts:, file:
             location = Path(location, project).resolve().as_uri()
         else:
             location = f"{location.rstrip('/')}/{project}"

@@ -48,7 +48,7 @@ demo: install
 	@echo "  MLflow UI:  make ui-mlflow    (then open http://127.0.0.1:5000 - experiments, registered models, aliases)"
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -47,3 +47,18 @@ def quiet_env(home: Path) -> None:
         "GX_ANALYTICS_ENABLED": "false",
     })
     (home / "prefect").mkdir(parents=True, exist_ok=True)
+
+
+def feature_set(folder: Path, n: int, n_features: int = 20, seed: int = 0):
+    """Already-transformed arrays with a non-linear signal, as a FeatureSet the tuner accepts."""
+    from sluicegate.features import FeatureColumns, FeatureSet
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, n_features)).astype(np.float32)
+    logit = X[:, 0] - 0.8 * X[:, 1] + 0.6 * X[:, 2] * X[:, 3] + 0.4 * np.sin(2 * X[:, 4])
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    a, b = int(n * 0.6), int(n * 0.8)
+    path = folder / f"arrays-{n}.npz"
+    np.savez(path, X_train=X[:a], y_train=y[:a], X_valid=X[a:b], y_valid=y[a:b], X_test=X[b:], y_test=y[b:])
+    names = tuple(f"x{i}" for i in range(n_features))
+    return FeatureSet("unused", str(path), FeatureColumns(names, (), ()), names, n_features)

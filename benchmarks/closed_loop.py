@@ -11,7 +11,6 @@ Usage: python benchmarks/closed_loop.py
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -111,7 +110,7 @@ def main() -> None:
             runs = post(f"{api}/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}})
             return runs[0] if runs else None
 
-        created = wait(run, 120, 0.2)
+        wait(run, 120, 0.2)
         t_created = time.time()
         wait(lambda: (r := run()) and r["start_time"], 300, 0.5)
         t_started = time.time()

@@ -18,27 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
-from _common import ROOT  # noqa: F401  (puts the checkout on sys.path)
+from _common import ROOT, feature_set  # noqa: F401  (ROOT puts the checkout on sys.path)
 from sluicegate.config import CandidateConfig, TorchModelConfig, TuningConfig, XGBoostModelConfig
-from sluicegate.features import FeatureColumns, FeatureSet
 from sluicegate.tuning import tune_model
 
 QUICK = "--quick" in sys.argv
 CAP_S = 90 if not QUICK else 40  # per study
 
 
-def feature_set(folder: Path, n: int, n_features: int = 20, seed: int = 0) -> FeatureSet:
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, n_features)).astype(np.float32)
-    logit = X[:, 0] - 0.8 * X[:, 1] + 0.6 * X[:, 2] * X[:, 3] + 0.4 * np.sin(2 * X[:, 4])
-    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    a, b = int(n * 0.6), int(n * 0.8)
-    path = folder / f"arrays-{n}.npz"
-    np.savez(path, X_train=X[:a], y_train=y[:a], X_valid=X[a:b], y_valid=y[a:b], X_test=X[b:], y_test=y[b:])
-    names = tuple(f"x{i}" for i in range(n_features))
-    return FeatureSet("unused", str(path), FeatureColumns(names, (), ()), names, n_features)
 
 
 def study(fs, model, name, folder, **tuning):

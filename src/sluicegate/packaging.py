@@ -19,6 +19,7 @@ from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.errors import DeployError, RegistryError
 from sluicegate.serving.schema import FeatureSchema, infer_feature_schema
 from sluicegate.settings import Settings
+from sluicegate.data import hash_file
 from sluicegate.tracking import ModelRecord, Tracker, library_versions, pip_requirements
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
     work.mkdir(parents=True, exist_ok=True)
     staged = work / f"model-v{rec.version}.pkl"
     joblib.dump(inputs.model, staged)
-    model_sha = _sha256(staged)
+    model_sha = hash_file(staged)
     model_tag = f"{name}:v{rec.version}-{model_sha[:12]}"
     canary = _canary_payload(inputs.model, inputs.canary, task)
     metadata = {
@@ -282,7 +283,7 @@ def verify_model_artifact(bento: BentoResult, settings: Settings) -> Path:
     path = Path(model.path_of("model.pkl"))
     if not path.exists():
         raise DeployError(f"{bento.bento_tag}: model artifact {path} is missing; deploy aborted")
-    digest = _sha256(path)
+    digest = hash_file(path)
     if digest != bento.model_sha256:
         raise DeployError(f"{bento.bento_tag}: model artifact {path} is corrupted (sha256 {digest[:12]}, "
                           f"expected {bento.model_sha256[:12]}); deploy aborted, re-package with `sluice deploy`")
@@ -326,12 +327,6 @@ def _package_fingerprint() -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _flat(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@
 # creation, and the record type is built at import from the JSON config, not named in source.
 
 import atexit
-import hashlib
 import hmac
 import json
 import logging
@@ -17,6 +16,7 @@ import bentoml
 from pydantic import BaseModel
 
 from sluicegate.serving.predlog import PredictionEvent, PredictionLog, log_path
+from sluicegate.data import hash_file
 from sluicegate.serving.schema import FeatureSchema, record_model, records_frame
 
 log = logging.getLogger("sluicegate.service")
@@ -34,12 +34,6 @@ def load_service_config() -> Optional[dict]:
     return json.loads(path.read_text())
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Prediction(BaseModel):
@@ -167,7 +161,7 @@ if CONFIG is not None:
 
             stored = self.model_ref
             model_file = Path(stored.path_of("model.pkl"))
-            digest = file_sha256(model_file)
+            digest = hash_file(model_file)
             if digest != CONFIG["model_sha256"]:
                 # a refused start makes the deploy fail and leaves the old model serving
                 raise RuntimeError(f"model artifact {model_file} is corrupted: sha256 {digest[:12]} "

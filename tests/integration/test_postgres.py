@@ -284,6 +284,9 @@ def test_one_optuna_study_on_postgres_from_two_processes_at_once(postgres):
 
     postgres.create_databases("optuna_shared")
     urls = [postgres.url("optuna_shared"), postgres.url("optuna_shared", "psycopg2")]  # psycopg 3 and psycopg2
+    # The coordinator creates the storage schema first, as the tuning step does: two processes
+    # creating Optuna's tables on an empty database at the same instant race (duplicate CREATE TABLE).
+    optuna.create_study(study_name="shared", storage=urls[1], direction="minimize", load_if_exists=True)
     procs = [subprocess.Popen([sys.executable, "-c", OPTIMIZE, url, str(seed), "15"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for seed, url in enumerate(urls)]

@@ -38,12 +38,14 @@ def _task_states(flow_run_id) -> dict[str, str]:
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
 
 
-def _artifact(key: str):
+def _artifact(key: str, flow_run_id):
+    """The artifact this run made (other tests in the session make artifacts with the same key)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     return found[-1] if found else None
 
 
@@ -63,7 +65,7 @@ def test_tuned_candidates_are_compared_and_the_best_goes_through_the_gates(tmp_p
     assert champion is not None and champion.version == str(result["version"])
     assert champion.tags["sluice.selected_candidate"] == result["selected_candidate"]
 
-    table = _artifact("churn-model-selection").data
+    table = _artifact("churn-model-selection", state.state_details.flow_run_id).data
     assert "| xgboost | xgboost | yes | " in table and "| torch | torch | yes | " in table
     assert f"| {result['selected_candidate']} |" in table and "**yes**" in table
 
@@ -76,7 +78,7 @@ def test_tuned_candidates_are_compared_and_the_best_goes_through_the_gates(tmp_p
     trials = tracker.client.search_runs([exp.experiment_id], "tags.`sluice.trial` != ''")
     assert len(trials) == 9
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {r.info.run_id for r in parents}
-    assert _artifact("churn-tuning-xgboost-history") is not None
+    assert _artifact("churn-tuning-xgboost-history", state.state_details.flow_run_id) is not None
 
     # the same inputs again: the tuning is cached and the registered candidate reused
     again = training_pipeline(str(path), None, "test", return_state=True)

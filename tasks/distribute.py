@@ -11,12 +11,20 @@ from prefect import task
 from sluicegate.config import CandidateConfig, TuningConfig
 from sluicegate.features import FeatureSet
 from sluicegate.partitions import PartitionPlan, PartResult, champion_version, merge_parts, score_part, split_table
-from sluicegate.tuning import TuningResult, stop_at_total_trials, tune_model
+from sluicegate.tuning import TuningResult, open_storage, stop_at_total_trials, tune_model
 from tasks._common import tracker, transient_only
 
 
 def _worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@task(name="prepare-study-storage", retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=transient_only)
+def prepare_storage(urls: list[str]) -> None:
+    """Create Optuna's tables once, here, before workers start: workers creating them on an
+    empty database at the same instant race (duplicate CREATE TABLE)."""
+    for url in dict.fromkeys(urls):
+        open_storage(url)
 
 
 @task(name="tune-shard", retries=0)

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from sluicegate.deploy import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -149,10 +150,6 @@ def load(port: int, body: bytes, concurrency: int, seconds: float, max_requests:
 
 
 # ---------------------------------------------------------------- orchestration
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(port: int, path: str | None, deadline_s: float = 120) -> None:

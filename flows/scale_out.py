@@ -10,6 +10,8 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 
 from prefect import flow, get_run_logger
 
+from flows.training import prepare_features
+
 from sluicegate.config import load_config
 from sluicegate.errors import ConfigError
 from sluicegate.partitions import parts_dir
@@ -17,11 +19,7 @@ from sluicegate.tuning import study_name_for
 from tasks._common import settings
 from tasks.distribute import (merge_partitions, pin_champion, prepare_storage, score_partition, split_partitions,
                               summarize_study, tune_shard)
-from tasks.features import build_feature_set
-from tasks.ingest import ingest_data
 from tasks.runners import describe_runner, task_runner_from_settings
-from tasks.split import split_data
-from tasks.validate import validate_data
 
 
 @flow(name="tune-shards")
@@ -62,14 +60,7 @@ def distributed_tuning(config_path: str, n_workers: int = 2) -> dict:
     if not tuned:
         raise ConfigError([f"{cfg.source}: tuning: no candidate has tuning enabled; add a `tuning:` section"])
     project, metric = cfg.project, cfg.gates.primary_metric
-    dataset = ingest_data(cfg.data, str(cfg.root), project)
-    listed = {k: list(getattr(cfg.features, k).columns) for k in ("numeric", "categorical")
-              if getattr(cfg.features, k).columns != "auto"}
-    validate_data(dataset, cfg.validation, cfg.data.target, cfg.task, project, listed)
-    split = split_data(dataset, cfg.split, cfg.split_method, cfg.data.target, cfg.seed, project,
-                       cfg.split.time_column or cfg.data.time_column)
-    exclude = [c for c in (cfg.data.id_column, cfg.data.time_column) if c and c not in cfg.features.datetime.columns]
-    features = build_feature_set(split, cfg.features, cfg.data.target, exclude, project)
+    dataset, _, _, features = prepare_features(cfg)
 
     s = settings()
     logger.info("%s: %d candidate(s) on %d workers (%s)", project, len(tuned), n_workers, describe_runner(s))

@@ -12,9 +12,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.transactions import transaction
 
-from sluicegate.config import config_hash, load_config, resolve_path
+from sluicegate.config import ProjectConfig, config_hash, load_config, resolve_path
+from sluicegate.data import DatasetRef
+from sluicegate.features import FeatureSet
+from sluicegate.split import SplitResult
 from sluicegate.tracking import git_sha, library_versions
 from sluicegate.training import candidate_key
+from sluicegate.validation import ValidationReport
 from tasks._common import artifact_key
 from tasks.deploy import deploy_model
 from tasks.evaluate import evaluate_candidate, score_champion
@@ -27,6 +31,22 @@ from tasks.split import split_data
 from tasks.train import train_candidate
 from tasks.tune import tune_candidates
 from tasks.validate import validate_data
+
+
+def prepare_features(cfg: ProjectConfig) -> tuple[DatasetRef, ValidationReport, SplitResult, FeatureSet]:
+    """Ingest, validate, split and build features: the cached front half every training flow shares.
+
+    Called inside a flow; each step is a task, so a failed validation stops the calling flow.
+    """
+    project = cfg.project
+    dataset = ingest_data(cfg.data, str(cfg.root), project)
+    listed = {k: list(getattr(cfg.features, k).columns) for k in ("numeric", "categorical")
+              if getattr(cfg.features, k).columns != "auto"}
+    checked = validate_data(dataset, cfg.validation, cfg.data.target, cfg.task, project, listed)
+    split = split_data(dataset, cfg.split, cfg.split_method, cfg.data.target, cfg.seed, project,
+                       cfg.split.time_column or cfg.data.time_column)
+    exclude = [c for c in (cfg.data.id_column, cfg.data.time_column) if c and c not in cfg.features.datetime.columns]
+    return dataset, checked, split, build_feature_set(split, cfg.features, cfg.data.target, exclude, project)
 
 
 @flow(name="training-pipeline", log_prints=True)
@@ -49,14 +69,7 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     project = cfg.project
     logger.info("project %s: %s model, %s task (reason: %s)", project, cfg.model.kind, cfg.task, reason or "manual")
 
-    dataset = ingest_data(cfg.data, str(cfg.root), project)
-    listed = {k: list(getattr(cfg.features, k).columns) for k in ("numeric", "categorical")
-              if getattr(cfg.features, k).columns != "auto"}
-    checked = validate_data(dataset, cfg.validation, cfg.data.target, cfg.task, project, listed)
-    split = split_data(dataset, cfg.split, cfg.split_method, cfg.data.target, cfg.seed, project,
-                       cfg.split.time_column or cfg.data.time_column)
-    exclude = [c for c in (cfg.data.id_column, cfg.data.time_column) if c and c not in cfg.features.datetime.columns]
-    features = build_feature_set(split, cfg.features, cfg.data.target, exclude, project)
+    dataset, checked, split, features = prepare_features(cfg)
     spec, params, selected = cfg.model, None, None
     if cfg.selects_model:  # tuning and/or several candidates: the best on validation is trained below
         selection = tune_candidates(features, cfg.model_candidates(), cfg.task, cfg.gates.primary_metric,

@@ -65,6 +65,15 @@ def load_flow(root: Path, module: str, name: str) -> Any:
     raise SluiceError(f"cannot find flows/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
 
 
+def project_name(arg: str) -> str:
+    """A project given as its name or as its YAML file (then read for `project:`)."""
+    if arg.endswith((".yaml", ".yml")):
+        from sluicegate.config import load_config
+
+        return load_config(arg).project
+    return arg
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="Project YAML, e.g. configs/breast_cancer.yaml"),
@@ -100,11 +109,8 @@ def status(
     from sluicegate.tracking import Tracker
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if project.endswith((".yaml", ".yml")):
-        from sluicegate.config import load_config
-
-        project = load_config(project).project
-    info = Tracker(load_settings()).status(project)
+    info = Tracker(load_settings()).status(project_name(project))
+    project = info["project"]
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -173,11 +179,7 @@ def stop(project: str = typer.Argument(..., help="Project name or its YAML file.
     from sluicegate.deploy import stop_local
     from sluicegate.settings import load_settings
 
-    name = project
-    if project.endswith((".yaml", ".yml")):
-        from sluicegate.config import load_config
-
-        name = load_config(project).project
+    name = project_name(project)
     state = stop_local(load_settings(), name)
     typer.echo(f"{name}: stopped v{state.version} on {state.host}:{state.port}" if state else f"{name}: nothing was serving")
 
@@ -237,10 +239,7 @@ def predict(
     version: Optional[str] = typer.Option(None, help="Score with this version instead of the champion."),
 ) -> None:
     """Score a file with the champion (batch scoring flow); adds prediction, model version and input fingerprint."""
-    if project.endswith((".yaml", ".yml")):
-        from sluicegate.config import load_config
-
-        project = load_config(project).project
+    project = project_name(project)
     prepare_runtime_env()
     scoring_pipeline = load_flow(Path.cwd(), "scoring", "scoring_pipeline")
 

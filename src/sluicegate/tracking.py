@@ -141,10 +141,11 @@ class Tracker:
 
     def find_candidate(self, project: str, candidate_key: str) -> ModelRecord | None:
         """A version already registered for exactly this data, config and code, if any."""
-        if self.client.get_experiment_by_name(project) is None:
+        exp = self.client.get_experiment_by_name(project)
+        if exp is None:
             return None
         runs = self.client.search_runs(
-            [self.experiment_id(project)],
+            [exp.experiment_id],
             filter_string=f"tags.`sluice.candidate_key` = '{candidate_key}' and tags.`sluice.version` != ''",
             max_results=1, order_by=["attributes.start_time DESC"],
         )
@@ -324,8 +325,11 @@ class Tracker:
     def status(self, project: str) -> dict[str, Any]:
         """Champion, its metrics and data fingerprint, and the latest verdict, as plain JSON."""
         champ = self.champion(project)
-        versions = self.versions(project)
-        latest = versions[-1] if versions else None
+        try:  # one search; only the latest version's run is read (versions() reads every run)
+            found = [int(m.version) for m in self.client.search_model_versions(f"name = '{project}'")]
+        except Exception:
+            found = []
+        latest = self.version(project, str(max(found))) if found else None
         last_decision = None
         if latest is not None:
             try:
@@ -341,7 +345,7 @@ class Tracker:
             "metrics": {k: v for k, v in (champ.metrics if champ else {}).items() if k.startswith("test_")},
             "data_fingerprint": champ.tags.get("sluice.data_fingerprint") if champ else None,
             "config_hash": champ.tags.get("sluice.config_hash") if champ else None,
-            "versions": len(versions),
+            "versions": len(found),
             "latest_version": int(latest.version) if latest else None,
             "last_verdict": {
                 "version": int(latest.version),

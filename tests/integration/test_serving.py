@@ -17,6 +17,7 @@ from sluicegate.cli import main
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.errors import DeployError
 from tests.helpers import churn_frame
+from sluicegate.deploy import free_port as _free_port
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +25,6 @@ NUMERIC = ["tenure", "monthly_charges", "support_calls"]
 CATEGORICAL = ["plan", "region"]
 DATES = ["signup_date"]
 FEATURES = NUMERIC + CATEGORICAL + DATES
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fit(frame: pd.DataFrame, c: float):

@@ -190,26 +190,11 @@ def rollback(
     port: Optional[int] = typer.Option(None, help="Override deploy.port."),
 ) -> None:
     """Make the previous champion the champion again and redeploy it."""
-    from sluicegate.deploy import release_version
-    from sluicegate.errors import RegistryError
-    from sluicegate.tracking import CHAMPION, PREVIOUS
+    from sluicegate.deploy import rollback_release
 
     name, packaging, spec, task, out_dir, settings, tracker = _release_context(project, None, port)
-    previous, current = tracker.alias(name, PREVIOUS), tracker.champion(name)
-    if previous is None or (current is not None and previous.version == current.version):
-        raise RegistryError(f"{name}: no previous champion to roll back to")
-    tracker.set_alias(name, CHAMPION, previous.version)
-    if current is not None:
-        tracker.set_alias(name, PREVIOUS, current.version)
-    restore = current.version if current is not None else None
-    try:
-        result = release_version(tracker, name, previous.version, packaging, spec, task, settings, out_dir,
-                                 restore_to=restore)
-    except SluiceError:
-        if previous is not None:
-            tracker.set_alias(name, PREVIOUS, previous.version)
-        raise
-    typer.echo(f"{name}: rolled back to v{previous.version} (from v{restore}). {result.message}")
+    back_to, back_from, result = rollback_release(tracker, name, packaging, spec, task, settings, out_dir)
+    typer.echo(f"{name}: rolled back to v{back_to} (from v{back_from}). {result.message}")
 
 
 @app.command()

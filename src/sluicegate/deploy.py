@@ -643,6 +643,36 @@ def release_version(tracker: Any, project: str, version: str | None, packaging: 
         raise DeployError(f"{exc}{note}") from exc
 
 
+
+def rollback_release(tracker: Any, project: str, packaging: PackagingConfig, spec: DeployConfig, task: str,
+                     settings: Settings, out_dir: Path | None = None) -> tuple[str, str | None, DeployResult]:
+    """Make `previous-champion` the champion again and deploy it; swap the two aliases.
+
+    Returns:
+        (version rolled back to, version rolled back from, the deploy result).
+
+    Raises:
+        RegistryError: there is no previous champion.
+        DeployError: the redeploy failed; `champion` and `previous-champion` are as they were.
+    """
+    from sluicegate.errors import RegistryError, SluiceError
+    from sluicegate.tracking import CHAMPION, PREVIOUS
+
+    previous, current = tracker.alias(project, PREVIOUS), tracker.champion(project)
+    if previous is None or (current is not None and previous.version == current.version):
+        raise RegistryError(f"{project}: no previous champion to roll back to")
+    tracker.set_alias(project, CHAMPION, previous.version)
+    restore = current.version if current is not None else None
+    if restore is not None:
+        tracker.set_alias(project, PREVIOUS, restore)
+    try:
+        result = release_version(tracker, project, previous.version, packaging, spec, task, settings, out_dir,
+                                 restore_to=restore)
+    except SluiceError:
+        tracker.set_alias(project, PREVIOUS, previous.version)
+        raise
+    return previous.version, restore, result
+
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "front":
         sys.exit(run_front(sys.argv[2:]))

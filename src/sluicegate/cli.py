@@ -87,7 +87,9 @@ def run(
     cfg = load_config(config, set_)  # fail fast, before Prefect starts
     prepare_runtime_env()
     training_pipeline = load_flow(cfg.root, "training", "training_pipeline")
-    typer.echo(f"sluice: training {cfg.project} ({cfg.model.kind}, {cfg.task}) from {config}", err=True)
+    models = (f"best of {', '.join(c.name for c in cfg.model_candidates())}" if cfg.selects_model and len(cfg.model_candidates()) > 1
+              else cfg.model.kind + (", tuned" if cfg.selects_model else ""))
+    typer.echo(f"sluice: training {cfg.project} ({models}, {cfg.task}) from {config}", err=True)
 
     result = training_pipeline(str(config), list(set_) or None, reason)
     if as_json:

@@ -13,6 +13,9 @@ export GX_ANALYTICS_ENABLED := false
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 DEMOS := breast_cancer diabetes wine_tuned
+# the local Prefect server (UI) and the MLflow UI: ports are yours to choose
+export SLUICE_PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
 
 .PHONY: install demo test test-fast lint lock bench ui-prefect ui-mlflow stop clean
 
@@ -30,6 +33,7 @@ lock:
 	$(UV) pip compile requirements.in -p 3.11 --find-links /opt/wheels --no-header --annotation-style line -o requirements.lock
 
 demo: install
+	@$(BIN)/sluice server start || echo "(no local Prefect server: each command uses a temporary API)"
 	@for p in $(DEMOS); do \
 	  echo "== sluice run configs/$$p.yaml"; \
 	  $(BIN)/sluice run configs/$$p.yaml --reason demo || exit $$?; \
@@ -44,8 +48,8 @@ demo: install
 	@echo "  curl -s -X POST http://127.0.0.1:3103/predict_proba -H 'content-type: application/json' -d @examples/wine_tuned.json"
 	@echo
 	@echo "What just ran is stored under $(SLUICE_HOME). To look at it:"
-	@echo "  Prefect UI: make ui-prefect   (then open http://127.0.0.1:4200 - flow runs, task runs, artifacts)"
-	@echo "  MLflow UI:  make ui-mlflow    (then open http://127.0.0.1:5000 - experiments, registered models, aliases)"
+	@echo "  Prefect UI: http://127.0.0.1:$(SLUICE_PREFECT_PORT) (already running: flow runs, task runs, artifacts; make stop stops it)"
+	@echo "  MLflow UI:  make ui-mlflow    (then open http://127.0.0.1:$(MLFLOW_PORT) - experiments, registered models, aliases)"
 
 test: install
 	$(BIN)/python -m pytest -q --durations=15
@@ -58,14 +62,15 @@ bench: install
 	$(BIN)/python benchmarks/validation.py
 
 ui-prefect: install
-	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+	$(BIN)/sluice server start
 
 ui-mlflow: install
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///$(SLUICE_HOME)/mlflow.db \
-	  --artifacts-destination $(SLUICE_HOME)/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
+	  --artifacts-destination $(SLUICE_HOME)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 stop:
 	@for p in $(DEMOS); do $(BIN)/sluice stop $$p; done
+	@$(BIN)/sluice server stop
 
 clean: stop
 	rm -rf $(SLUICE_HOME)

@@ -22,6 +22,8 @@ os.environ.update({
     "BENTOML_DO_NOT_TRACK": "true",
     "BENTOML_HOME": str(_TMP / "bentoml"),
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # commands in tests use the session's harness; tests/integration/test_local_server.py opts back in
+    "SLUICE_PREFECT_SERVER": "off",
 })
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)

@@ -16,6 +16,8 @@ from sluicegate.errors import ConfigError, GateRejected, SluiceError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sluicegate: gated ML pipelines on Prefect.")
 config_app = typer.Typer(no_args_is_help=True, help="Check project YAML files and print the schema.")
 app.add_typer(config_app, name="config")
+server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server that commands share (UI included).")
+app.add_typer(server_app, name="server")
 
 _state: dict[str, Any] = {"debug": False}
 
@@ -30,8 +32,12 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
     _state["debug"] = debug
 
 
-def prepare_runtime_env(env: dict[str, str] | None = None) -> None:
-    """Point Prefect at local state under SLUICE_HOME unless a server is configured."""
+def prepare_runtime_env(env: dict[str, str] | None = None, use_server: bool = True) -> None:
+    """Point Prefect at local state under SLUICE_HOME unless a server is configured.
+
+    With `use_server`, the local Prefect server (started once, reused by later commands) becomes
+    this process's API unless PREFECT_API_URL is set or SLUICE_PREFECT_SERVER=off.
+    """
     from sluicegate.settings import load_settings
 
     env = os.environ if env is None else env
@@ -47,6 +53,10 @@ def prepare_runtime_env(env: dict[str, str] | None = None) -> None:
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env.setdefault("BENTOML_HOME", str(s.bentoml_home))
+    if use_server:
+        from sluicegate.localserver import ensure_server
+
+        ensure_server(env, s.home, announce=lambda line: typer.echo(f"sluice: {line}", err=True))
 
 
 def load_flow(root: Path, module: str, name: str) -> Any:
@@ -333,6 +343,49 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
     if not report.ok:
         raise ServiceUnreachableError(f"not answering: {', '.join(f'{c.name} ({c.target})' for c in report.failed)}")
+
+
+# ---------------------------------------------------------------- the local Prefect server
+def _server_home() -> Path:
+    from sluicegate.settings import load_settings
+
+    prepare_runtime_env(use_server=False)
+    return load_settings().home
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the local Prefect server in the background (reused by every later command)."""
+    from sluicegate.localserver import configured_port, start_server, server_status
+
+    home = _server_home()
+    was = server_status(home)
+    info = start_server(home, configured_port(os.environ), Path(os.environ.get("PREFECT_HOME") or home / "prefect"))
+    verb = "already running" if was.running else "started"
+    typer.echo(f"Prefect server {verb}: {info.url} (pid {info.pid}; UI at {info.url}, log {info.log_file})")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server."""
+    from sluicegate.localserver import stop_server
+
+    info = stop_server(_server_home())
+    typer.echo(f"Prefect server stopped (pid {info.pid}, {info.url})" if info else "Prefect server: not running")
+
+
+@server_app.command("status")
+def server_status_cmd() -> None:
+    """Say whether the local Prefect server runs and answers (exit 10 when not)."""
+    from sluicegate.errors import ServiceUnreachableError
+    from sluicegate.localserver import server_status
+
+    if os.environ.get("PREFECT_API_URL"):
+        typer.echo(f"PREFECT_API_URL is set ({os.environ['PREFECT_API_URL']}): commands use that server")
+    st = server_status(_server_home())
+    if not st.running:
+        raise ServiceUnreachableError(f"local Prefect server: {st.detail}")
+    typer.echo(f"local Prefect server: {st.detail}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ DEMOS := breast_cancer diabetes wine_tuned
 export SLUICE_PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install demo test test-fast lint lock bench ui-prefect ui-mlflow stop clean
+.PHONY: install demo test test-fast lint lock bench ui-prefect ui-mlflow stop clean sbom audit
 
 install: $(VENV)/.installed
 
@@ -51,8 +51,16 @@ demo: install
 	@echo "  Prefect UI: http://127.0.0.1:$(SLUICE_PREFECT_PORT) (already running: flow runs, task runs, artifacts; make stop stops it)"
 	@echo "  MLflow UI:  make ui-mlflow    (then open http://127.0.0.1:$(MLFLOW_PORT) - experiments, registered models, aliases)"
 
-test: install
+test: install sbom
 	$(BIN)/python -m pytest -q --durations=15
+
+# CycloneDX SBOM of the lock (a build artifact; CI keeps build/sbom.cdx.json)
+sbom: requirements.lock
+	@$(PY) infra/sbom.py sbom --out build/sbom.cdx.json
+
+# OSV audit of the lock; exits 3 (never "clean") when the service cannot be reached
+audit:
+	$(PY) infra/sbom.py audit
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -59,6 +59,16 @@ def prepare_runtime_env(env: dict[str, str] | None = None, use_server: bool = Tr
         ensure_server(env, s.home, announce=lambda line: typer.echo(f"sluice: {line}", err=True))
 
 
+def _probe_registry() -> None:
+    """A dead registry is exit 8 within seconds, before minutes of work that would need it."""
+    from sluicegate.settings import load_settings
+    from sluicegate.tracking import probe_store
+
+    s = load_settings()
+    for uri in dict.fromkeys((s.tracking_uri, s.registry_uri)):
+        probe_store(uri)
+
+
 def load_flow(root: Path, module: str, name: str) -> Any:
     """Load a flow from the checkout's `flows/` by entrypoint, as a Prefect deployment would.
 
@@ -95,6 +105,7 @@ def run(
     from sluicegate.config import load_config
 
     cfg = load_config(config, set_)  # fail fast, before Prefect starts
+    _probe_registry()
     prepare_runtime_env()
     training_pipeline = load_flow(cfg.root, "training", "training_pipeline")
     models = (f"best of {', '.join(c.name for c in cfg.model_candidates())}" if cfg.selects_model and len(cfg.model_candidates()) > 1
@@ -121,6 +132,7 @@ def status(
     from sluicegate.tracking import Tracker
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _probe_registry()
     info = Tracker(load_settings()).status(project_name(project))
     project = info["project"]
     if as_json:

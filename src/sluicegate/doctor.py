@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
-from sluicegate.settings import Settings, load_settings
+from sluicegate.settings import Settings, load_settings, redact
 
 OK, FAIL, SKIP = "ok", "fail", "skip"
 TIMEOUT_S = 5.0
@@ -54,11 +54,6 @@ class DoctorReport:
         verdict = "all configured services answer" if self.ok else \
             f"{len(self.failed)} configured service(s) do not answer: {', '.join(c.name for c in self.failed)}"
         return "\n".join([*lines, "", verdict])
-
-
-def redact(url: str) -> str:
-    """Mask the password of a URL (`postgresql://user:***@host/db`)."""
-    return re.sub(r"://([^/:@\s]+):[^/@\s]+@", r"://\1:***@", url)
 
 
 # ---------------------------------------------------------------- probes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -59,3 +60,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         task_runner=(env.get("SLUICE_TASK_RUNNER") or "threads").strip().lower(),
         dask_address=env.get("SLUICE_DASK_ADDRESS") or None,
     )
+
+
+_SECRET_PARAM = re.compile(r"([?&;](?:[^=&;#\s]*(?:key|token|secret|pass|pwd|auth|signature|credential)[^=&;#\s]*)=)[^&;#\s]+",
+                           re.IGNORECASE)
+
+
+def redact(url: str) -> str:
+    """A URL safe to print: its password and secret-looking query values masked.
+
+    `postgresql://user:***@host/db`, `https://host/x?apikey=***&region=eu`.
+    """
+    url = re.sub(r"://([^/:@\s]+):[^/@\s]+@", r"://\1:***@", str(url))
+    return _SECRET_PARAM.sub(r"\1***", url)

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from sluicegate.errors import PromotionConflictError, RegistryError
-from sluicegate.settings import Settings
+from sluicegate.settings import Settings, redact
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,74 @@ def git_sha(folder: Path) -> str:
 
 
 def prepare_sqlite(uri: str, timeout_s: int = 30) -> str:
-    """WAL mode and a busy timeout, so parallel writers wait instead of failing."""
+    """WAL mode and a busy timeout, so parallel writers wait instead of failing.
+
+    Raises:
+        RegistryError: the database file is empty, corrupt or cannot be written (disk full).
+    """
     if not uri.startswith("sqlite:///"):
         return uri
     path = Path(uri[len("sqlite:///"):].split("?")[0])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path, timeout=timeout_s) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
+    if path.exists() and path.stat().st_size == 0:
+        raise RegistryError(f"the MLflow database {path} is an empty file (0 bytes), not a registry: restore it "
+                            f"from a backup, or delete it to start an empty registry")
+    try:
+        with sqlite3.connect(path, timeout=timeout_s) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            bad = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise RegistryError(_sqlite_problem(path, exc)) from None
+    if bad != "ok":
+        raise RegistryError(_sqlite_problem(path, sqlite3.DatabaseError(bad)))
     return uri if "?" in uri else f"{uri}?timeout={timeout_s}"
+
+
+def _sqlite_problem(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    if "malformed" in text or "not a database" in text or "file is encrypted" in text:
+        return (f"the MLflow database {path} is corrupt ({text}); restore it from a backup "
+                f"(SLUICE_HOME state is not rebuilt automatically)")
+    if "disk I/O" in text or "full" in text or "readonly" in text:
+        return f"the MLflow database {path} cannot be written ({text}): is the disk full or read-only?"
+    return f"the MLflow database {path} cannot be opened: {text}"
+
+
+# MLflow's HTTP client retries 7 times with exponential backoff and waits 120 s per request by default:
+# against a dead server that is minutes of silence. Fail within seconds instead (the user's settings win).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+CONNECT_TIMEOUT_S = 3.0
+
+
+def probe_store(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within seconds when a tracking/registry server or database does not accept connections.
+
+    Raises:
+        RegistryError: nothing answers at the URI's host and port (exit code 8), the URI named.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]
+    ports = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+    if scheme not in ports or not parts.hostname:
+        return
+    try:
+        with socket.create_connection((parts.hostname, parts.port or ports[scheme]), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise RegistryError(f"the model registry at {redact(uri)} does not answer ({exc}); start it or "
+                            f"point MLFLOW_TRACKING_URI at a running server") from None
+
+
+def _is_absent(exc: Exception) -> bool:
+    """MLflow's way of saying "no such model / alias", as opposed to "could not ask"."""
+    code = getattr(exc, "error_code", "")
+    text = str(exc)
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "alias" in text
+                                                 and "not found" in text)
 
 
 class Tracker:
@@ -102,6 +162,10 @@ class Tracker:
 
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        for uri in dict.fromkeys((settings.tracking_uri, settings.registry_uri)):
+            probe_store(uri)
         self.tracking_uri = prepare_sqlite(settings.tracking_uri)
         self.registry_uri = prepare_sqlite(settings.registry_uri)
         self.mlflow = mlflow
@@ -268,17 +332,28 @@ class Tracker:
         try:
             mv = self.client.get_model_version(project, str(version))
         except Exception as exc:
-            raise RegistryError(f"{project} has no version {version}: {exc}") from None
+            if _is_absent(exc):
+                raise RegistryError(f"{project} has no version {version}") from None
+            raise RegistryError(f"{project}: could not read version {version} from {redact(self.registry_uri)}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         run = self.client.get_run(mv.run_id)
         return ModelRecord(project, str(mv.version), mv.run_id, f"models:/{project}/{mv.version}",
                            dict(run.data.metrics), dict(mv.tags))
 
     def alias(self, project: str, alias: str = CHAMPION) -> ModelRecord | None:
-        """The version behind an alias, or None when the model or alias does not exist."""
+        """The version behind an alias, or None when the model or alias does not exist.
+
+        Raises:
+            RegistryError: the registry could not be asked. An outage is never read as "no champion":
+                under the first-model rule that would promote a candidate nobody compared.
+        """
         try:
             mv = self.client.get_model_version_by_alias(project, alias)
-        except Exception:
-            return None
+        except Exception as exc:
+            if _is_absent(exc):
+                return None
+            raise RegistryError(f"{project}: could not read alias {alias!r} from {redact(self.registry_uri)}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         return self.version(project, mv.version)
 
     def champion(self, project: str) -> ModelRecord | None:
@@ -315,20 +390,24 @@ class Tracker:
     def set_alias(self, project: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(project, alias, str(version))
 
-    def versions(self, project: str) -> list[ModelRecord]:
+    def _search_versions(self, project: str) -> list[Any]:
         try:
-            mvs = self.client.search_model_versions(f"name = '{project}'")
-        except Exception:
-            return []
+            return list(self.client.search_model_versions(f"name = '{project}'"))
+        except Exception as exc:
+            if _is_absent(exc):
+                return []
+            raise RegistryError(f"{project}: could not list versions in {redact(self.registry_uri)}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def versions(self, project: str) -> list[ModelRecord]:
+        mvs = self._search_versions(project)
         return sorted((self.version(project, m.version) for m in mvs), key=lambda r: int(r.version))
 
     def status(self, project: str) -> dict[str, Any]:
         """Champion, its metrics and data fingerprint, and the latest verdict, as plain JSON."""
         champ = self.champion(project)
-        try:  # one search; only the latest version's run is read (versions() reads every run)
-            found = [int(m.version) for m in self.client.search_model_versions(f"name = '{project}'")]
-        except Exception:
-            found = []
+        # one search; only the latest version's run is read (versions() reads every run)
+        found = [int(m.version) for m in self._search_versions(project)]
         latest = self.version(project, str(max(found))) if found else None
         last_decision = None
         if latest is not None:
@@ -339,7 +418,7 @@ class Tracker:
                 last_decision = None
         return {
             "project": project,
-            "tracking_uri": self.tracking_uri,
+            "tracking_uri": redact(self.tracking_uri),
             "champion": int(champ.version) if champ else None,
             "champion_uri": f"models:/{project}@champion" if champ else None,
             "metrics": {k: v for k, v in (champ.metrics if champ else {}).items() if k.startswith("test_")},

@@ -91,7 +91,7 @@ def parse_feedback(body: Any, id_column: str | None = None) -> list[FeedbackItem
     `prediction_id`. Values are not checked here (see `record_feedback`); only the shape.
 
     Args:
-        body: the decoded JSON body, or its raw bytes/text.
+        body: the decoded JSON body (a JSON string is a string, not JSON text), or its raw bytes.
         id_column: the project's id column, when it has one.
 
     Returns:
@@ -101,7 +101,7 @@ def parse_feedback(body: Any, id_column: str | None = None) -> list[FeedbackItem
         FeedbackError: the body is not JSON, not a non-empty list of objects, or an item lacks
             `label` or an id, or has unknown keys; one line per problem (the first ten).
     """
-    if isinstance(body, (bytes, str)):
+    if isinstance(body, (bytes, bytearray)):
         try:
             body = json.loads(body)
         except ValueError as exc:

@@ -305,8 +305,8 @@ def feedback_import(
 ) -> None:
     """Store labels from a file against the prediction log; prints a count per status.
 
-    Exit 0 when at least one label was stored (or every label was already there), 2 for an
-    unreadable or invalid file, 4 when no label could be stored."""
+    Exit 0 when a label was stored (or all were there already), 2 for an unreadable or invalid file, 4 when none was stored.
+    """
     from sluicegate.errors import DataValidationError
     from sluicegate.serving.feedback import STATUSES, import_feedback
 

@@ -24,7 +24,7 @@ _state: dict[str, Any] = {"debug": False}
 EXIT_CODE_DOC = """Exit codes: 0 ok (promoted, or unchanged); 1 unexpected error; 2 bad config or usage;
 3 data source unreadable; 4 data validation failed; 5 training failed; 6 candidate rejected by the gates;
 7 champion changed during the run; 8 registry lookup failed; 9 deploy failed; 10 a configured service
-does not answer (sluice doctor)."""
+does not answer (sluice doctor). `sluice feedback import`: 2 unreadable or invalid file, 4 no label stored."""
 
 
 @app.callback()
@@ -312,6 +312,39 @@ def drift(
     else:
         typer.echo(f"{result['project']}: {'DRIFT' if result['drifted'] else 'no drift'} "
                    f"(share {result['drift_share']:.2f}; {result['signal']})")
+
+
+feedback_app = typer.Typer(no_args_is_help=True, help="True labels for served predictions (what POST /feedback takes, in bulk).")
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("import")
+def feedback_import(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    file: Path = typer.Argument(..., help="Labels: .csv or .parquet with prediction_id (or the project's id column) and label."),
+    late_days: float = typer.Option(30.0, "--late-days", min=0, help="Labels for predictions older than this are counted late."),
+    as_json: bool = typer.Option(False, "--json", help="Print every item's status as JSON."),
+) -> None:
+    """Store labels from a file against the prediction log; prints a count per status.
+
+    Exit 0 when a label was stored (or all were there already), 2 for an unreadable or invalid file, 4 when none was stored.
+    """
+    from sluicegate.errors import DataValidationError
+    from sluicegate.serving.feedback import STATUSES, import_feedback
+
+    name = project_name(project)
+    result = import_feedback(name, file, late_after_days=late_days)
+    counts = result.counts
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        typer.echo(f"{name}: {result.summary()} (from {file})")
+        shown = [o for o in result.outcomes if o.status not in ("accepted", "duplicate")][:5]
+        for o in shown:
+            typer.echo(f"  row {o.index}: {o.status}: {o.detail}")
+    if result.stored == 0 and counts["duplicate"] != len(result.outcomes):
+        raise DataValidationError(f"{name}: no label from {file} was stored ("
+                                  + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) + ")")
 
 
 @config_app.command("check")

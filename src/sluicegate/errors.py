@@ -65,6 +65,16 @@ class DeployError(SluiceError):
     exit_code = 9
 
 
+class FeedbackError(SluiceError):
+    """A feedback body or file is malformed (not a list, an item without a label, an unreadable file)."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
 class ServiceUnreachableError(SluiceError):
     """A configured server or store (Prefect API, MLflow, Optuna storage, Dask) does not answer."""
 
@@ -75,6 +85,6 @@ EXIT_CODES: dict[str, int] = {
     "ok": 0,
     **{cls.__name__: cls.exit_code for cls in (
         SluiceError, ConfigError, DataSourceError, DataValidationError, TrainingError,
-        GateRejected, PromotionConflictError, RegistryError, DeployError, ServiceUnreachableError,
+        GateRejected, PromotionConflictError, RegistryError, DeployError, FeedbackError, ServiceUnreachableError,
     )},
 }

@@ -57,6 +57,8 @@ class PackageInputs:
     schema: FeatureSchema
     canary: pd.DataFrame
     trained_at: str
+    target: str | None = None
+    id_column: str | None = None
 
 
 def bentoml_env(settings: Settings) -> dict[str, str]:
@@ -120,7 +122,23 @@ def gather_package_inputs(tracker: Tracker, project: str, version: str | None, c
             log.warning("%s: previous v%s not loadable (%s); packaging without fallback", project, prev_version, exc)
     run = tracker.client.get_run(record.run_id)
     trained_at = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc).isoformat()
-    return PackageInputs(record, model, previous, schema, canary, trained_at)
+    return PackageInputs(record, model, previous, schema, canary, trained_at, record.tags.get("sluice.target"),
+                         _id_column(record, frame))
+
+
+def _id_column(record: ModelRecord, frame: pd.DataFrame) -> str | None:
+    """The project's `data.id_column`, read from the config the version was trained with (labels may join on it)."""
+    path = record.tags.get("sluice.config_path")
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        from sluicegate.config import load_config
+
+        column = load_config(path).data.id_column
+    except Exception as exc:  # the YAML moved on since training: serve without id matching
+        log.warning("%s v%s: id column not read from %s (%s)", record.project, record.version, path, exc)
+        return None
+    return column if column in frame.columns else None
 
 
 def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: DeployConfig, task: str,
@@ -198,6 +216,7 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
             **packaging.model_dump(mode="json", exclude={"auth_token"}),
             "auth_token_env": packaging.auth_token.env if packaging.auth_token else None,
         },
+        "labels": {"target": inputs.target, "id_column": inputs.id_column, "classes": metadata["classes"]},
         "metadata": {k: metadata[k] for k in ("project", "version", "task", "data_fingerprint", "git_sha",
                                               "trained_at", "config_hash", "metrics", "feature_schema",
                                               "classes", "previous_version")},

@@ -16,7 +16,7 @@ import pytest
 from sluicegate.cli import main
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.errors import DeployError
-from tests.helpers import churn_frame
+from tests.helpers import churn_frame, write_project
 from sluicegate.deploy import free_port as _free_port
 
 pytestmark = pytest.mark.slow
@@ -56,12 +56,14 @@ class Registry:
         snap.parent.mkdir(parents=True, exist_ok=True)
         self.frame.to_parquet(snap, index=False)
         self.snapshot = str(snap)
+        # the project YAML the versions were "trained" with: packaging reads data.id_column from it
+        self.config_path = str(write_project(home.parent / "project", self.frame))
         self.models: dict[str, object] = {}
 
     def register(self, c: float) -> str:
         model = _fit(self.frame, c)
         tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": self.snapshot,
-                "sluice.data_fingerprint": "fp-test", "sluice.git_sha": "test"}
+                "sluice.data_fingerprint": "fp-test", "sluice.git_sha": "test", "sluice.config_path": self.config_path}
         rec = self.tracker.log_candidate("churn", model, self.frame[FEATURES].head(3), {"C": c},
                                          {"test_roc_auc": 0.7}, tags)
         self.models[rec.version] = model
@@ -177,6 +179,96 @@ def test_prediction_log_has_rows(registry, served):
     assert set(log["model_version"]) == {served["v1"]}
 
 
+def _wait_for_log(ids: set[str], traffic=("live",)) -> pd.DataFrame:
+    from sluicegate.serving.predlog import read_prediction_log
+
+    deadline = time.monotonic() + 15
+    while True:
+        log = read_prediction_log("churn", traffic=traffic)
+        if ids <= set(log["prediction_id"]) or time.monotonic() > deadline:
+            return log
+        time.sleep(0.2)
+
+
+def test_mixed_and_canary_traffic_log_then_feedback_joins(registry, served, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sluicegate.serving.feedback import read_labelled_predictions
+    from sluicegate.serving.predlog import read_prediction_log
+
+    url = served["url"]
+    tail = registry.frame.tail(24).reset_index(drop=True)
+    rows = _records(registry.frame, 24)
+    rows[20] = {**rows[20], "customer_id": int(tail.customer_id[20])}  # the id column may come with a record
+    calls = [("predict", rows[0:10], None), ("predict_proba", rows[10:20], None), ("predict", rows[20:22], None),
+             ("predict", rows[0:5], "canary"), ("predict_proba", rows[5:10], "canary"), ("predict", rows[22:24], "health")]
+
+    def post(call):
+        route, body, tag = call
+        resp = httpx.post(f"{url}/{route}", json=body, headers={"X-Sluice-Traffic": tag} if tag else {}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    with ThreadPoolExecutor(6) as pool:  # concurrent, so adaptive batching mixes live and canary records
+        answers = list(pool.map(post, calls))
+    assert {"prediction", "model_version", "fallback", "prediction_id"} <= set(answers[0][0])
+    assert {"probabilities", "model_version", "fallback", "prediction_id"} <= set(answers[1][0])
+    live_ids = [a["prediction_id"] for ans in answers[:3] for a in ans]
+    other_ids = {a["prediction_id"] for ans in answers[3:] for a in ans}
+    assert len(set(live_ids) | other_ids) == 34  # one fresh id per answer
+
+    log = _wait_for_log(set(live_ids))
+    assert set(live_ids) <= set(log["prediction_id"]) and not other_ids & set(log["prediction_id"])
+    assert set(log["traffic"]) == {"live"}
+    everything = _wait_for_log(other_ids, traffic=None)
+    tags = dict(zip(everything["prediction_id"], everything["traffic"]))
+    assert {tags[i] for i in other_ids} == {"canary", "health"}
+    mine = log.set_index("prediction_id").loc[live_ids]
+    assert mine["endpoint"].tolist() == ["predict"] * 10 + ["predict_proba"] * 10 + ["predict"] * 2
+    assert mine["tenure"].tolist() == tail.tenure[:22].tolist()
+    proba = mine[mine["endpoint"] == "predict_proba"]
+    assert proba["prediction"].tolist() == [int(max(a["probabilities"], key=a["probabilities"].get))
+                                            for a in answers[1]]
+    assert proba["proba_1"].tolist() == pytest.approx([a["probabilities"]["1"] for a in answers[1]])
+    assert mine.loc[mine["endpoint"] == "predict", "proba_1"].isna().all()
+    read_prediction_log("churn").to_parquet(tmp_path / "live.parquet", index=False)  # the drift check's write
+
+    truth = tail.churned.tolist()
+    body = [{"prediction_id": live_ids[i], "label": truth[i]} for i in (0, 1, 12, 13)]
+    body += [{"customer_id": int(tail.customer_id[20]), "label": str(truth[20])},
+             {"prediction_id": live_ids[2], "label": 7}, {"prediction_id": "not-an-id", "label": 1},
+             {"prediction_id": live_ids[0], "label": 1 - truth[0]}, {"prediction_id": next(iter(other_ids)), "label": 1}]
+    resp = httpx.post(f"{url}/feedback", json=body, timeout=30)
+    assert resp.status_code == 200, resp.text
+    result = resp.json()
+    assert [i["status"] for i in result["items"]] == ["accepted"] * 5 + ["wrong_class", "unknown_id", "duplicate",
+                                                                        "accepted"]
+    assert result["summary"]["accepted"] == 6 and result["summary"]["received"] == 9
+    assert result["items"][4]["prediction_id"] == live_ids[20]
+
+    joined = read_labelled_predictions("churn")  # live only: the labelled canary row is left out
+    labelled = dict(zip(joined["prediction_id"], joined["churned"]))
+    assert labelled == {live_ids[i]: truth[i] for i in (0, 1, 12, 13, 20)}
+    by_id = joined.set_index("prediction_id")
+    assert [by_id.loc[live_ids[i], "tenure"] for i in (0, 12, 20)] == [tail.tenure[i] for i in (0, 12, 20)]
+    joined.to_parquet(tmp_path / "labelled.parquet", index=False)
+
+
+def test_feedback_malformed_bodies_are_400_naming_the_problem(served):
+    url = f"{served['url']}/feedback"
+    cases = [({"prediction_id": "x", "label": 1}, "not a single object"),
+             ([{"prediction_id": "x"}], "missing 'label'"),
+             ([{"label": 1}], "'prediction_id' or 'customer_id'"),
+             ([], "empty"), ("text", "JSON list")]
+    for body, words in cases:
+        resp = httpx.post(url, json=body, timeout=30)
+        assert resp.status_code == 400 and words in resp.text, (body, resp.status_code, resp.text)
+    assert httpx.post(url, content=b"[{", headers={"content-type": "application/json"}, timeout=30).status_code == 400
+    resp = httpx.post(f"{served['url']}/predict", json=[],
+                      headers={"X-Sluice-Traffic": "bogus"}, timeout=30)
+    assert resp.status_code == 400 and "X-Sluice-Traffic" in resp.text
+
+
 def test_schemathesis_finds_no_server_errors(served):
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
@@ -197,7 +289,7 @@ def test_schemathesis_finds_no_server_errors(served):
 
         no_5xx()
         tested.append(operation.path)
-    assert {"/predict", "/predict_proba", "/metadata"} <= set(tested)
+    assert {"/predict", "/predict_proba", "/metadata", "/feedback"} <= set(tested)
 
 
 def test_deploy_new_version_then_rollback(registry, served):

@@ -185,6 +185,7 @@ def test_built_bento_has_dockerfile_service_and_canary(built_bento):
     config = json.loads((root / "src" / "sluice_service.json").read_text())
     assert config["model_tag"] == bento.model_tag and config["host"] == "127.0.0.1"
     assert [f["name"] for f in config["schema"]["fields"]] == [*NUMERIC, *CATEGORICAL, *DATES]
+    assert config["labels"] == {"target": None, "id_column": None, "classes": [0, 1]}
     from sluicegate.packaging import canary_data, verify_model_artifact
 
     assert verify_model_artifact(bento, settings).is_file()

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "predictions.sqlite"
+TRAFFIC_TAGS = ("live", "canary", "shadow", "health")
+TRAFFIC_HEADER = "x-sluice-traffic"
+# the columns every frame from `read_prediction_log` starts with, in this order
+FIXED_COLUMNS = ("prediction_id", "ts", "endpoint", "model_version", "traffic", "source")
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -30,12 +36,46 @@ CREATE TABLE IF NOT EXISTS predictions (
     outputs TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+CREATE TABLE IF NOT EXISTS models (
+    model_version TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    target TEXT,
+    id_column TEXT,
+    classes TEXT,
+    updated_ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    prediction_id TEXT NOT NULL UNIQUE,
+    id_value TEXT,
+    label TEXT NOT NULL,
+    received_ts REAL NOT NULL,
+    source TEXT NOT NULL,
+    late INTEGER NOT NULL DEFAULT 0
+);
+"""
+# columns added after the first release; an older log file gains them (ALTER TABLE) when a writer opens it
+_ADDED_COLUMNS = {
+    "prediction_id": "TEXT",
+    "traffic": "TEXT NOT NULL DEFAULT 'live'",
+    "label": "TEXT",
+    "probabilities": "TEXT",
+    "id_value": "TEXT",
+}
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS predictions_pid ON predictions (prediction_id);
+CREATE INDEX IF NOT EXISTS predictions_idv ON predictions (id_value);
 """
 
 
 @dataclass(frozen=True)
 class PredictionEvent:
-    """One scored record: what came in, what went out, which model answered, when."""
+    """One scored record: what came in, what went out, which model answered, when, and for whom.
+
+    `prediction` is the label (classification) or value (regression); for /predict_proba it is
+    the most probable class and `probabilities` holds every class. `traffic` is `live` unless the
+    request said otherwise (`X-Sluice-Traffic: canary|shadow|health`).
+    """
 
     ts: float
     project: str
@@ -43,7 +83,22 @@ class PredictionEvent:
     endpoint: str
     source: str
     inputs: dict[str, Any]
-    outputs: Any
+    prediction: Any
+    probabilities: dict[str, float] | None = None
+    prediction_id: str | None = None
+    traffic: str = "live"
+    id_value: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelSchema:
+    """What a label must look like for a model version: its task, target name, classes and id column."""
+
+    task: str
+    target: str | None = None
+    classes: tuple[Any, ...] | None = None
+    id_column: str | None = None
+    model_version: str = ""
 
 
 def log_path(home: Path, project: str) -> Path:
@@ -51,22 +106,61 @@ def log_path(home: Path, project: str) -> Path:
     return home / "predictions" / project / DB_NAME
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect_log(path: Path) -> sqlite3.Connection:
+    """A read-write connection to a prediction log, creating or migrating its tables."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
+    have = _table_columns(conn, "predictions")
+    for name, decl in _ADDED_COLUMNS.items():
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {decl}")
+            except sqlite3.OperationalError as exc:  # another worker migrated it first
+                if "duplicate column" not in str(exc):
+                    raise
+    conn.executescript(_INDEXES)
+    conn.commit()
     return conn
+
+
+def _table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def register_label_schema(conn: sqlite3.Connection, schema: LabelSchema) -> None:
+    """Record what labels of `schema.model_version` look like, so feedback can be checked offline too."""
+    with conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO models (model_version, task, target, id_column, classes, updated_ts)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (schema.model_version, schema.task, schema.target, schema.id_column,
+             json.dumps(list(schema.classes)) if schema.classes is not None else None, time.time()))
+
+
+def label_schemas(conn: sqlite3.Connection) -> dict[str, LabelSchema]:
+    """Every recorded label schema by model version, in the order the versions were last served."""
+    if "models" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}:
+        return {}
+    rows = conn.execute("SELECT model_version, task, target, id_column, classes FROM models ORDER BY updated_ts")
+    return {r[0]: LabelSchema(r[1], r[2], tuple(json.loads(r[4])) if r[4] else None, r[3], r[0]) for r in rows}
+
+
+@dataclass
+class _Flush:
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class PredictionLog:
     """Queue of events drained by one writer thread, so requests never wait on disk.
 
     `record` only enqueues. The thread writes whatever has queued up in one transaction, at
-    least every `flush_interval_s`. `close` drains the queue and waits for the last write; it
-    runs at graceful shutdown. A full queue drops events (and counts them) rather than
-    blocking requests.
+    least every `flush_interval_s`. The log must stay complete: when the queue is full,
+    `record` waits for room (back-pressure on the request) instead of dropping events, and a
+    locked database is retried until it answers. `flush` waits until everything recorded so
+    far is on disk; `close` drains the queue and waits for the last write (graceful shutdown).
     """
 
     def __init__(self, path: Path, flush_interval_s: float = 0.2, max_queue: int = 100_000):
@@ -74,23 +168,44 @@ class PredictionLog:
         self.flush_interval_s = flush_interval_s
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[PredictionEvent | None] = queue.Queue(maxsize=max_queue)
-        self._conn = _connect(path)
+        self._queue: queue.Queue[PredictionEvent | _Flush | None] = queue.Queue(maxsize=max_queue)
+        self._conn = connect_log(path)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
     def record(self, events: list[PredictionEvent]) -> None:
         for ev in events:
+            self._put(ev)
+
+    def _put(self, item: PredictionEvent | _Flush | None) -> None:
+        while True:
             try:
-                self._queue.put_nowait(ev)
+                self._queue.put(item, timeout=1.0)
+                return
             except queue.Full:
-                self.dropped += 1
+                if not self._thread.is_alive():  # nobody will ever drain it
+                    self.dropped += 1
+                    log.error("prediction log writer is not running; event dropped")
+                    return
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every event recorded before this call is written; False on timeout."""
+        if self._closed or not self._thread.is_alive():
+            return False
+        marker = _Flush()
+        self._put(marker)
+        return marker.done.wait(timeout_s)
 
     def _run(self) -> None:
         stop = False
         while not stop:
             batch: list[PredictionEvent] = []
+            markers: list[_Flush] = []
             try:
                 item = self._queue.get(timeout=self.flush_interval_s)
             except queue.Empty:
@@ -98,6 +213,8 @@ class PredictionLog:
             while True:
                 if item is None:
                     stop = True
+                elif isinstance(item, _Flush):
+                    markers.append(item)
                 else:
                     batch.append(item)
                 if len(batch) >= 5000:
@@ -108,87 +225,221 @@ class PredictionLog:
                     break
             if batch:
                 self._write(batch)
+            for m in markers:
+                m.done.set()
 
     def _write(self, batch: list[PredictionEvent]) -> None:
         rows = [(e.ts, e.project, e.model_version, e.endpoint, e.source,
-                 json.dumps(e.inputs, default=str), json.dumps(e.outputs, default=str)) for e in batch]
-        for attempt in range(5):
+                 json.dumps(e.inputs, default=str),
+                 json.dumps(e.probabilities if e.probabilities is not None else e.prediction, default=str),
+                 e.prediction_id, e.traffic, json.dumps(e.prediction, default=str),
+                 json.dumps(e.probabilities) if e.probabilities is not None else None, e.id_value) for e in batch]
+        attempt = 0
+        while True:
             try:
                 with self._conn:
                     self._conn.executemany(
-                        "INSERT INTO predictions (ts, project, model_version, endpoint, source, inputs, outputs)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                        "INSERT INTO predictions (ts, project, model_version, endpoint, source, inputs, outputs,"
+                        " prediction_id, traffic, label, probabilities, id_value)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 self.written += len(rows)
                 return
             except sqlite3.OperationalError as exc:  # locked by another worker: wait and retry
-                log.warning("prediction log write failed (%s), retry %d", exc, attempt + 1)
-                time.sleep(0.2 * (attempt + 1))
-        self.dropped += len(rows)
+                attempt += 1
+                if attempt >= 50:  # the disk is gone or full, not busy: say so loudly
+                    log.error("prediction log: %d events could not be written (%s)", len(rows), exc)
+                    self.dropped += len(rows)
+                    return
+                log.warning("prediction log write failed (%s), retry %d", exc, attempt)
+                time.sleep(min(2.0, 0.2 * attempt))
 
-    def close(self, timeout_s: float = 10.0) -> None:
+    def close(self, timeout_s: float = 30.0) -> None:
         """Write everything queued, then stop the thread; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
+        self._put(None)
         self._thread.join(timeout_s)
+        if self._thread.is_alive():  # still writing: leave the connection to it (daemon thread)
+            log.warning("prediction log still writing after %.0f s at shutdown", timeout_s)
+            return
         self._conn.close()
         if self.dropped:
             log.warning("prediction log dropped %d events", self.dropped)
 
 
 def read_prediction_log(
-    project: str, last_n: int | None = None, since: datetime | str | float | None = None,
+    project: str,
     home: Path | None = None,
+    *,
+    last_n: int | None = None,
+    since: datetime | str | float | None = None,
+    traffic: Iterable[str] | None = ("live",),
 ) -> pd.DataFrame:
     """The logged predictions of a project, oldest first, one row per scored record.
 
     Args:
         project: project name.
-        last_n: only the newest `last_n` rows.
-        since: only rows at or after this time (datetime, ISO string or epoch seconds; naive means UTC).
         home: SLUICE_HOME (default: from the environment).
+        last_n: only the newest `last_n` rows (after the traffic filter).
+        since: only rows at or after this time (datetime, ISO string or epoch seconds; naive means UTC).
+        traffic: which traffic to return (default live only: canary, shadow and health checks are
+            not users); None returns every row.
 
     Returns:
-        Columns `ts` (UTC timestamp), `model_version`, `endpoint`, `source`, `prediction`, then one
-        column per input feature. Empty (with the fixed columns) when nothing was logged yet.
+        Columns `prediction_id`, `ts` (UTC timestamp), `endpoint`, `model_version`, `traffic`,
+        `source` (model, fallback or error), one column per input feature (a feature whose name
+        clashes with these is renamed `input_<name>`), `prediction` (a scalar: the label, the
+        most probable class for /predict_proba, or the value), then `proba_<class>` per class
+        seen (NaN on /predict rows). Every column has one Parquet-compatible type. Empty (with
+        the fixed columns) when nothing matches. Old log files are read as they are: rows
+        logged before prediction ids existed get `legacy-<row>` ids and traffic `live`.
     """
     if home is None:
         from sluicegate.settings import load_settings
 
         home = load_settings().home
     path = log_path(home, project)
-    fixed = ["ts", "model_version", "endpoint", "source", "prediction"]
     if not path.exists():
-        return pd.DataFrame(columns=fixed)
-    query = "SELECT ts, model_version, endpoint, source, inputs, outputs FROM predictions"
-    params: list[Any] = []
+        return _empty()
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
+        rows = select_log_rows(conn, "", [], since=since, last_n=last_n, traffic=traffic)
+    return log_frame(rows)
+
+
+_LOG_FIELDS = ("id", "prediction_id", "ts", "endpoint", "model_version", "traffic", "source", "inputs", "outputs",
+               "label", "probabilities")
+
+
+def select_log_rows(conn: sqlite3.Connection, where: str, params: list[Any], *, since: Any = None,
+            last_n: int | None = None, traffic: Iterable[str] | None = ("live",),
+            table_alias: str = "") -> list[tuple]:
+    """Rows of `_LOG_FIELDS` (missing columns of an old file read as NULL), oldest first."""
+    have = _table_columns(conn, "predictions")
+    p = f"{table_alias}." if table_alias else ""
+    cols = []
+    for name in _LOG_FIELDS:
+        if name in have:
+            cols.append(f"{p}{name}")
+        elif name == "traffic":
+            cols.append("'live'")
+        else:
+            cols.append("NULL")
+    clauses = [where] if where else []
+    params = list(params)
     if since is not None:
-        query += " WHERE ts >= ?"
+        clauses.append(f"{p}ts >= ?")
         params.append(_epoch(since))
-    query += " ORDER BY id DESC"
+    if traffic is not None:
+        tags = list(traffic)
+        if "traffic" in have:
+            clauses.append(f"COALESCE({p}traffic, 'live') IN ({', '.join('?' * len(tags))})" if tags else "0")
+            params += tags
+        elif "live" not in tags:
+            clauses.append("0")
+    query = f"SELECT {', '.join(cols)} FROM predictions {table_alias}"
+    if clauses:
+        query += " WHERE " + " AND ".join(f"({c})" for c in clauses)
+    query += f" ORDER BY {p}id DESC"
     if last_n is not None:
         query += " LIMIT ?"
         params.append(int(last_n))
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
-        rows = conn.execute(query, params).fetchall()
+    rows = conn.execute(query, params).fetchall()
     rows.reverse()
+    return rows
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="datetime64[ns, UTC]" if c == "ts" else object) for c in
+                         (*FIXED_COLUMNS, "prediction")})
+
+
+def log_frame(rows: list[tuple]) -> pd.DataFrame:
+    """Log rows as one flat, typed frame (see `read_prediction_log`)."""
     if not rows:
-        return pd.DataFrame(columns=fixed)
-    inputs = pd.DataFrame([json.loads(r[4]) for r in rows])
+        return _empty()
+    labels: list[Any] = []
+    probas: list[dict[str, float] | None] = []
+    for r in rows:
+        outputs = _loads(r[8])
+        proba = _loads(r[10]) if r[10] is not None else (outputs if isinstance(outputs, dict) else None)
+        if r[9] is not None:
+            label = _loads(r[9])
+        elif isinstance(outputs, dict):  # an old /predict_proba row: the label is the most probable class
+            label = _key_value(max(outputs, key=lambda k: outputs[k])) if outputs else None
+        else:
+            label = outputs
+        if isinstance(label, list) and len(label) == 1:
+            label = label[0]
+        labels.append(label)
+        probas.append(proba)
     base = pd.DataFrame({
-        "ts": pd.to_datetime([r[0] for r in rows], unit="s", utc=True),
-        "model_version": [r[1] for r in rows],
-        "endpoint": [r[2] for r in rows],
-        "source": [r[3] for r in rows],
-        "prediction": [json.loads(r[5]) for r in rows],
+        "prediction_id": [r[1] if r[1] is not None else f"legacy-{r[0]}" for r in rows],
+        "ts": pd.to_datetime([r[2] for r in rows], unit="s", utc=True),
+        "endpoint": [r[3] for r in rows],
+        "model_version": [str(r[4]) for r in rows],
+        "traffic": [r[5] or "live" for r in rows],
+        "source": [r[6] for r in rows],
     })
-    return pd.concat([base, inputs], axis=1)
+    inputs = pd.DataFrame([_loads(r[7]) or {} for r in rows])
+    reserved = {*FIXED_COLUMNS, "prediction"}
+    inputs = inputs.rename(columns={c: f"input_{c}" for c in inputs.columns if c in reserved or str(c).startswith("proba_")})
+    for col in inputs.columns:
+        inputs[col] = uniform_column(inputs[col])
+    classes: list[str] = []
+    for p in probas:
+        for k in p or {}:
+            if k not in classes:
+                classes.append(k)
+    proba_cols = {f"proba_{c}": [float(p[c]) if p and c in p and p[c] is not None else math.nan for p in probas]
+                  for c in classes}
+    out = pd.concat([base, inputs, pd.DataFrame({"prediction": uniform_column(pd.Series(labels, dtype=object))}),
+                     pd.DataFrame(proba_cols, dtype="float64")], axis=1)
+    return out
+
+
+def uniform_column(s: pd.Series) -> pd.Series:
+    """One Parquet type per column: numbers stay numbers, anything mixed becomes text (nulls kept)."""
+    s = s.reset_index(drop=True)
+    if s.dtype != object:
+        return s
+    values = s.dropna()
+    kinds = {("bool" if isinstance(v, bool) else "num" if isinstance(v, (int, float)) else
+              "str" if isinstance(v, str) else "other") for v in values}
+    if not kinds:
+        return s
+    if kinds == {"num"}:
+        if all(isinstance(v, int) for v in values):
+            return s if s.isna().any() else s.astype("int64")
+        return pd.to_numeric(s, errors="coerce").astype("float64")
+    if len(kinds) == 1 and kinds != {"other"}:
+        return s
+    return s.map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else
+                 (v if isinstance(v, str) else json.dumps(v, default=str)))
+
+
+def _key_value(key: str) -> Any:
+    """A probability key back to the label it names ("1" -> 1), as the old log stored only keys."""
+    try:
+        return int(key)
+    except ValueError:
+        return key
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _epoch(value: datetime | str | float) -> float:
     if isinstance(value, (int, float)):
         return float(value)
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:

@@ -99,22 +99,39 @@ def _annotation(spec: FieldSpec) -> Any:
     return Optional[tp] if spec.nullable else tp
 
 
-def record_model(schema: FeatureSchema, name: str = "Record") -> type[BaseModel]:
+class RecordBase(BaseModel):
+    """What every input record allows: no extra fields, no NaN or infinity, JSON names; immutable."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True, frozen=True)
+
+
+def record_model(schema: FeatureSchema, name: str = "Record", id_column: str | None = None,
+                 base: type[BaseModel] | None = None) -> type[BaseModel]:
     """A pydantic model of one input record: exact field names, finite numbers, known categories, no extras.
 
     Column names that are not Python identifiers are kept as JSON names through aliases.
+    `id_column` (the project's `data.id_column`), when it is not a feature, is an optional extra
+    field (string or integer): the model never reads it, the prediction log keeps it so labels
+    can be matched by it later. `base` is a parent class: `RecordBase` or a subclass of it.
     """
     fields: dict[str, Any] = {}
     for i, spec in enumerate(schema.fields):
-        ident = spec.name if spec.name.isidentifier() and not keyword.iskeyword(spec.name) \
-            and not spec.name.startswith("_") and spec.name not in ("model_config", "model_fields") else f"f{i}"
+        ident = _ident(spec.name, f"f{i}")
         field = Field(alias=spec.name) if ident != spec.name else Field()
         if not spec.nullable:
             fields[ident] = (_annotation(spec), field)
         else:
             fields[ident] = (_annotation(spec), Field(default=None, alias=spec.name) if ident != spec.name else None)
-    config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True, frozen=True)
-    return create_model(name, __config__=config, **fields)
+    if id_column and id_column not in schema.columns:
+        ident = _ident(id_column, "record_id")
+        fields[ident] = (Optional[int | str], Field(default=None, alias=id_column) if ident != id_column else None)
+    return create_model(name, __base__=base or RecordBase, **fields)
+
+
+def _ident(name: str, fallback: str) -> str:
+    ok = name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_") \
+        and name not in ("model_config", "model_fields")
+    return name if ok else fallback
 
 
 def records_frame(records: list[Any], schema: FeatureSchema) -> pd.DataFrame:

@@ -4,26 +4,46 @@
 # creation, and the record type is built at import from the JSON config, not named in source.
 
 import atexit
+import contextvars
 import hmac
 import json
 import logging
 import os
+import sqlite3
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import bentoml
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
-from sluicegate.serving.predlog import PredictionEvent, PredictionLog, log_path
 from sluicegate.data import hash_file
-from sluicegate.serving.schema import FeatureSchema, record_model, records_frame
+from sluicegate.errors import FeedbackError
+from sluicegate.serving.feedback import LATE_AFTER_DAYS, id_text, parse_feedback, record_feedback
+from sluicegate.serving.predlog import (
+    TRAFFIC_HEADER,
+    TRAFFIC_TAGS,
+    LabelSchema,
+    PredictionEvent,
+    PredictionLog,
+    connect_log,
+    log_path,
+    register_label_schema,
+)
+from sluicegate.serving.schema import FeatureSchema, RecordBase, record_model, records_frame
 
 log = logging.getLogger("sluicegate.service")
 
 CONFIG_FILE = "sluice_service.json"
 CONFIG_ENV = "SLUICE_SERVICE_CONFIG"
 OPEN_PATHS = ("/readyz", "/livez", "/healthz", "/metrics", "/docs.json", "/", "/docs")
+LATE_DAYS_ENV = "SLUICE_FEEDBACK_LATE_DAYS"
+# The request's traffic tag (X-Sluice-Traffic), set by the middleware. Adaptive batching runs the
+# API method in another task, so records are stamped with it when they are validated (below),
+# still inside the request's context, and the tag travels with each record into the batch.
+TRAFFIC: contextvars.ContextVar[str] = contextvars.ContextVar("sluice_traffic", default="live")
 
 
 def load_service_config() -> Optional[dict]:
@@ -37,21 +57,36 @@ def load_service_config() -> Optional[dict]:
 
 
 class Prediction(BaseModel):
-    """One answer: the prediction, the model version that gave it, and whether a fallback answered."""
+    """One answer: the prediction, the model version that gave it, and whether a fallback answered.
+
+    `prediction_id` names this answer in the prediction log; send it back with the true label
+    to POST /feedback.
+    """
 
     prediction: Optional[Union[int, float, str, bool]] = None
     model_version: str
     fallback: bool = False
     error: Optional[str] = None
+    prediction_id: Optional[str] = None
 
 
 class Probabilities(BaseModel):
-    """Class probabilities keyed by class label."""
+    """Class probabilities keyed by class label, and the id of this answer for POST /feedback."""
 
     probabilities: Optional[dict[str, float]] = None
     model_version: str
     fallback: bool = False
     error: Optional[str] = None
+    prediction_id: Optional[str] = None
+
+
+class TaggedRecord(RecordBase):
+    """An input record that remembers the traffic tag of the request it came in."""
+
+    _traffic: str = PrivateAttr(default="live")
+
+    def model_post_init(self, context: Any) -> None:
+        self._traffic = TRAFFIC.get()
 
 
 class GuardMiddleware:
@@ -72,6 +107,17 @@ class GuardMiddleware:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        tag = headers.get(TRAFFIC_HEADER, "live").strip().lower() or "live"
+        if tag not in TRAFFIC_TAGS:
+            return await _json(send, 400, {"error": "unknown traffic tag", "detail":
+                                           f"X-Sluice-Traffic must be one of {', '.join(TRAFFIC_TAGS)} (got {tag!r})"})
+        token = TRAFFIC.set(tag)
+        try:
+            return await self._guarded(scope, receive, send, headers)
+        finally:
+            TRAFFIC.reset(token)
+
+    async def _guarded(self, scope: dict, receive: Any, send: Any, headers: dict[str, str]) -> None:
         if self.token_env is not None:
             given = headers.get("authorization", "")
             expected = f"Bearer {self.token}"
@@ -139,10 +185,15 @@ CONFIG = load_service_config()
 
 if CONFIG is not None:
     SCHEMA = FeatureSchema.from_dict(CONFIG["schema"])
-    Record = record_model(SCHEMA)
+    LABELS = CONFIG.get("labels") or {}
+    ID_COLUMN = LABELS.get("id_column")
+    Record = record_model(SCHEMA, id_column=ID_COLUMN, base=TaggedRecord)
     PACK = CONFIG["packaging"]
     VERSION = str(CONFIG["version"])
     IS_CLASSIFIER = CONFIG["task"] == "classification"
+    CLASSES = LABELS.get("classes", (CONFIG.get("metadata") or {}).get("classes"))
+    LABEL_SCHEMA = LabelSchema(CONFIG["task"], LABELS.get("target"),
+                               tuple(CLASSES) if CLASSES is not None else None, ID_COLUMN, VERSION)
 
     @bentoml.service(
         name=CONFIG["service_name"],
@@ -176,11 +227,17 @@ if CONFIG is not None:
                 except Exception:  # a broken fallback must not stop the main model from serving
                     log.exception("previous model v%s could not be loaded; no fallback", self.previous_version)
             self.plog = None
+            self.feedback_db = None
+            self.feedback_lock = threading.Lock()
+            self.late_after_days = float(os.environ.get(LATE_DAYS_ENV) or LATE_AFTER_DAYS)
             if PACK["log_predictions"]:
                 from sluicegate.settings import load_settings
 
-                self.plog = PredictionLog(log_path(load_settings().home, CONFIG["project"]))
+                path = log_path(load_settings().home, CONFIG["project"])
+                self.plog = PredictionLog(path)
                 atexit.register(self.plog.close)
+                self.feedback_db = connect_log(path)  # its own connection: the log writer owns the other
+                register_label_schema(self.feedback_db, LABEL_SCHEMA)
             log.info("serving %s v%s (%s)", CONFIG["project"], VERSION, CONFIG["model_tag"])
 
         @bentoml.on_shutdown
@@ -188,13 +245,22 @@ if CONFIG is not None:
             """Write every queued prediction before the worker exits."""
             if self.plog is not None:
                 self.plog.close()
+            if self.feedback_db is not None:
+                self.feedback_db.close()
+                self.feedback_db = None
 
         def _score(self, records: list, method: str) -> list[dict]:
             if not records:
                 return []
+            outputs = self._score_rows(records, method)
+            for o in outputs:
+                o["prediction_id"] = str(uuid.uuid4())
+            return outputs
+
+        def _score_rows(self, records: list, method: str) -> list[dict]:
             frame = records_frame(records, SCHEMA)
             try:
-                return self._format(getattr(self.model, method)(frame), method, VERSION, False)
+                return self._format(self.model, getattr(self.model, method)(frame), method, VERSION, False)
             except Exception as exc:
                 log.warning("v%s failed on %d records (%s: %s); scoring row by row",
                             VERSION, len(records), type(exc).__name__, exc)
@@ -202,7 +268,7 @@ if CONFIG is not None:
             for i in range(len(frame)):
                 row = frame.iloc[[i]]
                 try:
-                    out += self._format(getattr(self.model, method)(row), method, VERSION, False)
+                    out += self._format(self.model, getattr(self.model, method)(row), method, VERSION, False)
                 except Exception as exc:
                     out.append(self._fallback(row, method, f"{type(exc).__name__}: {exc}"))
             return out
@@ -210,7 +276,7 @@ if CONFIG is not None:
         def _fallback(self, row: Any, method: str, error: str) -> dict:
             if PACK["fallback"] == "previous" and self.previous is not None:
                 try:
-                    return self._format(getattr(self.previous, method)(row), method,
+                    return self._format(self.previous, getattr(self.previous, method)(row), method,
                                         str(self.previous_version), True)[0]
                 except Exception as exc:
                     error += f"; previous v{self.previous_version} failed too: {type(exc).__name__}: {exc}"
@@ -220,24 +286,29 @@ if CONFIG is not None:
             return {key: None, "model_version": VERSION, "fallback": False,
                     "error": f"model v{VERSION} could not score this record: {error}"[:500]}
 
-        def _format(self, values: Any, method: str, version: str, fallback: bool) -> list[dict]:
+        def _format(self, model: Any, values: Any, method: str, version: str, fallback: bool) -> list[dict]:
             if method == "predict":
                 return [{"prediction": _plain(v), "model_version": version, "fallback": fallback} for v in values]
-            labels = [str(_plain(c)) for c in self.model.classes_]
+            classes = [_plain(c) for c in model.classes_]
+            labels = [str(c) for c in classes]
+            # "prediction" (the most probable class) is kept for the log, not sent: the response keeps its shape
             return [{"probabilities": {lab: float(p) for lab, p in zip(labels, row)},
+                     "prediction": classes[max(range(len(row)), key=lambda i: row[i])],
                      "model_version": version, "fallback": fallback} for row in values]
 
         def _log(self, endpoint: str, records: list, outputs: list[dict]) -> None:
             if self.plog is None:
                 return
             now = time.time()
-            self.plog.record([
-                PredictionEvent(now, CONFIG["project"], o.get("model_version", VERSION), endpoint,
-                                "error" if o.get("error") else ("fallback" if o.get("fallback") else "model"),
-                                r.model_dump(mode="json", by_alias=True),
-                                o.get("prediction", o.get("probabilities")))
-                for r, o in zip(records, outputs)
-            ])
+            events = []
+            for r, o in zip(records, outputs):
+                inputs = r.model_dump(mode="json", by_alias=True)
+                events.append(PredictionEvent(
+                    now, CONFIG["project"], o.get("model_version", VERSION), endpoint,
+                    "error" if o.get("error") else ("fallback" if o.get("fallback") else "model"),
+                    inputs, o.get("prediction"), o.get("probabilities"), o["prediction_id"],
+                    getattr(r, "_traffic", "live"), id_text(inputs.get(ID_COLUMN)) if ID_COLUMN else None))
+            self.plog.record(events)
 
         @bentoml.api(batchable=True, max_batch_size=PACK["max_batch_size"], max_latency_ms=PACK["max_latency_ms"])
         def predict(self, records: list[Record], /) -> list[Prediction]:  # type: ignore[valid-type]
@@ -253,7 +324,36 @@ if CONFIG is not None:
                 """Class probabilities per record. Body: a JSON list of records."""
                 outputs = self._score(records, "predict_proba")
                 self._log("predict_proba", records, outputs)
-                return [Probabilities(**o) for o in outputs]
+                return [Probabilities(**{k: v for k, v in o.items() if k != "prediction"}) for o in outputs]
+
+        @bentoml.api(route="/feedback")
+        def feedback(self, items: Any, /) -> dict:
+            """Send true labels for earlier predictions. Body: a JSON list of
+            `{"prediction_id": "<from the prediction response>", "label": <true label>}` (or the project's
+            id column instead of `prediction_id`). Answers each item with a status (accepted, late,
+            duplicate, unknown_id, wrong_class, invalid_label) and a count per status; the first label
+            for a prediction is kept."""
+            from starlette.responses import JSONResponse
+
+            if self.feedback_db is None:
+                return JSONResponse({"error": "feedback needs the prediction log",
+                                     "detail": "this service does not log predictions (packaging.log_predictions: false)"},
+                                    status_code=409)
+            try:
+                parsed = parse_feedback(items, ID_COLUMN)
+            except FeedbackError as exc:
+                return JSONResponse({"error": "invalid feedback", "detail": exc.problems}, status_code=400)
+            self.plog.flush(5.0)  # labels for predictions answered a moment ago must find them
+            try:
+                with self.feedback_lock:
+                    result = record_feedback(self.feedback_db, parsed, current=LABEL_SCHEMA, source="api",
+                                             late_after_days=self.late_after_days)
+            except sqlite3.OperationalError as exc:  # locked or full: the caller may retry
+                log.warning("feedback not stored: %s", exc)
+                return JSONResponse({"error": "feedback store busy", "detail": f"nothing was stored ({exc}); retry"},
+                                    status_code=503)
+            log.info("feedback: %s", result.summary())
+            return result.to_dict()
 
         @bentoml.api(route="/metadata")
         def metadata(self) -> dict:

@@ -5,6 +5,7 @@ The model kinds' settings models live with their trainers (`sluicegate.trainers.
 re-exported for the same reason.
 """
 
+from sluicegate.config.check import check_sources
 from sluicegate.config.loader import (
     config_hash,
     deep_merge,
@@ -66,6 +67,6 @@ __all__ = [
     "NotificationsConfig", "NumericFeatures", "PackagingConfig", "ParquetSource", "ProjectConfig", "SearchParam",
     "SecretRef", "Severity", "SklearnModelConfig", "SplitConfig", "SqlSource", "StrictModel", "Threshold",
     "TorchModelConfig", "TuningConfig", "ValidationConfig", "XGBoostModelConfig", "candidate_label",
-    "config_hash", "config_json_schema", "deep_merge", "format_errors", "load_config", "project_root_for",
+    "check_sources", "config_hash", "config_json_schema", "deep_merge", "format_errors", "load_config", "project_root_for",
     "resolve_path",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -13,8 +12,6 @@ from pydantic import BaseModel, ValidationError
 from sluicegate.config.crosscheck import CrossCheckError
 from sluicegate.config.schema import ProjectConfig
 from sluicegate.schema_base import did_you_mean, unknown_choice
-
-__all__ = ["did_you_mean", "format_errors", "unknown_choice"]
 
 
 def format_errors(exc: ValidationError, raw: dict) -> list[str]:
@@ -63,10 +60,10 @@ def _message(err: dict, loc: tuple, raw: dict) -> str:
         return "required key is missing"
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1], raw)
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1) if allowed else []
+        hint = did_you_mean(loc[-1], allowed) if allowed else None
         msg = "unknown key"
         if hint:
-            msg += f"; did you mean {hint[0]!r}?"
+            msg += f"; did you mean {hint!r}?"
         if allowed:
             msg += f" (allowed: {', '.join(allowed)})"
         return msg
@@ -79,10 +76,10 @@ def _message(err: dict, loc: tuple, raw: dict) -> str:
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         choices = [c.strip(" '\"") for c in re.split(r",| or ", expected) if c.strip(" '\"")]
-        hint = difflib.get_close_matches(str(got), choices, n=1)
+        hint = did_you_mean(got, choices)
         msg = f"must be one of {expected}"
         if hint:
-            msg += f"; did you mean {hint[0]!r}?"
+            msg += f"; did you mean {hint!r}?"
         return f"{msg} (got {got!r})"
     msg = err["msg"]
     msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)

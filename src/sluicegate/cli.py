@@ -293,7 +293,10 @@ def drift(
 
 
 @config_app.command("check")
-def config_check(paths: list[Path] = typer.Argument(..., help="Project YAML files.")) -> None:
+def config_check(
+    paths: list[Path] = typer.Argument(..., help="Project YAML files."),
+    connect: bool = typer.Option(False, "--connect", help="Also connect to a SQL source and check its column names."),
+) -> None:
     """Validate project YAML files, and a CSV/Parquet source's header; print one line per problem."""
     from sluicegate.config import check_sources, load_config
 
@@ -301,7 +304,7 @@ def config_check(paths: list[Path] = typer.Argument(..., help="Project YAML file
     for path in paths:
         try:
             cfg = load_config(path)
-            found = [f"{path}: {p}" for p in check_sources(cfg)]
+            found = [f"{path}: {p}" for p in check_sources(cfg, connect)]
             if cfg.validation.expectations:
                 from sluicegate.validation import check_expectation_specs  # imports Great Expectations
 

@@ -278,3 +278,41 @@ def test_config_check_imports_no_heavy_library(tmp_path, repo_root):
             "assert code == 0 and not loaded, (code, loaded)")
     done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _sqlite_project(tmp_path, monkeypatch, target: str, query: str = "SELECT * FROM customers;") -> Path:
+    import sqlite3
+
+    db = tmp_path / "shop.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS customers (id INTEGER, plan TEXT, churned INTEGER)")
+        conn.execute("INSERT INTO customers VALUES (1, 'a', 0)")
+    monkeypatch.setenv("SHOP_DB_URL", f"sqlite:///{db}")
+    return _csv_project(tmp_path, target=target, source=f"{{kind: sql, url: {{env: SHOP_DB_URL}}, query: {query!r}}}")
+
+
+def test_connect_checks_the_columns_of_a_sql_query(tmp_path, monkeypatch):
+    from sluicegate.config import check_sources
+
+    cfg = load_config(_sqlite_project(tmp_path, monkeypatch, target="churnd"))
+    assert check_sources(cfg) == []  # not contacted unless asked
+    assert check_sources(cfg, connect=True) == [
+        "data.target: column 'churnd' not in the result of data.source.query; did you mean 'churned'?"]
+    assert check_sources(load_config(_sqlite_project(tmp_path, monkeypatch, "churned")), connect=True) == []
+
+
+def test_connect_names_an_unset_variable_and_a_failing_query(tmp_path, monkeypatch):
+    from sluicegate.config import check_sources
+
+    cfg = load_config(_sqlite_project(tmp_path, monkeypatch, "churned", query="SELECT * FROM nope"))
+    [problem] = check_sources(cfg, connect=True)
+    assert problem.startswith("data.source.query: cannot run it:") and "nope" in problem
+    monkeypatch.delenv("SHOP_DB_URL")
+    assert check_sources(cfg, connect=True) == ["data.source.url: environment variable SHOP_DB_URL is not set"]
+
+
+def test_config_check_connect_flag_reaches_the_sql_check(tmp_path, monkeypatch, capsys):
+    path = _sqlite_project(tmp_path, monkeypatch, target="churnd")
+    assert main(["config", "check", str(path)]) == 0
+    assert main(["config", "check", "--connect", str(path)]) == 2
+    assert "data.target: column 'churnd' not in the result of data.source.query" in capsys.readouterr().err

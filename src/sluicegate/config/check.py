@@ -1,44 +1,56 @@
 """Cheap checks of a loaded config against its data: the source file exists and has every named column.
 
 Only the header is read (a CSV's first line, a Parquet file's schema), so `sluice config
-check` stays fast on large files. SQL sources are not contacted; bundled datasets need no check.
+check` stays fast on large files. SQL sources are contacted only when asked (`--connect`),
+and then return no rows; bundled datasets need no check.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
 from sluicegate.config.loader import resolve_path
-from sluicegate.config.schema import CsvSource, ParquetSource, ProjectConfig
+from sluicegate.config.schema import CsvSource, ParquetSource, ProjectConfig, SqlSource
+from sluicegate.errors import ConfigError
 from sluicegate.schema_base import did_you_mean
 
 
-def check_sources(cfg: ProjectConfig) -> list[str]:
-    """Problems between the config and its file source, one `yaml.path: problem` line each.
+def check_sources(cfg: ProjectConfig, connect: bool = False) -> list[str]:
+    """Problems between the config and its data source, one `yaml.path: problem` line each.
 
     Args:
         cfg: a validated config (from `load_config`).
+        connect: also connect to a SQL source and read the column names of its query.
 
     Returns:
-        The problems; empty when the source is not a file or everything named is in its header.
+        The problems; empty when there is nothing to check or everything named is in the header.
     """
     source = cfg.data.source
-    if not isinstance(source, (CsvSource, ParquetSource)):
+    if isinstance(source, SqlSource) and connect:
+        where = "the result of data.source.query"
+        try:
+            header = read_sql_header(source)
+        except ConfigError as exc:
+            return exc.problems
+    elif isinstance(source, (CsvSource, ParquetSource)):
+        where = source.path
+        path = resolve_path(cfg, source.path)
+        if not path.is_file():
+            return [f"data.source.path: file not found: {source.path} (looked for {path}; "
+                    f"paths are relative to the project root {cfg.root})"]
+        try:
+            header = read_header(source, path)
+        except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
+            return [f"data.source.path: cannot read the header of {source.path}: {exc}"]
+    else:
         return []
-    path = resolve_path(cfg, source.path)
-    if not path.is_file():
-        return [f"data.source.path: file not found: {source.path} (looked for {path}; "
-                f"paths are relative to the project root {cfg.root})"]
-    try:
-        header = read_header(source, path)
-    except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
-        return [f"data.source.path: cannot read the header of {source.path}: {exc}"]
     problems = []
     for loc, column in named_columns(cfg):
         if column not in header:
             hint = did_you_mean(column, header)
-            problems.append(f"{loc}: column {column!r} not in {source.path}"
+            problems.append(f"{loc}: column {column!r} not in {where}"
                             + (f"; did you mean {hint!r}?" if hint else f" (columns: {_preview(header)})"))
     return problems
 
@@ -52,6 +64,35 @@ def read_header(source: CsvSource | ParquetSource, path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     return list(pq.read_schema(path).names)
+
+
+def read_sql_header(source: SqlSource) -> list[str]:
+    """The column names of the source's query, run wrapped in `WHERE 1 = 0` so no row comes back.
+
+    Raises:
+        ConfigError: naming `data.source.url` or `data.source.query`.
+    """
+    import sqlalchemy as sa
+
+    url = source.url
+    if not isinstance(url, str):
+        if url.env is None:  # the config package never imports Prefect; the flow resolves the block
+            raise ConfigError(["data.source.url: --connect reads {env: VAR} references only, not a Prefect Secret block"])
+        url = os.environ.get(url.env, "")
+        if not url:
+            raise ConfigError([f"data.source.url: environment variable {source.url.env} is not set"])
+    try:
+        engine = sa.create_engine(url)
+    except Exception as exc:
+        raise ConfigError([f"data.source.url: not a usable SQLAlchemy URL: {exc}"]) from None
+    query = source.query.strip().rstrip(";")
+    try:
+        with engine.connect() as conn:
+            return [str(c) for c in conn.execute(sa.text(f"SELECT * FROM ({query}) AS sluice_check WHERE 1 = 0")).keys()]
+    except Exception as exc:  # drivers raise their own types
+        raise ConfigError([f"data.source.query: cannot run it: {str(exc).splitlines()[0]}"]) from None
+    finally:
+        engine.dispose()
 
 
 def named_columns(cfg: ProjectConfig) -> Iterator[tuple[str, str]]:

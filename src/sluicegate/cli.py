@@ -348,21 +348,27 @@ def feedback_import(
 
 
 @config_app.command("check")
-def config_check(paths: list[Path] = typer.Argument(..., help="Project YAML files.")) -> None:
-    """Validate project YAML files; print one line per problem."""
-    from sluicegate.config import load_config
+def config_check(
+    paths: list[Path] = typer.Argument(..., help="Project YAML files."),
+    connect: bool = typer.Option(False, "--connect", help="Also connect to a SQL source and check its column names."),
+) -> None:
+    """Validate project YAML files, and a CSV/Parquet source's header; print one line per problem."""
+    from sluicegate.config import check_sources, load_config
 
     problems: list[str] = []
     for path in paths:
         try:
             cfg = load_config(path)
+            found = [f"{path}: {p}" for p in check_sources(cfg, connect)]
             if cfg.validation.expectations:
-                from sluicegate.validation import check_expectation_specs
+                from sluicegate.validation import check_expectation_specs  # imports Great Expectations
 
                 try:
                     check_expectation_specs(list(cfg.validation.expectations))
                 except ConfigError as exc:
-                    raise ConfigError([f"{path}: {p}" for p in exc.problems]) from None
+                    found += [f"{path}: {p}" for p in exc.problems]
+            if found:
+                raise ConfigError(found)
             typer.echo(f"{path}: ok ({cfg.project}, {cfg.task}, {cfg.model.kind})")
         except ConfigError as exc:
             problems += exc.problems

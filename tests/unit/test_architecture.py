@@ -62,3 +62,73 @@ def test_every_module_has_a_docstring():
     missing = [str(p.relative_to(ROOT)) for d in (PKG, ROOT / "tasks", ROOT / "flows") for p in d.rglob("*.py")
                if not ast.get_docstring(ast.parse(p.read_text()))]
     assert not missing, missing
+
+
+# ---------------------------------------------------------------- the package's own import graph
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _sluicegate_imports(path: Path, modules: set[str]) -> set[str]:
+    """The sluicegate modules `path` imports, with the packages whose `__init__` that runs.
+
+    Imports inside functions count too: the circle config -> trainers.registry -> trainers.sk
+    -> config was made only of such lazy imports, and it still decided what a half-imported
+    module looked like. (`trainers/__init__.py` imports its modules through `pkgutil`, which
+    the walk cannot see; they are below it, so that adds no edge that could close a circle.)
+    """
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            targets.add(base)
+            targets |= {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules}
+    out = set()
+    for target in targets:
+        parts = target.split(".")
+        for i in range(1, len(parts) + 1):
+            name = ".".join(parts[:i])
+            # importing a.b.c first runs a and a.b, unless this module is inside them (already running)
+            if name in modules and name != me and not me.startswith(name + "."):
+                out.add(name)
+    return out
+
+
+def test_the_package_has_no_import_cycle():
+    files = {_module_name(p): p for p in PKG.rglob("*.py")}
+    graph = {name: _sluicegate_imports(path, set(files)) for name, path in files.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> list[str] | None:
+        state[name] = 1
+        for nxt in sorted(graph[name]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt] if nxt in path else [*path, nxt]
+            if nxt not in state and (cycle := visit(nxt, [*path, nxt])):
+                return cycle
+        state[name] = 2
+        return None
+
+    for name in sorted(graph):
+        if name not in state and (cycle := visit(name, [name])):
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+    # the walk sees the edges that matter: the schema is built from the trainer registry
+    assert "sluicegate.trainers.registry" in graph["sluicegate.config.crosscheck"]
+    assert "sluicegate.trainers" in graph["sluicegate.config.schema"]
+
+
+def test_torch_and_xgboost_each_have_exactly_one_owner_module():
+    """Lazy imports inside functions count too: one file to change when their API moves."""
+    owners = {"torch": {"trainers/torch_mlp.py"}, "xgboost": {"trainers/xgb.py"}}
+    users = defaultdict(set)
+    for path in PKG.rglob("*.py"):
+        for lib in _imports(path) & set(owners):
+            users[lib].add(path.relative_to(PKG).as_posix())
+    assert dict(users) == owners

@@ -142,3 +142,177 @@ def test_unknown_gx_expectation_is_refused_by_config_check(tmp_path, capsys):
     )
     assert main(["config", "check", str(path)]) == 2
     assert "validation.expectations.0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- exposure and paths
+_PROJECT = ("project: p\ntask: regression\ndata: {source: {kind: bundled, name: sklearn.diabetes}, target: t}\n"
+            "model: {kind: sklearn, estimator: ridge}\ngates: {primary_metric: r2}\n")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
+def test_loopback_hosts_need_no_token(tmp_path, host):
+    (tmp_path / "p.yaml").write_text(_PROJECT)
+    assert load_config(tmp_path / "p.yaml", [f"deploy.host={host}"]).deploy.host == host
+
+
+def test_a_non_loopback_host_is_allowed_with_a_token(tmp_path):
+    (tmp_path / "p.yaml").write_text(_PROJECT)
+    cfg = load_config(tmp_path / "p.yaml", ["deploy.host=0.0.0.0", "packaging.auth_token={env: P_TOKEN}"])
+    assert cfg.deploy.host == "0.0.0.0"
+
+
+def test_a_host_name_without_a_token_is_refused_with_both_fixes_named(tmp_path):
+    (tmp_path / "p.yaml").write_text(_PROJECT)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "p.yaml", ["deploy.host=serving.internal"])
+    assert "deploy.host: 'serving.internal' is not a loopback address" in str(info.value)
+    assert "set packaging.auth_token" in str(info.value) and "bind to 127.0.0.1" in str(info.value)
+
+
+def test_output_dir_inside_the_project_root_is_accepted(tmp_path):
+    (tmp_path / "p.yaml").write_text(_PROJECT + "deploy: {output_dir: deploy/manifests}\n")
+    assert load_config(tmp_path / "p.yaml").deploy.output_dir == "deploy/manifests"
+
+
+def test_absolute_output_dir_outside_the_root_is_refused(tmp_path):
+    (tmp_path / "p.yaml").write_text(_PROJECT + "deploy: {output_dir: /tmp/elsewhere}\n")
+    with pytest.raises(ConfigError, match="deploy.output_dir: must stay inside the project root"):
+        load_config(tmp_path / "p.yaml")
+
+
+# ---------------------------------------------------------------- config check against the source header
+def _csv_project(tmp_path, extra: str = "", target: str = "label", source: str | None = None) -> Path:
+    (tmp_path / "configs").mkdir(exist_ok=True)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "x.csv").write_text("id,when,age,plan,label\n1,2024-01-01,30,a,0\n")
+    path = tmp_path / "configs" / "p.yaml"
+    path.write_text(
+        f"project: p\ntask: classification\n"
+        f"data: {{source: {source or '{kind: csv, path: data/x.csv}'}, target: {target}}}\n"
+        f"model: {{kind: sklearn, estimator: logistic_regression}}\ngates: {{primary_metric: f1}}\n{extra}"
+    )
+    return path
+
+
+def test_check_sources_accepts_columns_that_are_in_the_header(tmp_path):
+    from sluicegate.config import check_sources
+
+    path = _csv_project(tmp_path, "features: {numeric: {columns: [age]}, categorical: {columns: [plan]}, drop: [id]}\n"
+                                  "validation: {columns: {age: {min: 0}}}\nevaluation: {slices: [plan]}\n"
+                                  "split: {method: time, time_column: when}\nmonitoring: {columns: [age, plan]}\n")
+    assert check_sources(load_config(path)) == []
+
+
+def test_check_sources_names_a_missing_file(tmp_path):
+    from sluicegate.config import check_sources
+
+    path = _csv_project(tmp_path, source="{kind: csv, path: data/nope.csv}")
+    [problem] = check_sources(load_config(path))
+    assert problem.startswith("data.source.path: file not found: data/nope.csv")
+
+
+def test_check_sources_suggests_the_column_for_a_wrong_target(tmp_path):
+    from sluicegate.config import check_sources
+
+    path = _csv_project(tmp_path, target="Label")
+    assert check_sources(load_config(path)) == [
+        "data.target: column 'Label' not in data/x.csv; did you mean 'label'?"]
+
+
+@pytest.mark.parametrize("override, where", [
+    ("data.id_column=idd", "data.id_column"),
+    ("data.time_column=whn", "data.time_column"),
+    ("split.time_column=whn", "split.time_column"),
+    ("validation.columns={agee: {min: 0}}", "validation.columns.agee"),
+    ("features.numeric.columns=[age, agee]", "features.numeric.columns.1"),
+    ("features.categorical.columns=[plann]", "features.categorical.columns.0"),
+    ("features.datetime.columns=[whn]", "features.datetime.columns.0"),
+    ("features.drop=[idd]", "features.drop.0"),
+    ("evaluation.slices=[plann]", "evaluation.slices.0"),
+    ("monitoring.columns=[agee]", "monitoring.columns.0"),
+])
+def test_check_sources_names_each_listed_column_by_its_yaml_path(tmp_path, override, where):
+    from sluicegate.config import check_sources
+
+    [problem] = check_sources(load_config(_csv_project(tmp_path), [override]))
+    assert problem.startswith(f"{where}: column ") and "not in data/x.csv; did you mean" in problem, problem
+
+
+def test_check_sources_reads_a_parquet_schema(tmp_path):
+    import pandas as pd
+
+    from sluicegate.config import check_sources
+
+    path = _csv_project(tmp_path, target="labl", source="{kind: parquet, path: data/x.parquet}")
+    pd.read_csv(tmp_path / "data" / "x.csv").to_parquet(tmp_path / "data" / "x.parquet", index=False)
+    assert check_sources(load_config(path)) == [
+        "data.target: column 'labl' not in data/x.parquet; did you mean 'label'?"]
+
+
+def test_check_sources_leaves_sql_and_bundled_sources_alone(tmp_path):
+    from sluicegate.config import check_sources
+
+    sql = _csv_project(tmp_path, source="{kind: sql, url: {env: NOT_SET_ANYWHERE}, query: select 1}")
+    assert check_sources(load_config(sql)) == []
+    assert check_sources(load_config(PROJECTS[0])) == []
+
+
+def test_config_check_command_reports_source_problems_with_exit_code_2(tmp_path, capsys):
+    path = _csv_project(tmp_path, target="Label", extra="evaluation: {slices: [plann]}\n")
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: data.target: column 'Label' not in data/x.csv; did you mean 'label'?" in err
+    assert f"{path}: evaluation.slices.0: column 'plann' not in data/x.csv; did you mean 'plan'?" in err
+
+
+def test_config_check_imports_no_heavy_library(tmp_path, repo_root):
+    """`sluice config check` stays cheap: no tracking, serving, orchestration or deep-learning imports."""
+    import subprocess
+    import sys
+
+    path = _csv_project(tmp_path)
+    heavy = ["mlflow", "bentoml", "torch", "xgboost", "prefect", "evidently", "great_expectations", "optuna"]
+    code = ("import sys; from sluicegate.cli import main; "
+            f"code = main(['config', 'check', {str(path)!r}]); "
+            f"loaded = [m for m in {heavy!r} if m in sys.modules]; "
+            "assert code == 0 and not loaded, (code, loaded)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _sqlite_project(tmp_path, monkeypatch, target: str, query: str = "SELECT * FROM customers;") -> Path:
+    import sqlite3
+
+    db = tmp_path / "shop.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS customers (id INTEGER, plan TEXT, churned INTEGER)")
+        conn.execute("INSERT INTO customers VALUES (1, 'a', 0)")
+    monkeypatch.setenv("SHOP_DB_URL", f"sqlite:///{db}")
+    return _csv_project(tmp_path, target=target, source=f"{{kind: sql, url: {{env: SHOP_DB_URL}}, query: {query!r}}}")
+
+
+def test_connect_checks_the_columns_of_a_sql_query(tmp_path, monkeypatch):
+    from sluicegate.config import check_sources
+
+    cfg = load_config(_sqlite_project(tmp_path, monkeypatch, target="churnd"))
+    assert check_sources(cfg) == []  # not contacted unless asked
+    assert check_sources(cfg, connect=True) == [
+        "data.target: column 'churnd' not in the result of data.source.query; did you mean 'churned'?"]
+    assert check_sources(load_config(_sqlite_project(tmp_path, monkeypatch, "churned")), connect=True) == []
+
+
+def test_connect_names_an_unset_variable_and_a_failing_query(tmp_path, monkeypatch):
+    from sluicegate.config import check_sources
+
+    cfg = load_config(_sqlite_project(tmp_path, monkeypatch, "churned", query="SELECT * FROM nope"))
+    [problem] = check_sources(cfg, connect=True)
+    assert problem.startswith("data.source.query: cannot run it:") and "nope" in problem
+    monkeypatch.delenv("SHOP_DB_URL")
+    assert check_sources(cfg, connect=True) == ["data.source.url: environment variable SHOP_DB_URL is not set"]
+
+
+def test_config_check_connect_flag_reaches_the_sql_check(tmp_path, monkeypatch, capsys):
+    path = _sqlite_project(tmp_path, monkeypatch, target="churnd")
+    assert main(["config", "check", str(path)]) == 0
+    assert main(["config", "check", "--connect", str(path)]) == 2
+    assert "data.target: column 'churnd' not in the result of data.source.query" in capsys.readouterr().err

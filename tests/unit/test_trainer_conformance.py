@@ -140,3 +140,42 @@ def test_frame_columns_survive(prepared):
     """Guard for the fixture itself: features come from the raw frame, not a pre-built array."""
     fs, test, _ = prepared[1]["regression"]
     assert isinstance(test, pd.DataFrame) and "monthly_charges" not in test.columns and fs.n_features > 3
+
+
+def test_the_model_section_of_the_schema_is_the_registry():
+    """One place defines kinds: the `model:` union and its JSON schema list exactly the registered ones."""
+    from sluicegate.config import config_json_schema
+
+    model = config_json_schema()["properties"]["model"]
+    assert model["discriminator"]["propertyName"] == "kind"
+    assert sorted(model["discriminator"]["mapping"]) == registry.kinds()
+    for kind in registry.kinds():
+        assert registry.get_trainer(kind).kind == kind
+
+
+def test_a_settings_model_that_is_not_strict_or_untagged_is_refused():
+    from typing import Literal
+
+    from pydantic import BaseModel
+
+    from sluicegate.schema_base import StrictModel
+
+    class Loose(BaseModel):
+        kind: Literal["loose"]
+
+    class Untagged(StrictModel):
+        size: int = 1
+
+    class Trainer:
+        kind = "loose"
+
+    with pytest.raises(TypeError, match="forbid unknown keys and be frozen"):
+        registry.register_trainer(Trainer(), Loose)
+    with pytest.raises(TypeError, match="kind: Literal"):
+        registry.register_trainer(Trainer(), Untagged)
+    assert "loose" not in registry.kinds()
+
+
+def test_an_unknown_kind_names_the_closest_one():
+    with pytest.raises(KeyError, match="did you mean 'xgboost'"):
+        registry.get_trainer("xgbost")

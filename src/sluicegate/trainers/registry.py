@@ -1,11 +1,20 @@
-"""The trainer registry keyed by `model.kind`; each trainer checks its config and fits a model."""
+"""The model-kind registry: each trainer module registers its `kind`, its settings model and its trainer.
+
+This is the one place model kinds are defined: the config schema builds the `model` union from
+it, and training and tuning look trainers up in it. Importing this module imports the
+`sluicegate.trainers` package first, whose `__init__` imports every trainer module.
+"""
 
 from __future__ import annotations
 
-import difflib
-from typing import Any, Protocol
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import numpy as np
+from pydantic import BaseModel
+
+from sluicegate.schema_base import did_you_mean
 
 
 class Trainer(Protocol):
@@ -39,30 +48,43 @@ class Trainer(Protocol):
         """A reasonable search space when the config gives none."""
 
 
-_TRAINERS: dict[str, Trainer] = {}
+@dataclass(frozen=True)
+class ModelKind:
+    """One registered model family: its `kind` tag, its YAML settings model, its trainer."""
+
+    kind: str
+    config: type[BaseModel]
+    trainer: Trainer
 
 
-def register_trainer(trainer: Trainer) -> Trainer:
-    """Add a trainer under its `kind`; a later registration of the same kind replaces it."""
-    _TRAINERS[trainer.kind] = trainer
+_KINDS: dict[str, ModelKind] = {}
+
+
+def register_trainer(trainer: Trainer, config: type[BaseModel]) -> Trainer:
+    """Add a model kind: `config` is its `model:` section, tagged by `kind: <trainer.kind>`.
+
+    A later registration of the same kind replaces it.
+
+    Raises:
+        TypeError: when `config` is not frozen, allows unknown keys, or lacks the `kind` tag.
+    """
+    field = config.model_fields.get("kind")
+    if field is None or typing.get_args(field.annotation) != (trainer.kind,) or typing.get_origin(field.annotation) is not Literal:
+        raise TypeError(f"{config.__name__} needs a field `kind: Literal[{trainer.kind!r}]`")
+    if config.model_config.get("extra") != "forbid" or not config.model_config.get("frozen"):
+        raise TypeError(f"{config.__name__} must forbid unknown keys and be frozen (derive from StrictModel)")
+    _KINDS[trainer.kind] = ModelKind(trainer.kind, config, trainer)
     return trainer
-
-
-def _load_builtin() -> None:
-    if _TRAINERS:
-        return
-    from sluicegate.trainers import sk, xgb  # noqa: F401  (register themselves)
-
-    try:  # torch is optional at import time: a missing wheel only removes that kind
-        from sluicegate.trainers import torch_mlp  # noqa: F401
-    except ImportError:
-        pass
 
 
 def kinds() -> list[str]:
     """Registered model kinds."""
-    _load_builtin()
-    return sorted(_TRAINERS)
+    return sorted(_KINDS)
+
+
+def config_models() -> tuple[type[BaseModel], ...]:
+    """The settings model of every registered kind, ordered by kind."""
+    return tuple(_KINDS[k].config for k in kinds())
 
 
 def get_trainer(kind: str) -> Trainer:
@@ -71,14 +93,17 @@ def get_trainer(kind: str) -> Trainer:
     Raises:
         KeyError: with a did-you-mean when the kind is unknown.
     """
-    _load_builtin()
     try:
-        return _TRAINERS[kind]
+        return _KINDS[kind].trainer
     except KeyError:
-        hint = difflib.get_close_matches(kind, list(_TRAINERS), n=1)
-        raise KeyError(
-            f"unknown model kind {kind!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-        ) from None
+        hint = did_you_mean(kind, _KINDS)
+        raise KeyError(f"unknown model kind {kind!r}" + (f"; did you mean {hint!r}?" if hint else "")) from None
+
+
+def label(spec: Any) -> str:
+    """A readable default name for a model section: `xgboost`, `sklearn:ridge` (a trainer may say)."""
+    own = getattr(get_trainer(spec.kind), "label", None)
+    return own(spec) if own is not None else spec.kind
 
 
 def check_model_config(spec: Any, task: str) -> list[tuple[tuple, str]]:
@@ -107,8 +132,8 @@ def check_params(spec: Any, task: str, params: dict[str, Any]) -> list[tuple[tup
 
 
 def unknown_param(name: str, known: list[str], owner: str) -> str:
-    hint = difflib.get_close_matches(name, known, n=1)
+    hint = did_you_mean(name, known)
     msg = f"unknown parameter for {owner}"
     if hint:
-        msg += f"; did you mean {hint[0]!r}?"
+        msg += f"; did you mean {hint!r}?"
     return msg

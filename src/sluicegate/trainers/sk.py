@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from sklearn import ensemble, linear_model, neighbors
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import InvalidParameterError
 
+from sluicegate.schema_base import StrictModel, unknown_choice
 from sluicegate.trainers.registry import register_trainer, unknown_param
 
 ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
@@ -38,17 +39,26 @@ ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
 }
 
 
+class SklearnModelConfig(StrictModel):
+    """A scikit-learn estimator by short name, with its parameters checked by the estimator's own rules."""
+
+    kind: Literal["sklearn"]
+    estimator: str
+    params: dict[str, Any] = {}
+
+
 class SklearnTrainer:
     kind = "sklearn"
+
+    def label(self, spec: Any) -> str:
+        return f"sklearn:{spec.estimator}"
 
     def estimator_class(self, name: str, task: str) -> type[BaseEstimator]:
         return ESTIMATORS[name][task]
 
     def check(self, spec: Any, task: str) -> list[tuple[tuple, str]]:
         if spec.estimator not in ESTIMATORS:
-            from sluicegate.config import _unknown
-
-            return [(("estimator",), _unknown(spec.estimator, ESTIMATORS, "estimator"))]
+            return [(("estimator",), unknown_choice(spec.estimator, ESTIMATORS, "estimator"))]
         if task not in ESTIMATORS[spec.estimator]:
             fits = [n for n, t in ESTIMATORS.items() if task in t]
             return [(("estimator",), f"{spec.estimator!r} does not do {task} (use one of: {', '.join(fits)})")]
@@ -92,4 +102,4 @@ class SklearnTrainer:
         return spaces.get(spec.estimator, {})
 
 
-register_trainer(SklearnTrainer())
+register_trainer(SklearnTrainer(), SklearnModelConfig)

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 
+from sluicegate.schema_base import StrictModel
 from sluicegate.trainers.base import check_range
 from sluicegate.trainers.registry import register_trainer, unknown_param
 
-# torch is imported inside functions only: `sluice config check` on a project of another
-# kind loads this module through the registry and must not pay torch's import (seconds).
+# torch is imported inside functions only, and only by this module: `sluice config check` on
+# a project of another kind loads this module through the registry and must not pay torch's
+# import (seconds).
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,35 @@ def _torch():
     import torch
 
     return torch
+
+
+class TorchModelConfig(StrictModel):
+    """A tabular MLP in PyTorch, early-stopped on the validation split."""
+
+    kind: Literal["torch"]
+    hidden_layers: list[Annotated[int, Field(ge=1)]] = [64, 32]
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    norm: Literal["none", "batch", "layer"] = "none"
+    epochs: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    scheduler: Literal["none", "cosine", "step", "plateau"] = "none"
+    patience: int | None = Field(default=10, ge=1, description="epochs without improvement before stopping; null: never")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(default=2, ge=1, description="CPU threads for torch")
+
+
+@functools.cache
+def cuda_available() -> bool:
+    """Whether a CUDA device is usable (also asked by other trainers); torch asks the driver only when a device node exists."""
+    if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")):
+        return False  # no driver: skip importing torch (seconds)
+    try:
+        return bool(_torch().cuda.is_available())
+    except Exception:
+        return False
 
 
 def resolve_device(device: str) -> str:
@@ -378,8 +411,6 @@ class TorchMLPRegressor(RegressorMixin, _TorchMLPBase):
 # ---------------------------------------------------------------- trainer
 def resolve_spec(spec: Any, params: dict[str, Any] | None = None):
     """The torch model section with overrides applied (`n_layers`/`hidden_size` reshape `hidden_layers`)."""
-    from sluicegate.config import TorchModelConfig
-
     p = dict(params or {})
     n_layers, hidden = p.pop("n_layers", None), p.pop("hidden_size", None)
     data = {**spec.model_dump(), **p}
@@ -405,8 +436,6 @@ class TorchTrainer:
     kind = "torch"
 
     def tunable(self) -> list[str]:
-        from sluicegate.config import TorchModelConfig
-
         return sorted((set(TorchModelConfig.model_fields) - {"kind"}) | set(SHAPE_PARAMS))
 
     def check(self, spec: Any, task: str) -> list[tuple[tuple, str]]:
@@ -447,4 +476,4 @@ class TorchTrainer:
         }
 
 
-register_trainer(TorchTrainer())
+register_trainer(TorchTrainer(), TorchModelConfig)

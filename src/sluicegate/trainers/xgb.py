@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
-import xgboost as xgb
+from pydantic import Field
 
+from sluicegate.schema_base import StrictModel
 from sluicegate.trainers.base import EncodedLabelClassifier, check_range
 from sluicegate.trainers.registry import register_trainer, unknown_param
+from sluicegate.trainers.torch_mlp import cuda_available
+
+# xgboost is imported inside functions only (this module is its one importer): building the
+# config schema loads every trainer module, and a project of another kind must not pay for it.
 
 # Simple bounds xgboost itself only checks at fit time.
 BOUNDS: dict[str, dict[str, Any]] = {
@@ -24,39 +29,45 @@ BOUNDS: dict[str, dict[str, Any]] = {
 }
 
 
-@functools.cache
-def cuda_available() -> bool:
-    """Whether a CUDA device is usable; torch asks the driver only when a device node exists."""
-    import os
-
-    if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")):
-        return False  # no driver: skip importing torch (seconds)
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
-
-
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if cuda_available() else "cpu"
     return device
 
 
-class _ReportRounds(xgb.callback.TrainingCallback):
-    """Passes each boosting round's validation score to the tuner (pruning)."""
+def _xgb():
+    import xgboost
 
-    def __init__(self, report, metric: str):
-        self.report = report
-        self.metric = metric
+    return xgboost
 
-    def after_iteration(self, model, epoch, evals_log):
-        scores = evals_log.get("validation_0", {}).get(self.metric)
-        if scores:
-            self.report(epoch, float(scores[-1]))
-        return False
+
+@functools.cache
+def _report_rounds_class() -> type:
+    """The xgboost callback class, defined on first use so that importing this module skips xgboost."""
+
+    class _ReportRounds(_xgb().callback.TrainingCallback):
+        """Passes each boosting round's validation score to the tuner (pruning)."""
+
+        def __init__(self, report, metric: str):
+            self.report = report
+            self.metric = metric
+
+        def after_iteration(self, model, epoch, evals_log):
+            scores = evals_log.get("validation_0", {}).get(self.metric)
+            if scores:
+                self.report(epoch, float(scores[-1]))
+            return False
+
+    return _ReportRounds
+
+
+class XGBoostModelConfig(StrictModel):
+    """Gradient-boosted trees in XGBoost, early-stopped on the validation split."""
+
+    kind: Literal["xgboost"]
+    params: dict[str, Any] = {}
+    early_stopping_rounds: int | None = Field(default=20, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class XGBoostTrainer:
@@ -66,6 +77,7 @@ class XGBoostTrainer:
         return self.check_params(task, spec.params, ("params",))
 
     def check_params(self, task: str, params: dict, loc: tuple) -> list[tuple[tuple, str]]:
+        xgb = _xgb()
         cls = xgb.XGBClassifier if task == "classification" else xgb.XGBRegressor
         known = sorted(set(cls().get_params()) | set(BOUNDS))
         problems = []
@@ -79,6 +91,7 @@ class XGBoostTrainer:
         return problems
 
     def build(self, spec: Any, task: str, seed: int, params: dict | None = None, n_classes: int = 2):
+        xgb = _xgb()
         merged = {"n_estimators": 300, "tree_method": "hist", "n_jobs": 2, **spec.params, **(params or {})}
         merged.setdefault("random_state", seed)
         merged["device"] = resolve_device(spec.device)
@@ -96,7 +109,7 @@ class XGBoostTrainer:
         n_classes = len(np.unique(y_train)) if task == "classification" else 0
         model = self.build(spec, task, seed, params, n_classes)
         if report is not None:
-            model.set_params(callbacks=[_ReportRounds(report, model.get_params()["eval_metric"])])
+            model.set_params(callbacks=[_report_rounds_class()(report, model.get_params()["eval_metric"])])
         if task == "classification":
             wrapped = EncodedLabelClassifier(model)
             # eval_set labels must be encoded the same way as the training labels
@@ -119,4 +132,4 @@ class XGBoostTrainer:
         }
 
 
-register_trainer(XGBoostTrainer())
+register_trainer(XGBoostTrainer(), XGBoostModelConfig)

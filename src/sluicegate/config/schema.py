@@ -1,30 +1,16 @@
-"""The project YAML schema and its loader: extends, overrides, and errors that name the YAML key."""
+"""The project YAML schema: one frozen pydantic model per section, `model` a union over the registered kinds."""
 
 from __future__ import annotations
 
-import copy
-import difflib
-import hashlib
-import json
-import os
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from sluicegate.errors import ConfigError
+from sluicegate.config.crosscheck import CrossCheckError, cross_field_problems
+from sluicegate.schema_base import StrictModel
+from sluicegate.trainers import registry
 
 CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
@@ -38,12 +24,6 @@ BUNDLED_DATASETS = (
 )
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential|private[_-]?key)", re.I)
 URL_WITH_PASSWORD = re.compile(r"^[a-z0-9+]+://[^/:@\s]+:[^/@\s]+@", re.I)
-
-
-class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are errors and values never change."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SecretRef(StrictModel):
@@ -184,41 +164,15 @@ class SplitConfig(StrictModel):
 
 
 # ---------------------------------------------------------------- models
-class SklearnModelConfig(StrictModel):
-    kind: Literal["sklearn"]
-    estimator: str
-    params: dict[str, Any] = {}
+def _model_union() -> Any:
+    """The `model:` section: a union, tagged by `kind`, of every registered trainer's settings model."""
+    members = registry.config_models()
+    if len(members) == 1:
+        return members[0]
+    return Annotated[Union[members], Field(discriminator="kind")]
 
 
-class XGBoostModelConfig(StrictModel):
-    kind: Literal["xgboost"]
-    params: dict[str, Any] = {}
-    early_stopping_rounds: int | None = Field(default=20, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-
-class TorchModelConfig(StrictModel):
-    """A tabular MLP in PyTorch, early-stopped on the validation split."""
-
-    kind: Literal["torch"]
-    hidden_layers: list[Annotated[int, Field(ge=1)]] = [64, 32]
-    activation: Literal["relu", "gelu", "tanh"] = "relu"
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    norm: Literal["none", "batch", "layer"] = "none"
-    epochs: int = Field(default=50, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    scheduler: Literal["none", "cosine", "step", "plateau"] = "none"
-    patience: int | None = Field(default=10, ge=1, description="epochs without improvement before stopping; null: never")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int = Field(default=2, ge=1, description="CPU threads for torch")
-
-
-ModelConfig = Annotated[
-    Union[SklearnModelConfig, XGBoostModelConfig, TorchModelConfig], Field(discriminator="kind")
-]
-MODEL_KINDS = ("sklearn", "xgboost", "torch")
+ModelConfig = _model_union()
 
 
 # ---------------------------------------------------------------- tuning and model selection
@@ -308,7 +262,7 @@ class CandidateConfig(StrictModel):
 
 def candidate_label(spec: Any) -> str:
     """A readable default name for a model section: `xgboost`, `sklearn:ridge`."""
-    return f"{spec.kind}:{spec.estimator}" if spec.kind == "sklearn" else spec.kind
+    return registry.label(spec)
 
 
 # ---------------------------------------------------------------- gates
@@ -476,24 +430,9 @@ class ProjectConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ProjectConfig:
-        problems: list[tuple[tuple, str]] = []
-        metrics = self.metrics
-        if self.gates.primary_metric not in metrics:
-            problems.append(((("gates", "primary_metric")), _unknown(self.gates.primary_metric, metrics, f"metric for {self.task}")))
-        for name in self.gates.thresholds:
-            if name not in metrics:
-                problems.append((("gates", "thresholds", name), _unknown(name, metrics, f"metric for {self.task}")))
-        for name in self.gates.slice_thresholds:
-            if name not in metrics:
-                problems.append((("gates", "slice_thresholds", name), _unknown(name, metrics, f"metric for {self.task}")))
-        if self.split.method == "stratified" and self.task == "regression":
-            problems.append((("split", "method"), "stratified splits need a classification task (got regression)"))
-        if self.split.method == "time" and not (self.split.time_column or self.data.time_column):
-            problems.append((("split", "time_column"), "a time split needs split.time_column or data.time_column"))
-        problems.extend(_model_param_problems(self.model, self.task))
-        problems.extend(_candidate_problems(self))
+        problems = cross_field_problems(self)
         if problems:
-            raise _CrossCheckError(problems)
+            raise CrossCheckError(problems)
         return self
 
     def model_candidates(self) -> list[CandidateConfig]:
@@ -516,360 +455,6 @@ class ProjectConfig(StrictModel):
     def selects_model(self) -> bool:
         """Whether training starts with tuning or model selection (any candidates or enabled tuning)."""
         return bool(self.candidates) or any(c.tuning is not None and c.tuning.enabled for c in self.model_candidates())
-
-
-class _CrossCheckError(ValueError):
-    def __init__(self, problems: list[tuple[tuple, str]]):
-        self.problems = problems
-        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
-
-
-def _unknown(got: str, choices: typing.Iterable[str], what: str) -> str:
-    choices = list(choices)
-    hint = difflib.get_close_matches(str(got), choices, n=1)
-    msg = f"unknown {what} {got!r}"
-    if hint:
-        msg += f"; did you mean {hint[0]!r}?"
-    return msg + f" (expected one of: {', '.join(choices)})"
-
-
-def _model_param_problems(model: Any, task: str) -> list[tuple[tuple, str]]:
-    from sluicegate.trainers import registry  # lazy: the registry imports scikit-learn
-
-    return [(("model",) + loc, msg) for loc, msg in registry.check_model_config(model, task)]
-
-
-def _candidate_problems(cfg: ProjectConfig) -> list[tuple[tuple, str]]:
-    """Candidate models, budgets, and search spaces checked against each model kind's parameters."""
-    from sluicegate.trainers import registry  # lazy: the registry imports scikit-learn
-
-    problems: list[tuple[tuple, str]] = []
-    for i, c in enumerate(cfg.candidates):
-        problems += [(("candidates", i, "model") + loc, msg) for loc, msg in registry.check_model_config(c.model, cfg.task)]
-    seen: dict[str, int] = {}
-    for i, cand in enumerate(cfg.model_candidates()):
-        here: tuple = () if i == 0 else ("candidates", i - 1)
-        if cand.name in seen:
-            problems.append(((*here, "name"), f"duplicate candidate name {cand.name!r}; give each candidate a unique 'name'"))
-        seen[cand.name] = i
-        tuning = cand.tuning
-        if tuning is None or not tuning.enabled or registry.check_model_config(cand.model, cfg.task):
-            continue  # no tuning, or a broken model section (reported above) to fix first
-        own = cfg.tuning if i == 0 else cfg.candidates[i - 1].tuning
-        at = (*here, "tuning") if own is not None else ("tuning",)
-        if tuning.n_trials is None and tuning.timeout_s is None:
-            problems.append((at, "no budget: give n_trials, timeout_s or both"))
-        trainer = registry.get_trainer(cand.model.kind)
-        space = tuning.search_space
-        if space is None:
-            if not trainer.default_search_space(cand.model, cfg.task):
-                problems.append((at, f"{cand.name} has no default search space; list parameters under search_space"))
-            continue
-        for name, p in space.items():
-            values = p.choices if p.type == "categorical" else [p.low, p.high]
-            for value in dict.fromkeys(values):
-                if p.type == "int":
-                    value = int(value)
-                found = registry.check_params(cand.model, cfg.task, {name: value})
-                if found:
-                    loc, msg = found[0]
-                    problems.append(((*at, "search_space", name), msg if loc else f"{value!r}: {msg}"))
-                    break
-    return problems
-
-
-# ---------------------------------------------------------------- loading
-def project_root_for(config_path: Path) -> Path:
-    """The folder relative paths resolve against: `SLUICE_ROOT`, or the parent of `configs/`."""
-    env = os.environ.get("SLUICE_ROOT")
-    if env:
-        return Path(env).resolve()
-    parent = config_path.resolve().parent
-    return parent.parent if parent.name == "configs" else parent
-
-
-def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> ProjectConfig:
-    """Load a project YAML: resolve `extends`, merge, apply `a.b=c` overrides, validate once.
-
-    Args:
-        path: the project YAML file.
-        overrides: `dotted.key=value` strings; values are parsed as YAML.
-
-    Returns:
-        The validated, frozen `ProjectConfig`.
-
-    Raises:
-        ConfigError: with one `file: yaml.path: problem` line per problem.
-    """
-    path = Path(path)
-    label = _label(path)
-    raw = _load_with_extends(path, seen=())
-    for item in overrides:
-        _apply_override(raw, item, label)
-    root = project_root_for(path)
-    problems = _secret_problems(raw, ())
-    problems += _path_problems(raw, root)
-    if problems:
-        raise ConfigError([f"{label}: {p}" for p in problems])
-    try:
-        cfg = ProjectConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError([f"{label}: {line}" for line in format_errors(exc, raw)]) from None
-    cfg._root = root
-    cfg._source = path.resolve()
-    return cfg
-
-
-def resolve_path(cfg: ProjectConfig, value: str) -> Path:
-    """A config path made absolute against the project root."""
-    p = Path(value)
-    return p if p.is_absolute() else (cfg.root / p).resolve()
-
-
-def config_hash(cfg: ProjectConfig, *sections: str) -> str:
-    """A short stable hash of the whole config, or of the named sections only."""
-    data = cfg.model_dump(mode="json")
-    if sections:
-        data = {k: data[k] for k in sections}
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _label(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _read_yaml(path: Path) -> dict:
-    label = _label(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError([f"{label}: file not found"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{label}: cannot read ({exc.strerror})"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{label}{where}: invalid YAML: {problem}"]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"{label}: the top level must be a mapping (got {type(data).__name__})"])
-    return data
-
-
-def _load_with_extends(path: Path, seen: tuple[Path, ...]) -> dict:
-    path = path.resolve() if path.exists() else path
-    if path in seen:
-        chain = " -> ".join(p.name for p in (*seen, path))
-        raise ConfigError([f"{_label(seen[0])}: extends: cycle ({chain})"])
-    data = _read_yaml(path)
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    if not isinstance(parent, str):
-        raise ConfigError([f"{_label(path)}: extends: must be a file name (got {parent!r})"])
-    parent_path = (path.parent / parent)
-    if not parent_path.exists():
-        raise ConfigError([f"{_label(path)}: extends: file not found (got {parent!r})"])
-    base = _load_with_extends(parent_path, (*seen, path))
-    return deep_merge(base, data)
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """Merge mappings recursively; lists and scalars are replaced, and so is a section whose `kind` changes."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        old = out.get(key)
-        if (
-            isinstance(old, dict)
-            and isinstance(value, dict)
-            and not ("kind" in value and "kind" in old and value["kind"] != old["kind"])
-        ):
-            out[key] = deep_merge(old, value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _apply_override(raw: dict, item: str, label: str) -> None:
-    if "=" not in item:
-        raise ConfigError([f"--set {item}: expected dotted.key=value"])
-    key, _, text = item.partition("=")
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise ConfigError([f"--set {item}: empty key"])
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
-    node = raw
-    for part in parts[:-1]:
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError([f"{label}: {key}: cannot set inside {part!r}, which is not a mapping"])
-        node = nxt
-    node[parts[-1]] = value
-
-
-def _secret_problems(node: Any, loc: tuple) -> list[str]:
-    problems: list[str] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            here = (*loc, key)
-            if isinstance(key, str) and SECRET_KEY.search(key) and isinstance(value, (str, int, float)):
-                problems.append(
-                    f"{'.'.join(map(str, here))}: looks like a secret written in the file; "
-                    f"reference it as {{env: VAR_NAME}} or {{prefect_secret: BLOCK_NAME}} instead"
-                )
-            else:
-                problems += _secret_problems(value, here)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            problems += _secret_problems(value, (*loc, i))
-    return problems
-
-
-def _path_problems(raw: dict, root: Path) -> list[str]:
-    source = (raw.get("data") or {}).get("source") if isinstance(raw.get("data"), dict) else None
-    if not isinstance(source, dict) or not isinstance(source.get("path"), str):
-        return []
-    p = Path(source["path"])
-    resolved = (p if p.is_absolute() else root / p).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        return [
-            f"data.source.path: must stay inside the project root {root} "
-            f"(got {source['path']!r}, which resolves to {resolved})"
-        ]
-    return []
-
-
-# ---------------------------------------------------------------- error formatting
-def format_errors(exc: ValidationError, raw: dict) -> list[str]:
-    """Turn pydantic errors into `yaml.path: problem (got X)` lines, union tags stripped."""
-    lines: list[str] = []
-    for err in exc.errors(include_url=False):
-        ctx = err.get("ctx") or {}
-        inner = ctx.get("error")
-        if isinstance(inner, _CrossCheckError):
-            lines += [f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in inner.problems]
-            continue
-        loc = _yaml_loc(err["loc"], raw)
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            loc = (*loc, "kind")
-        lines.append(f"{'.'.join(map(str, loc)) or '<top level>'}: {_message(err, loc, raw)}")
-    return list(dict.fromkeys(lines))
-
-
-def _yaml_loc(loc: tuple, raw: Any) -> tuple:
-    """Drop the discriminator tags and type names pydantic inserts into error locations."""
-    out: list = []
-    node = raw
-    for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and node.get("kind") == part:
-            continue  # the union tag
-        elif isinstance(node, (str, int, float, bool)) or node is None:
-            continue  # e.g. 'str' / 'SecretRef' branch names of a plain union
-        elif isinstance(part, str) and (part[:1].isupper() or part in ("str", "int", "float", "list[str]", "literal['auto']")):
-            continue
-        else:
-            out.append(part)
-            node = None
-    return tuple(out)
-
-
-def _message(err: dict, loc: tuple, raw: dict) -> str:
-    kind = err["type"]
-    got = err.get("input")
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1], raw)
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1) if allowed else []
-        msg = "unknown key"
-        if hint:
-            msg += f"; did you mean {hint[0]!r}?"
-        if allowed:
-            msg += f" (allowed: {', '.join(allowed)})"
-        return msg
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        expected = [t.strip(" '\"") for t in str(err.get("ctx", {}).get("expected_tags", "")).split(",")]
-        tag = (got or {}).get("kind") if isinstance(got, dict) else None
-        if kind == "union_tag_not_found":
-            return f"required key is missing (expected one of: {', '.join(expected)})"
-        return _unknown(tag, expected, "kind").replace("unknown kind", "unknown value")
-    if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        choices = [c.strip(" '\"") for c in re.split(r",| or ", expected) if c.strip(" '\"")]
-        hint = difflib.get_close_matches(str(got), choices, n=1)
-        msg = f"must be one of {expected}"
-        if hint:
-            msg += f"; did you mean {hint[0]!r}?"
-        return f"{msg} (got {got!r})"
-    msg = err["msg"]
-    msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
-    msg = msg[0].lower() + msg[1:] if msg else msg
-    if not isinstance(got, (dict, list)) and "(got" not in msg:
-        msg += f" (got {got!r})"
-    return msg
-
-
-def _allowed_keys(loc: tuple, raw: dict) -> list[str]:
-    model: Any = ProjectConfig
-    node: Any = raw
-    for part in loc:
-        model = _unwrap(model, node)
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            field = model.model_fields.get(part)
-            if field is None:
-                return []
-            model = field.annotation
-        else:
-            origin = typing.get_origin(model)
-            args = typing.get_args(model)
-            if origin in (dict, list) and args:
-                model = args[-1]
-            else:
-                return []
-        node = node.get(part) if isinstance(node, dict) else (node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
-    model = _unwrap(model, node)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
-
-
-def _unwrap(tp: Any, node: Any) -> Any:
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-            if isinstance(node, dict) and "kind" in node:
-                for m in models:
-                    kf = m.model_fields.get("kind")
-                    if kf is not None and node["kind"] in typing.get_args(kf.annotation):
-                        return m
-            if len(models) >= 1 and isinstance(node, dict):
-                return models[0]
-            return members[0] if members else tp
-        else:
-            return tp
 
 
 def config_json_schema() -> dict:

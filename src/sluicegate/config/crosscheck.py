@@ -1,0 +1,101 @@
+"""Checks that span sections, run by `ProjectConfig`'s validator: metrics for the task, the split,
+each model section against its kind's trainer, candidates and their search spaces, and exposure
+of the server."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from sluicegate.schema_base import unknown_choice
+from sluicegate.trainers import registry
+
+Problem = tuple[tuple, str]
+
+
+class CrossCheckError(ValueError):
+    """Raised inside validation with (yaml path, message) pairs; `format_errors` prints one line each."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
+
+
+def cross_field_problems(cfg: Any) -> list[Problem]:
+    """Every problem between sections of a validated `ProjectConfig`, located by YAML path."""
+    problems: list[Problem] = []
+    metrics = cfg.metrics
+    what = f"metric for {cfg.task}"
+    if cfg.gates.primary_metric not in metrics:
+        problems.append((("gates", "primary_metric"), unknown_choice(cfg.gates.primary_metric, metrics, what)))
+    for name in cfg.gates.thresholds:
+        if name not in metrics:
+            problems.append((("gates", "thresholds", name), unknown_choice(name, metrics, what)))
+    for name in cfg.gates.slice_thresholds:
+        if name not in metrics:
+            problems.append((("gates", "slice_thresholds", name), unknown_choice(name, metrics, what)))
+    if cfg.split.method == "stratified" and cfg.task == "regression":
+        problems.append((("split", "method"), "stratified splits need a classification task (got regression)"))
+    if cfg.split.method == "time" and not (cfg.split.time_column or cfg.data.time_column):
+        problems.append((("split", "time_column"), "a time split needs split.time_column or data.time_column"))
+    problems.extend(_exposure_problems(cfg))
+    problems.extend((("model",) + loc, msg) for loc, msg in registry.check_model_config(cfg.model, cfg.task))
+    problems.extend(_candidate_problems(cfg))
+    return problems
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (`localhost`, 127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[] ")).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard: other machines may reach it
+
+
+def _exposure_problems(cfg: Any) -> list[Problem]:
+    """A server bound beyond loopback answers anyone who can reach it, so it needs a token."""
+    if is_loopback(cfg.deploy.host) or cfg.packaging.auth_token is not None:
+        return []
+    return [(("deploy", "host"),
+             f"{cfg.deploy.host!r} is not a loopback address and packaging.auth_token is not set, so anyone "
+             f"who reaches the port could call the model; set packaging.auth_token: {{env: VAR_NAME}} "
+             f"or bind to 127.0.0.1")]
+
+
+def _candidate_problems(cfg: Any) -> list[Problem]:
+    """Candidate models, budgets, and search spaces checked against each model kind's parameters."""
+    problems: list[Problem] = []
+    for i, c in enumerate(cfg.candidates):
+        problems += [(("candidates", i, "model") + loc, msg) for loc, msg in registry.check_model_config(c.model, cfg.task)]
+    seen: dict[str, int] = {}
+    for i, cand in enumerate(cfg.model_candidates()):
+        here: tuple = () if i == 0 else ("candidates", i - 1)
+        if cand.name in seen:
+            problems.append(((*here, "name"), f"duplicate candidate name {cand.name!r}; give each candidate a unique 'name'"))
+        seen[cand.name] = i
+        tuning = cand.tuning
+        if tuning is None or not tuning.enabled or registry.check_model_config(cand.model, cfg.task):
+            continue  # no tuning, or a broken model section (reported above) to fix first
+        own = cfg.tuning if i == 0 else cfg.candidates[i - 1].tuning
+        at = (*here, "tuning") if own is not None else ("tuning",)
+        if tuning.n_trials is None and tuning.timeout_s is None:
+            problems.append((at, "no budget: give n_trials, timeout_s or both"))
+        trainer = registry.get_trainer(cand.model.kind)
+        space = tuning.search_space
+        if space is None:
+            if not trainer.default_search_space(cand.model, cfg.task):
+                problems.append((at, f"{cand.name} has no default search space; list parameters under search_space"))
+            continue
+        for name, p in space.items():
+            values = p.choices if p.type == "categorical" else [p.low, p.high]
+            for value in dict.fromkeys(values):
+                if p.type == "int":
+                    value = int(value)
+                found = registry.check_params(cand.model, cfg.task, {name: value})
+                if found:
+                    loc, msg = found[0]
+                    problems.append(((*at, "search_space", name), msg if loc else f"{value!r}: {msg}"))
+                    break
+    return problems

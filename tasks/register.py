@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
 
 import pandas as pd
 from prefect import task
@@ -64,7 +62,3 @@ def promote(record: ModelRecord, decision: GateDecision) -> str:
         raise ValueError("promote called on a failing decision")
     tracker().promote(record.project, record.version, decision.champion_version)
     return f"models:/{record.project}@champion"
-
-
-def checks_table(decision: GateDecision) -> list[dict[str, Any]]:
-    return [asdict(c) for c in decision.checks]

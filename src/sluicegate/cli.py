@@ -19,11 +19,6 @@ app.add_typer(config_app, name="config")
 
 _state: dict[str, Any] = {"debug": False}
 
-EXIT_CODE_DOC = """Exit codes: 0 ok (promoted, or unchanged); 1 unexpected error; 2 bad config or usage;
-3 data source unreadable; 4 data validation failed; 5 training failed; 6 candidate rejected by the gates;
-7 champion changed during the run; 8 registry lookup failed; 9 deploy failed; 10 a configured service
-does not answer (sluice doctor)."""
-
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:

@@ -82,7 +82,3 @@ def split_dataset(
         paths.append(str(p))
     return SplitResult(*paths, rows=(len(train), len(valid), len(test)), method=method)
 
-
-def class_counts(y: pd.Series) -> dict:
-    return {str(k): int(v) for k, v in y.value_counts().items()}
-

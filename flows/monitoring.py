@@ -12,7 +12,7 @@ from prefect import flow
 
 from sluicegate.config import load_config
 from tasks.events import emit
-from tasks.monitor import load_windows, record_drift, run_drift_check
+from tasks.monitor import check_drift, load_windows, record_drift
 
 
 def resolve_project(project: str) -> str:
@@ -38,7 +38,7 @@ def drift_check(project: str, current_path: str | None = None) -> dict:
     """
     cfg = load_config(resolve_project(project))
     windows = load_windows(cfg.project, cfg.data.target, cfg.data.id_column, cfg.monitoring, current_path)
-    report = run_drift_check(cfg.project, windows, cfg.monitoring, cfg.task, cfg.data.target, cfg.seed)
+    report = check_drift(cfg.project, windows, cfg.monitoring, cfg.task, cfg.data.target, cfg.seed)
     signal = record_drift(cfg.project, report, cfg.monitoring)
     payload = {
         "drift_share": report.drift_share, "drifted_columns": list(report.drifted_columns),

@@ -42,23 +42,23 @@ def write_project(root: Path) -> Path:
 def plain_script(config_path: Path, home: Path) -> str:
     """The same steps, no Prefect: what a hand-written training script does."""
     from sluicegate.config import config_hash, load_config
-    from sluicegate.data import ingest_dataset, load_snapshot
+    from sluicegate.data import ingest_data, load_snapshot
     from sluicegate.features import build_features
     from sluicegate.gates import decide_promotion
     from sluicegate.settings import load_settings
-    from sluicegate.split import split_dataset
+    from sluicegate.split import split_data
     from sluicegate.tracking import Tracker
     from sluicegate.training import candidate_key, evaluate_model, load_model_file, train_model
-    from sluicegate.validation import validate_dataset
+    from sluicegate.validation import validate_data
     import pandas as pd
 
     os.environ["SLUICE_HOME"] = str(home)
     s = load_settings()
     cfg = load_config(config_path)
-    ref = ingest_dataset(cfg.data.source, cfg.root, cfg.data.target, s.data_store, cfg.project)
-    report = validate_dataset(load_snapshot(ref), cfg.validation, cfg.data.target, cfg.task, s.runs_dir / "v")
+    ref = ingest_data(cfg.data.source, cfg.root, cfg.data.target, s.data_store, cfg.project)
+    report = validate_data(load_snapshot(ref), cfg.validation, cfg.data.target, cfg.task, s.runs_dir / "v")
     assert report.passed
-    split = split_dataset(ref.path, cfg.split, cfg.split_method, cfg.data.target, cfg.seed, s.runs_dir / "s")
+    split = split_data(ref.path, cfg.split, cfg.split_method, cfg.data.target, cfg.seed, s.runs_dir / "s")
     fs = build_features(split.train_path, split.valid_path, split.test_path, cfg.features, cfg.data.target,
                         {"customer_id"}, s.runs_dir / "f")
     trained = train_model(fs, cfg.model, cfg.task, cfg.seed, s.runs_dir / "m")

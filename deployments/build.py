@@ -16,15 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from sluicegate import projects  # noqa: E402
 from sluicegate.config import ProjectConfig, load_config  # noqa: E402
 
 EVENT = "sluicegate.drift.detected"
 
 
 def project_configs(paths: list[str] | None = None) -> list[Path]:
-    if paths:
-        return [Path(p) for p in paths]
-    return sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "base.yaml")
+    """The YAML of each project named (by name or path), default every project under configs/.
+
+    Two files declaring one project are refused: they would give two deployments one name.
+    """
+    if not paths:
+        return sorted(projects.project_configs(ROOT).values())
+    resolved = [projects.resolve_project(p, ROOT)[1] for p in paths]
+    projects.unique_projects(resolved)
+    return resolved
 
 
 def specs(cfg: ProjectConfig, config_path: str) -> list[dict]:

@@ -67,7 +67,7 @@ def split_frame(
     return train, valid, test
 
 
-def split_dataset(
+def split_data(
     snapshot_path: str, spec: SplitConfig, method: str, target: str, seed: int, out_dir: Path,
     time_column: str | None = None,
 ) -> SplitResult:

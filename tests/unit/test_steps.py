@@ -12,13 +12,13 @@ import pytest
 from sluicegate.config import (
     BundledSource, CsvSource, FeaturesConfig, GatesConfig, ParquetSource, SplitConfig, SqlSource, ValidationConfig,
 )
-from sluicegate.data import fingerprint_frame, ingest_dataset, read_source, snapshot_frame, source_key
+from sluicegate.data import fingerprint_frame, ingest_data, read_source, snapshot_frame, source_key
 from sluicegate.errors import DataSourceError, DataValidationError
 from sluicegate.evaluation import EvaluationReport, compute_metrics
 from sluicegate.features import build_features, load_arrays, load_preprocessor
 from sluicegate.gates import decide_promotion
-from sluicegate.split import split_dataset, split_frame
-from sluicegate.validation import builtin_checks, validate_dataset
+from sluicegate.split import split_data, split_frame
+from sluicegate.validation import builtin_checks, validate_data
 from tests.helpers import churn_frame
 
 
@@ -86,7 +86,7 @@ def test_source_key_changes_when_file_bytes_change(tmp_path):
 
 def test_ingest_writes_snapshot(tmp_path):
     churn_frame(80).to_csv(tmp_path / "c.csv", index=False)
-    ref = ingest_dataset(CsvSource(kind="csv", path="c.csv"), tmp_path, "churned", tmp_path / "store", "churn")
+    ref = ingest_data(CsvSource(kind="csv", path="c.csv"), tmp_path, "churned", tmp_path / "store", "churn")
     assert ref.rows == 80 and Path(ref.path).parent == tmp_path / "store" / "churn"
 
 
@@ -111,7 +111,7 @@ def test_split_is_seeded_and_disjoint(method):
 # ---------------------------------------------------------------- features
 def test_features_fit_on_train_only_and_handle_unseen_categories(tmp_path):
     frame = churn_frame(400)
-    res = split_dataset(_snap(tmp_path, frame), SplitConfig(), "stratified", "churned", 0, tmp_path / "s")
+    res = split_data(_snap(tmp_path, frame), SplitConfig(), "stratified", "churned", 0, tmp_path / "s")
     spec = FeaturesConfig(datetime={"columns": ["signup_date"], "parts": ["month"]})
     fs = build_features(res.train_path, res.valid_path, res.test_path, spec, "churned", {"customer_id"}, tmp_path / "f")
     arrays = load_arrays(fs.arrays_path)
@@ -129,7 +129,7 @@ def test_features_fit_on_train_only_and_handle_unseen_categories(tmp_path):
 def test_numbers_turned_to_text_are_named(tmp_path):
     frame = churn_frame(200)
     frame["tenure"] = frame["tenure"].astype(str) + " months"
-    res = split_dataset(_snap(tmp_path, frame), SplitConfig(), "random", "churned", 0, tmp_path / "s")
+    res = split_data(_snap(tmp_path, frame), SplitConfig(), "random", "churned", 0, tmp_path / "s")
     spec = FeaturesConfig(numeric={"columns": ["tenure"]}, categorical={"columns": ["plan"]})
     with pytest.raises(DataValidationError, match="tenure should be numeric"):
         build_features(res.train_path, res.valid_path, res.test_path, spec, "churned", set(), tmp_path / "f")
@@ -185,7 +185,7 @@ def test_gx_suite_reports_errors_and_warnings(tmp_path):
             "ghost": {"type": "float"},
         },
     )
-    report = validate_dataset(frame, spec, "churned", "classification", tmp_path)
+    report = validate_data(frame, spec, "churned", "classification", tmp_path)
     assert not report.passed
     errors = {(c.check, c.column) for c in report.errors}
     assert ("expect_column_values_to_be_in_set", "plan") in errors
@@ -201,7 +201,7 @@ def test_gx_warn_only_failures_pass(tmp_path):
     frame = churn_frame(200)
     frame.loc[:3, "region"] = "mars"
     spec = ValidationConfig(data_docs=True, columns={"region": {"allowed": ["north", "south", "east", "west"], "severity": "warn"}})
-    report = validate_dataset(frame, spec, "churned", "classification", tmp_path)
+    report = validate_data(frame, spec, "churned", "classification", tmp_path)
     assert report.passed and len(report.warnings) == 1
     assert report.docs_path and Path(report.docs_path).exists()
 

@@ -109,7 +109,7 @@ def main() -> None:
     with timed("flow, unchanged re-run", times):
         again = training_pipeline(str(config))
     times["plain script"], times["flow, first run"] = min(plain_times), min(flow_times)
-    assert first["outcome"] == "promoted" and again["outcome"] == "unchanged", (first, again)
+    assert first.outcome == "promoted" and again.outcome == "unchanged", (first, again)
     r1 = times["flow, first run"] / times["plain script"]
     r2 = times["flow, unchanged re-run"] / times["plain script"]
     print(f"RATIO first run flow/plain = {r1:.2f} (goal <= 1.15): {'MET' if r1 <= 1.15 else 'NOT MET'}")

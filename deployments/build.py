@@ -102,13 +102,13 @@ def apply(paths: list[str] | None = None, pool: str = "sluicegate") -> list:
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
+    deployments = runner_deployments(paths, module_path=True)  # a bad or duplicate config stops here, before the server
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(pool)
         except ObjectNotFound:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-    return prefect.deploy(*runner_deployments(paths, module_path=True), work_pool_name=pool, build=False, push=False,
-                          print_next_steps_message=False)
+    return prefect.deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False)
 
 
 def show(paths: list[str] | None = None) -> list[dict]:

@@ -109,7 +109,7 @@ def resolve_project(arg: str, root: Path, registered: Callable[[], Iterable[str]
         if arg in names:
             return arg, None
         known |= names
-    close = difflib.get_close_matches(arg, sorted(known), n=1)
+    close = difflib.get_close_matches(arg, sorted(known), n=1, cutoff=0.5) or [n for n in sorted(known) if n.startswith(arg)]
     hint = f"; did you mean {close[0]!r}?" if close else (f"; known projects: {', '.join(sorted(known))}" if known else "")
     registry = " and no model is registered under that name" if registered is not None else ""
     raise ConfigError([f"unknown project {arg!r}: no YAML under {_show(root / CONFIG_DIR)}/ declares "

@@ -66,7 +66,7 @@ def plain_script(config_path: Path, home: Path) -> str:
     ev = evaluate_model(model, cfg.task, cfg.data.target, split.train_path, split.valid_path, split.test_path, [], 20)
     tr = Tracker(s)
     example = pd.read_parquet(split.test_path).drop(columns=[cfg.data.target]).head(5)
-    rec = tr.log_candidate(cfg.project, model, example, trained.params, ev.flat(),
+    rec = tr.register_candidate(cfg.project, model, example, trained.params, ev.flat(),
                            {"sluice.candidate_key": candidate_key(cfg, ref.fingerprint), "sluice.config_hash": config_hash(cfg)})
     decision = decide_promotion(ev, None, None, cfg.gates)
     tr.record_decision(rec, decision.to_dict())

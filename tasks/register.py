@@ -32,7 +32,7 @@ def register_candidate(
               "fit_seconds": round(trained.fit_seconds, 3), **trained.extra}
     metrics = {**report.flat(), **report.flat_slices()}
     all_tags = {**tags, "sluice.candidate_key": key, "sluice.reason": reason or "manual"}
-    return tr.log_candidate(project, model, example, params, metrics, all_tags, artifacts,
+    return tr.register_candidate(project, model, example, params, metrics, all_tags, artifacts,
                             run_name=f"{project}-{trained.kind}")
 
 

@@ -185,7 +185,7 @@ class Tracker:
             return None
         return self.version(project, runs[0].data.tags["sluice.version"])
 
-    def log_candidate(
+    def register_candidate(
         self,
         project: str,
         model: Any,

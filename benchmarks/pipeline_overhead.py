@@ -42,23 +42,23 @@ def write_project(root: Path) -> Path:
 def plain_script(config_path: Path, home: Path) -> str:
     """The same steps, no Prefect: what a hand-written training script does."""
     from sluicegate.config import config_hash, load_config
-    from sluicegate.data import ingest_dataset, load_snapshot
+    from sluicegate.data import ingest_data, load_snapshot
     from sluicegate.features import build_features
     from sluicegate.gates import decide_promotion
     from sluicegate.settings import load_settings
-    from sluicegate.split import split_dataset
+    from sluicegate.split import split_data
     from sluicegate.tracking import Tracker
     from sluicegate.training import candidate_key, evaluate_model, load_model_file, train_model
-    from sluicegate.validation import validate_dataset
+    from sluicegate.validation import validate_data
     import pandas as pd
 
     os.environ["SLUICE_HOME"] = str(home)
     s = load_settings()
     cfg = load_config(config_path)
-    ref = ingest_dataset(cfg.data.source, cfg.root, cfg.data.target, s.data_store, cfg.project)
-    report = validate_dataset(load_snapshot(ref), cfg.validation, cfg.data.target, cfg.task, s.runs_dir / "v")
+    ref = ingest_data(cfg.data.source, cfg.root, cfg.data.target, s.data_store, cfg.project)
+    report = validate_data(load_snapshot(ref), cfg.validation, cfg.data.target, cfg.task, s.runs_dir / "v")
     assert report.passed
-    split = split_dataset(ref.path, cfg.split, cfg.split_method, cfg.data.target, cfg.seed, s.runs_dir / "s")
+    split = split_data(ref.path, cfg.split, cfg.split_method, cfg.data.target, cfg.seed, s.runs_dir / "s")
     fs = build_features(split.train_path, split.valid_path, split.test_path, cfg.features, cfg.data.target,
                         {"customer_id"}, s.runs_dir / "f")
     trained = train_model(fs, cfg.model, cfg.task, cfg.seed, s.runs_dir / "m")
@@ -66,7 +66,7 @@ def plain_script(config_path: Path, home: Path) -> str:
     ev = evaluate_model(model, cfg.task, cfg.data.target, split.train_path, split.valid_path, split.test_path, [], 20)
     tr = Tracker(s)
     example = pd.read_parquet(split.test_path).drop(columns=[cfg.data.target]).head(5)
-    rec = tr.log_candidate(cfg.project, model, example, trained.params, ev.flat(),
+    rec = tr.register_candidate(cfg.project, model, example, trained.params, ev.flat(),
                            {"sluice.candidate_key": candidate_key(cfg, ref.fingerprint), "sluice.config_hash": config_hash(cfg)})
     decision = decide_promotion(ev, None, None, cfg.gates)
     tr.record_decision(rec, decision.to_dict())
@@ -109,7 +109,7 @@ def main() -> None:
     with timed("flow, unchanged re-run", times):
         again = training_pipeline(str(config))
     times["plain script"], times["flow, first run"] = min(plain_times), min(flow_times)
-    assert first["outcome"] == "promoted" and again["outcome"] == "unchanged", (first, again)
+    assert first.outcome == "promoted" and again.outcome == "unchanged", (first, again)
     r1 = times["flow, first run"] / times["plain script"]
     r2 = times["flow, unchanged re-run"] / times["plain script"]
     print(f"RATIO first run flow/plain = {r1:.2f} (goal <= 1.15): {'MET' if r1 <= 1.15 else 'NOT MET'}")

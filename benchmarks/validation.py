@@ -54,19 +54,19 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="sluice-bench-val-"))
     quiet_env(home)
     from sluicegate.config import ValidationConfig
-    from sluicegate.validation import validate_dataset
+    from sluicegate.validation import validate_data
 
     frame = wide_frame(ROWS)
     spec = spec_dict()
     print(f"validation benchmark: {ROWS} rows x {frame.shape[1]} columns, {len(spec['columns'])} column rules")
-    validate_dataset(frame.head(2000), ValidationConfig(**spec), "churned", "classification", home / "warm")  # imports, GX context
+    validate_data(frame.head(2000), ValidationConfig(**spec), "churned", "classification", home / "warm")  # imports, GX context
     best_plain, best_gx = float("inf"), float("inf")
     for _ in range(3):
         t = time.perf_counter()
         assert plain_pandas(frame, spec)
         best_plain = min(best_plain, time.perf_counter() - t)
         t = time.perf_counter()
-        report = validate_dataset(frame, ValidationConfig(**spec), "churned", "classification", home / "run")
+        report = validate_data(frame, ValidationConfig(**spec), "churned", "classification", home / "run")
         best_gx = min(best_gx, time.perf_counter() - t)
         assert report.passed, report.failure_summary()
     print(f"  plain pandas (baseline): {best_plain:.2f} s")

@@ -16,15 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from sluicegate import projects  # noqa: E402
 from sluicegate.config import ProjectConfig, load_config  # noqa: E402
 
 EVENT = "sluicegate.drift.detected"
 
 
 def project_configs(paths: list[str] | None = None) -> list[Path]:
-    if paths:
-        return [Path(p) for p in paths]
-    return sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "base.yaml")
+    """The YAML of each project named (by name or path), default every project under configs/.
+
+    Two files declaring one project are refused: they would give two deployments one name.
+    """
+    if not paths:
+        return sorted(projects.project_configs(ROOT).values())
+    resolved = [projects.resolve_project(p, ROOT)[1] for p in paths]
+    projects.unique_projects(resolved)
+    return resolved
 
 
 def specs(cfg: ProjectConfig, config_path: str) -> list[dict]:
@@ -95,13 +102,13 @@ def apply(paths: list[str] | None = None, pool: str = "sluicegate") -> list:
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
+    deployments = runner_deployments(paths, module_path=True)  # a bad or duplicate config stops here, before the server
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(pool)
         except ObjectNotFound:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-    return prefect.deploy(*runner_deployments(paths, module_path=True), work_pool_name=pool, build=False, push=False,
-                          print_next_steps_message=False)
+    return prefect.deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False)
 
 
 def show(paths: list[str] | None = None) -> list[dict]:

@@ -11,16 +11,17 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 from prefect import flow
 
 from sluicegate.config import load_config
+from sluicegate.projects import resolve_project
 from tasks.events import emit
-from tasks.monitor import load_windows, record_drift, run_drift_check
+from tasks.monitor import check_drift, load_windows, record_drift
 
 
-def resolve_project(project: str) -> str:
-    """A project name means configs/<name>.yaml in the checkout; a path is used as given."""
-    if project.endswith((".yaml", ".yml")) or "/" in project:
-        return project
-    root = Path(__file__).resolve().parents[1]
-    return str(root / "configs" / f"{project}.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config_for(project: str) -> str:
+    """The YAML of a project name (the file under configs/ declaring it) or of a YAML path."""
+    return str(resolve_project(project, ROOT)[1])
 
 
 @flow(name="drift-check", log_prints=True)
@@ -33,12 +34,12 @@ def drift_check(project: str, current_path: str | None = None) -> dict:
     only after drift in `monitoring.consecutive` checks in a row, outside the cooldown.
 
     Args:
-        project: project name (configs/<name>.yaml) or a YAML path.
+        project: project name (the YAML under configs/ declaring it) or a YAML path.
         current_path: a batch file to check instead of the prediction log.
     """
-    cfg = load_config(resolve_project(project))
+    cfg = load_config(config_for(project))
     windows = load_windows(cfg.project, cfg.data.target, cfg.data.id_column, cfg.monitoring, current_path)
-    report = run_drift_check(cfg.project, windows, cfg.monitoring, cfg.task, cfg.data.target, cfg.seed)
+    report = check_drift(cfg.project, windows, cfg.monitoring, cfg.task, cfg.data.target, cfg.seed)
     signal = record_drift(cfg.project, report, cfg.monitoring)
     payload = {
         "drift_share": report.drift_share, "drifted_columns": list(report.drifted_columns),

@@ -10,7 +10,7 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 
 from prefect import flow
 
-from flows.monitoring import resolve_project
+from flows.monitoring import config_for
 from flows.training import training_pipeline
 from sluicegate.config import load_config
 from tasks.retrain import finish_retrain, start_retrain
@@ -25,14 +25,14 @@ def retraining_pipeline(project: str, reason: str = "drift detected") -> dict:
     when the last retrain started less than `monitoring.cooldown_minutes` ago.
 
     Args:
-        project: project name (configs/<name>.yaml) or a YAML path.
+        project: project name (the YAML under configs/ declaring it) or a YAML path.
         reason: why (the drift event's summary); stored with the MLflow run.
     """
-    config_path = resolve_project(project)
+    config_path = config_for(project)
     cfg = load_config(config_path)
     allowed = start_retrain(cfg.project, cfg.monitoring.cooldown_minutes, reason)
     if not allowed.allowed:
         return {"project": cfg.project, "outcome": "skipped", "summary": allowed.reason}
     result = training_pipeline(config_path, None, f"retrain: {reason}")
-    finish_retrain(cfg.project, result["outcome"])
-    return result
+    finish_retrain(cfg.project, result.outcome)
+    return result.to_dict()

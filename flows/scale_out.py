@@ -17,7 +17,7 @@ from sluicegate.errors import ConfigError
 from sluicegate.partitions import parts_dir
 from sluicegate.tuning import study_name_for
 from tasks._common import settings
-from tasks.distribute import (merge_partitions, pin_champion, prepare_storage, score_partition, split_partitions,
+from tasks.distribute import (merge_partitions, pin_champion, prepare_study_storage, score_partition, split_partitions,
                               summarize_study, tune_shard)
 from tasks.runners import describe_runner, task_runner_from_settings
 
@@ -66,7 +66,7 @@ def distributed_tuning(config_path: str, n_workers: int = 2) -> dict:
     logger.info("%s: %d candidate(s) on %d workers (%s)", project, len(tuned), n_workers, describe_runner(s))
     plan = [{"candidate": c, "study_name": study_name_for(project, dataset.fingerprint, c, cfg.task, metric, cfg.seed),
              "storage": c.tuning.storage or s.optuna_storage} for c in tuned]
-    prepare_storage([study["storage"] for study in plan])
+    prepare_study_storage([study["storage"] for study in plan])
     shares = tune_shards.with_options(task_runner=task_runner_from_settings(n_workers, s))(
         features, plan, cfg.task, metric, cfg.seed, n_workers)
     studies = []

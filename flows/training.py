@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks` importable
@@ -16,20 +17,21 @@ from sluicegate.config import ProjectConfig, config_hash, load_config, resolve_p
 from sluicegate.data import DatasetRef
 from sluicegate.features import FeatureSet
 from sluicegate.split import SplitResult
-from sluicegate.tracking import git_sha, library_versions
-from sluicegate.training import candidate_key
+from sluicegate.gates import decide_outcome
+from sluicegate.tracking import run_tags
+from sluicegate.training import TrainingOutcome, candidate_key, training_outcome
 from sluicegate.validation import ValidationReport
 from tasks._common import artifact_key
 from tasks.deploy import deploy_model
-from tasks.evaluate import evaluate_candidate, score_champion
+from tasks.evaluate import evaluate_model, score_champion
 from tasks.events import emit
-from tasks.features import build_feature_set
+from tasks.features import build_features
 from tasks.ingest import ingest_data
 from tasks.package import package_champion
-from tasks.register import decide, promote, register_candidate
+from tasks.register import decide_promotion, promote_model, register_candidate
 from tasks.split import split_data
-from tasks.train import train_candidate
-from tasks.tune import tune_candidates
+from tasks.train import train_model
+from tasks.tune import select_model
 from tasks.validate import validate_data
 
 
@@ -46,11 +48,11 @@ def prepare_features(cfg: ProjectConfig) -> tuple[DatasetRef, ValidationReport, 
     split = split_data(dataset, cfg.split, cfg.split_method, cfg.data.target, cfg.seed, project,
                        cfg.split.time_column or cfg.data.time_column)
     exclude = [c for c in (cfg.data.id_column, cfg.data.time_column) if c and c not in cfg.features.datetime.columns]
-    return dataset, checked, split, build_feature_set(split, cfg.features, cfg.data.target, exclude, project)
+    return dataset, checked, split, build_features(split, cfg.features, cfg.data.target, exclude, project)
 
 
 @flow(name="training-pipeline", log_prints=True)
-def training_pipeline(config_path: str, overrides: list[str] | None = None, reason: str | None = None) -> dict:
+def training_pipeline(config_path: str, overrides: list[str] | None = None, reason: str | None = None) -> TrainingOutcome:
     """Train a candidate from a project YAML and promote it only if it passes every gate.
 
     Reads and snapshots the data, validates it (errors stop the run before training),
@@ -72,55 +74,31 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     dataset, checked, split, features = prepare_features(cfg)
     spec, params, selected = cfg.model, None, None
     if cfg.selects_model:  # tuning and/or several candidates: the best on validation is trained below
-        selection = tune_candidates(features, cfg.model_candidates(), cfg.task, cfg.gates.primary_metric,
-                                    cfg.seed, project, dataset.fingerprint)
+        selection = select_model(features, cfg.model_candidates(), cfg.task, cfg.gates.primary_metric,
+                                 cfg.seed, project, dataset.fingerprint)
         spec, params, selected = selection.spec, selection.params, selection.name
-    trained = train_candidate(features, spec, cfg.task, cfg.seed, project, params)
+    trained = train_model(features, spec, cfg.task, cfg.seed, project, params)
 
-    report = evaluate_candidate(trained, split, cfg.evaluation, cfg.task, cfg.data.target)
+    report = evaluate_model(trained, split, cfg.evaluation, cfg.task, cfg.data.target)
     champion = score_champion(project, split, cfg.task, cfg.data.target)
     key = candidate_key(cfg, dataset.fingerprint, ("tuning", "candidates") if selected else ())
-    tags = {
-        "sluice.project": project,
-        "sluice.task": cfg.task,
-        "sluice.target": cfg.data.target,
-        "sluice.data_fingerprint": dataset.fingerprint,
-        "sluice.data_snapshot": dataset.path,
-        "sluice.config_hash": config_hash(cfg),
-        "sluice.config_path": str(cfg.source),
-        "sluice.git_sha": git_sha(cfg.root),
-        **{f"sluice.lib.{k}": v for k, v in library_versions().items()},
-        **({"sluice.selected_candidate": selected} if selected else {}),
-    }
+    tags = run_tags(project, cfg.task, cfg.data.target, dataset.fingerprint, dataset.path, config_hash(cfg),
+                    str(cfg.source), cfg.root, selected)
     record = register_candidate(project, key, trained, report, split.test_path, tags,
                                 {"validation": checked.json_path or ""}, reason)
-    decision = decide(record, report, champion, cfg.gates, project)
+    decision = decide_promotion(record, report, champion, cfg.gates, project)
 
-    if decision.promote:
-        promote(record, decision)
-        outcome = "promoted"
-    elif champion.version == record.version:
-        outcome = "unchanged"
-    else:
-        outcome = "rejected"
-    summary = {
-        "project": project,
-        "outcome": outcome,
-        "version": int(record.version),
-        "champion": int(record.version) if outcome == "promoted" else (int(champion.version) if champion.version else None),
-        "primary_metric": cfg.gates.primary_metric,
-        "metrics": report.test,
-        "summary": decision.summary,
-        "model_uri": f"models:/{project}/{record.version}",
-        "data_fingerprint": dataset.fingerprint,
-        "selected_candidate": selected,
-    }
+    outcome = decide_outcome(decision, record.version, champion.version)
+    if outcome == "promoted":
+        promote_model(record, decision)
+    summary = training_outcome(project, outcome, record.version, champion.version, cfg.gates.primary_metric,
+                               report.test, decision.summary, dataset.fingerprint, selected)
     create_markdown_artifact(
-        f"## {project}: {outcome}\n\nversion {record.version}, champion {summary['champion']}\n\n{decision.summary}",
+        f"## {project}: {outcome}\n\nversion {record.version}, champion {summary.champion}\n\n{decision.summary}",
         key=artifact_key(project, "training-summary"), description=f"{project} training outcome")
     logger.info("%s: %s (v%s) - %s", project, outcome.upper(), record.version, decision.summary)
     if outcome in ("promoted", "rejected"):
-        emit(project, f"model.{outcome}", {"version": record.version, "champion": summary["champion"],
+        emit(project, f"model.{outcome}", {"version": record.version, "champion": summary.champion,
                                            "reason": reason or "manual", "text": f"{project} v{record.version} {outcome}: {decision.summary}",
                                            "metrics": report.test}, cfg.notifications)
     if outcome == "promoted" and cfg.deploy.enabled:
@@ -131,10 +109,11 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
                 txn.set("previous_champion", champion.version)
                 bento = package_champion(project, record.version, cfg.packaging, cfg.deploy, cfg.task)
                 out_dir = str(resolve_path(cfg, cfg.deploy.output_dir)) if cfg.deploy.output_dir else None
-                summary["deployment"] = deploy_model(bento, cfg.deploy, cfg.packaging, out_dir).message
+                deployment = deploy_model(bento, cfg.deploy, cfg.packaging, out_dir).message
         except Exception as exc:
             emit(project, "deploy.failed", {"version": record.version, "champion": champion.version, "error": str(exc)[:500],
                                             "text": f"{project}: deploy of v{record.version} failed, v{champion.version} keeps serving: {exc}"},
                  cfg.notifications)
             raise
+        summary = replace(summary, deployment=deployment)
     return summary

@@ -96,6 +96,20 @@ def transient_only(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+def load_prefect_secret(name: str) -> str:
+    """The value of a Prefect Secret block: the loader the core's `resolve_secret` is given."""
+    from prefect.blocks.system import Secret
+
+    return Secret.load(name).get()
+
+
+def resolve_secret(ref: Any, where: str) -> str:
+    """A secret reference (`{env: VAR}` or `{prefect_secret: NAME}`) resolved with Prefect's blocks."""
+    from sluicegate.data import resolve_secret as resolve
+
+    return resolve(ref, where, load_prefect_secret)
+
+
 def artifact_key(project: str, name: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     raw = f"{project}-{name}".lower()

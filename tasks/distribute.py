@@ -10,7 +10,8 @@ from prefect import task
 
 from sluicegate.config import CandidateConfig, TuningConfig
 from sluicegate.features import FeatureSet
-from sluicegate.partitions import PartitionPlan, PartResult, champion_version, merge_parts, score_part, split_table
+from sluicegate import partitions as parts
+from sluicegate.partitions import PartitionPlan, PartResult
 from sluicegate.tuning import TuningResult, open_storage, stop_at_total_trials, tune_model
 from tasks._common import tracker, transient_only
 
@@ -20,7 +21,7 @@ def _worker() -> str:
 
 
 @task(name="prepare-study-storage", retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=transient_only)
-def prepare_storage(urls: list[str]) -> None:
+def prepare_study_storage(urls: list[str]) -> None:
     """Create Optuna's tables once, here, before workers start: workers creating them on an
     empty database at the same instant race (duplicate CREATE TABLE)."""
     for url in dict.fromkeys(urls):
@@ -65,19 +66,19 @@ def summarize_study(features: FeatureSet, candidate: CandidateConfig, task_type:
 @task(name="pin-champion", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)
 def pin_champion(project: str) -> str:
     """The champion's version now, so every partition is scored by the same model."""
-    return champion_version(tracker(), project)
+    return parts.pin_champion(tracker(), project)
 
 
 @task(name="split-partitions", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)
 def split_partitions(input_path: str, partitions: int, work_dir: str) -> PartitionPlan:
     """Cut the input into contiguous Parquet parts on storage every worker can read."""
-    return split_table(input_path, partitions, work_dir)
+    return parts.split_partitions(input_path, partitions, work_dir)
 
 
 @task(name="score-partition", retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only)
 def score_partition(project: str, version: str, index: int, part_path: str, fingerprint: str) -> PartResult:
     """Score one part with the pinned version (loaded once per worker process)."""
-    result = score_part(tracker(), project, version, index, part_path, fingerprint)
+    result = parts.score_partition(tracker(), project, version, index, part_path, fingerprint)
     print(f"partition {index}: {result.rows} rows on {_worker()}")
     return result
 
@@ -85,4 +86,4 @@ def score_partition(project: str, version: str, index: int, part_path: str, fing
 @task(name="merge-partitions")
 def merge_partitions(results: list[PartResult], output_path: str) -> str:
     """Write the scored parts, in input order, to the output file."""
-    return str(merge_parts(results, output_path))
+    return str(parts.merge_partitions(results, output_path))

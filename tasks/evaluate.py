@@ -7,7 +7,8 @@ from prefect import task
 from sluicegate.config import EvaluationConfig
 from sluicegate.evaluation import EvaluationReport
 from sluicegate.split import SplitResult
-from sluicegate.training import ChampionScore, TrainResult, evaluate_model, load_model_file, rescore_champion
+from sluicegate import training
+from sluicegate.training import ChampionScore, TrainResult, load_model_file
 from tasks._common import content_cache, digest, tracker, transient_only
 
 
@@ -21,9 +22,9 @@ def _champion_key(p: dict) -> str | None:
 
 
 @task(name="evaluate-model", cache_key_fn=content_cache(_eval_key), persist_result=True)
-def evaluate_candidate(trained: TrainResult, split: SplitResult, spec: EvaluationConfig, task_type: str, target: str) -> EvaluationReport:
+def evaluate_model(trained: TrainResult, split: SplitResult, spec: EvaluationConfig, task_type: str, target: str) -> EvaluationReport:
     """Metrics on train, validation and holdout, plus per-slice holdout metrics."""
-    report = evaluate_model(load_model_file(trained.model_path), task_type, target, split.train_path,
+    report = training.evaluate_model(load_model_file(trained.model_path), task_type, target, split.train_path,
                             split.valid_path, split.test_path, list(spec.slices), spec.min_slice_rows)
     print("holdout: " + ", ".join(f"{k}={v:.4f}" for k, v in report.test.items()))
     return report
@@ -41,7 +42,7 @@ def score_champion(project: str, split: SplitResult, task_type: str, target: str
         model = tr.load_model(champ.registry_uri)
     except Exception as exc:
         return ChampionScore(champ.version, None, f"cannot load: {exc}")
-    score = rescore_champion(model, champ.version, task_type, target, split.test_path)
+    score = training.score_champion(model, champ.version, task_type, target, split.test_path)
     if score.metrics:
         print(f"champion v{champ.version} on this holdout: " + ", ".join(f"{k}={v:.4f}" for k, v in score.metrics.items()))
     return score

@@ -7,8 +7,8 @@ from typing import Any
 from prefect import task
 
 from sluicegate.config import NotificationsConfig
-from sluicegate.data import resolve_secret
 from sluicegate.notify import send_webhook
+from tasks._common import resolve_secret
 
 EVENT_PREFIX = "sluicegate"
 # event name -> the notifications.events key that selects it

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import task
 
 from sluicegate.config import FeaturesConfig
-from sluicegate.features import FeatureSet, build_features
+from sluicegate import features
+from sluicegate.features import FeatureSet
 from sluicegate.split import SplitResult
 from tasks._common import content_cache, digest, settings
 
@@ -15,10 +16,10 @@ def _key(p: dict) -> str:
 
 
 @task(name="build-features", cache_key_fn=content_cache(_key), persist_result=True)
-def build_feature_set(split: SplitResult, spec: FeaturesConfig, target: str, exclude: list[str], project: str) -> FeatureSet:
+def build_features(split: SplitResult, spec: FeaturesConfig, target: str, exclude: list[str], project: str) -> FeatureSet:
     """Fit imputers, scalers and encoders on train only; they ship inside the model."""
     out = settings().runs_dir / project / "features" / digest(split, spec, target, sorted(exclude))
-    fs = build_features(split.train_path, split.valid_path, split.test_path, spec, target, set(exclude), out)
+    fs = features.build_features(split.train_path, split.valid_path, split.test_path, spec, target, set(exclude), out)
     print(f"features: {fs.n_features} columns from {len(fs.columns.numeric)} numeric, "
           f"{len(fs.columns.categorical)} categorical, {len(fs.columns.datetime)} datetime")
     return fs

@@ -7,8 +7,9 @@ from pathlib import Path
 from prefect import task
 
 from sluicegate.config import DataConfig
-from sluicegate.data import DatasetRef, ingest_dataset, source_key
-from tasks._common import content_cache, digest, settings, transient_only
+from sluicegate import data as core
+from sluicegate.data import DatasetRef, source_key
+from tasks._common import content_cache, digest, load_prefect_secret, settings, transient_only
 
 
 def _key(p: dict) -> str | None:
@@ -20,6 +21,6 @@ def _key(p: dict) -> str | None:
       cache_key_fn=content_cache(_key), persist_result=True)
 def ingest_data(data: DataConfig, root: str, project: str) -> DatasetRef:
     """Read the data and keep a content-addressed Parquet snapshot of exactly these rows."""
-    ref = ingest_dataset(data.source, Path(root), data.target, settings().data_store, project)
+    ref = core.ingest_data(data.source, Path(root), data.target, settings().data_store, project, load_prefect_secret)
     print(f"ingested {ref.rows} rows x {len(ref.columns)} columns, fingerprint {ref.fingerprint}")
     return ref

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
-
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from sluicegate.config import GatesConfig
 from sluicegate.evaluation import EvaluationReport
-from sluicegate.gates import GateDecision, decide_promotion, same_model_decision
+from sluicegate import gates
+from sluicegate.gates import GateDecision, same_model_decision
 from sluicegate.tracking import ModelRecord
 from sluicegate.training import ChampionScore, TrainResult, load_model_file
 from tasks._common import artifact_key, tracker, transient_only
@@ -32,39 +30,32 @@ def register_candidate(
     example = pd.read_parquet(test_path).drop(columns=[tags["sluice.target"]]).head(5)
     params = {"model.kind": trained.kind, **{f"model.{k}": v for k, v in trained.params.items()},
               "fit_seconds": round(trained.fit_seconds, 3), **trained.extra}
-    metrics = report.flat()
-    for col, groups in report.slices.items():
-        for value, m in groups.items():
-            safe = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in f"{col}_{value}")
-            metrics.update({f"slice_{safe}_{k}": v for k, v in m.items() if k != "rows"})
+    metrics = {**report.flat(), **report.flat_slices()}
     all_tags = {**tags, "sluice.candidate_key": key, "sluice.reason": reason or "manual"}
-    return tr.log_candidate(project, model, example, params, metrics, all_tags, artifacts,
+    return tr.register_candidate(project, model, example, params, metrics, all_tags, artifacts,
                             run_name=f"{project}-{trained.kind}")
 
 
 @task(name="decide-promotion")
-def decide(record: ModelRecord, report: EvaluationReport, champion: ChampionScore, gates: GatesConfig, project: str) -> GateDecision:
+def decide_promotion(record: ModelRecord, report: EvaluationReport, champion: ChampionScore, spec: GatesConfig,
+                     project: str) -> GateDecision:
     """Apply the gates; publish and store every verdict with the run."""
     if champion.version is not None and champion.version == record.version:
         # an unchanged re-run: the champion's own verdict stays as it was recorded
         decision = same_model_decision(record.version)
     else:
-        decision = decide_promotion(report, champion.metrics, champion.version, gates, champion.error)
+        decision = gates.decide_promotion(report, champion.metrics, champion.version, spec, champion.error)
         tracker().record_decision(record, decision.to_dict())
     create_markdown_artifact(decision.to_markdown(), key=artifact_key(project, "gate-decision"),
-                             description=f"{project} v{record.version}: {'promoted' if decision.promote else 'not promoted'}")
+                             description=f"{project} v{record.version}: {decision.verdict}")
     print(decision.summary)
     return decision
 
 
 @task(name="promote-model", retries=0)
-def promote(record: ModelRecord, decision: GateDecision) -> str:
+def promote_model(record: ModelRecord, decision: GateDecision) -> str:
     """Move `champion` to the candidate, compare-and-set against the version the gates saw."""
     if not decision.promote:
         raise ValueError("promote called on a failing decision")
     tracker().promote(record.project, record.version, decision.champion_version)
     return f"models:/{record.project}@champion"
-
-
-def checks_table(decision: GateDecision) -> list[dict[str, Any]]:
-    return [asdict(c) for c in decision.checks]

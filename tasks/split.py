@@ -6,7 +6,8 @@ from prefect import task
 
 from sluicegate.config import SplitConfig
 from sluicegate.data import DatasetRef
-from sluicegate.split import SplitResult, split_dataset
+from sluicegate import split
+from sluicegate.split import SplitResult
 from tasks._common import content_cache, digest, settings
 
 
@@ -20,6 +21,6 @@ def split_data(dataset: DatasetRef, spec: SplitConfig, method: str, target: str,
     """Split into train, validation and the holdout every gate scores on."""
     key = digest(dataset.fingerprint, spec, method, target, seed, time_column)
     out = settings().runs_dir / project / "splits" / key
-    result = split_dataset(dataset.path, spec, method, target, seed, out, time_column)
+    result = split.split_data(dataset.path, spec, method, target, seed, out, time_column)
     print(f"split {method}: train {result.rows[0]}, valid {result.rows[1]}, test {result.rows[2]}")
     return result

@@ -7,7 +7,8 @@ from typing import Any
 from prefect import task
 
 from sluicegate.features import FeatureSet
-from sluicegate.training import TrainResult, train_model
+from sluicegate import training
+from sluicegate.training import TrainResult
 from tasks._common import content_cache, digest, settings
 
 
@@ -16,10 +17,10 @@ def _key(p: dict) -> str:
 
 
 @task(name="train-model", cache_key_fn=content_cache(_key), persist_result=True)
-def train_candidate(features: FeatureSet, spec: Any, task_type: str, seed: int, project: str,
+def train_model(features: FeatureSet, spec: Any, task_type: str, seed: int, project: str,
                     params: dict[str, Any] | None = None) -> TrainResult:
     """Train the candidate (features + estimator in one pipeline)."""
     out = settings().runs_dir / project / "models" / digest(features, spec, task_type, seed, params)
-    result = train_model(features, spec, task_type, seed, out, params)
+    result = training.train_model(features, spec, task_type, seed, out, params)
     print(f"trained {result.kind} in {result.fit_seconds:.2f}s")
     return result

@@ -10,7 +10,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from sluicegate.config import CandidateConfig
 from sluicegate.features import FeatureSet
-from sluicegate.tuning import SelectionResult, select_model
+from sluicegate import tuning
+from sluicegate.tuning import SelectionResult
 from tasks._common import artifact_key, content_cache, digest, settings, tracker
 
 
@@ -18,13 +19,13 @@ def _key(p: dict) -> str:
     return digest(p["features"], p["candidates"], p["task_type"], p["metric"], p["seed"], p["data_fingerprint"])
 
 
-@task(name="tune-model", cache_key_fn=content_cache(_key), persist_result=True)
-def tune_candidates(features: FeatureSet, candidates: list[CandidateConfig], task_type: str, metric: str,
+@task(name="select-model", cache_key_fn=content_cache(_key), persist_result=True)
+def select_model(features: FeatureSet, candidates: list[CandidateConfig], task_type: str, metric: str,
                     seed: int, project: str, data_fingerprint: str) -> SelectionResult:
     """Search each candidate's hyperparameters (pruned, parallel, resumable) and keep the best on validation."""
     s = settings()
     out = s.runs_dir / project / "tuning" / digest(features, candidates, task_type, metric, seed, data_fingerprint)
-    result = select_model(features, candidates, task_type, metric, seed, project, data_fingerprint,
+    result = tuning.select_model(features, candidates, task_type, metric, seed, project, data_fingerprint,
                           s.optuna_storage, out)
     for t in result.tunings:
         tracker().log_trials(project, t.study_name, t.candidate, t.metric, [asdict(x) for x in t.trials],

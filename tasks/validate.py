@@ -10,7 +10,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from sluicegate.config import ValidationConfig
 from sluicegate.data import DatasetRef, load_snapshot
 from sluicegate.errors import DataValidationError
-from sluicegate.validation import ValidationReport, validate_dataset
+from sluicegate import validation
+from sluicegate.validation import ValidationReport
 from tasks._common import artifact_key, content_cache, digest, settings
 
 
@@ -25,7 +26,7 @@ def validate_data(
 ) -> ValidationReport:
     """Run the built-in checks and the Great Expectations suite; publish the report."""
     out_dir = settings().runs_dir / project / "validation" / dataset.fingerprint
-    report = validate_dataset(load_snapshot(dataset), spec, target, task_type, out_dir,
+    report = validation.validate_data(load_snapshot(dataset), spec, target, task_type, out_dir,
                               feature_columns, suite_name=project, fingerprint=dataset.fingerprint)
     create_markdown_artifact(report.to_markdown(), key=artifact_key(project, "validation"),
                              description=f"Data validation of {dataset.fingerprint}")

@@ -71,3 +71,14 @@ def write_project(root: Path, frame: pd.DataFrame | None = None, cfg: dict | Non
     path = root / "configs" / name
     path.write_text(yaml.safe_dump(cfg if cfg is not None else churn_config(root), sort_keys=False))
     return path
+
+
+def flow_run_artifact(key: str, flow_run_id):
+    """The artifact this flow run made (other tests in the session make artifacts with the same key)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return found[-1] if found else None

@@ -21,11 +21,6 @@ app.add_typer(server_app, name="server")
 
 _state: dict[str, Any] = {"debug": False}
 
-EXIT_CODE_DOC = """Exit codes: 0 ok (promoted, or unchanged); 1 unexpected error; 2 bad config or usage;
-3 data source unreadable; 4 data validation failed; 5 training failed; 6 candidate rejected by the gates;
-7 champion changed during the run; 8 registry lookup failed; 9 deploy failed; 10 a configured service
-does not answer (sluice doctor). `sluice feedback import`: 2 unreadable or invalid file, 4 no label stored."""
-
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
@@ -85,18 +80,27 @@ def load_flow(root: Path, module: str, name: str) -> Any:
     raise SluiceError(f"cannot find flows/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
 
 
-def project_name(arg: str) -> str:
-    """A project given as its name or as its YAML file (then read for `project:`)."""
-    if arg.endswith((".yaml", ".yml")):
-        from sluicegate.config import load_config
+def resolve(arg: str, registered: bool = True) -> tuple[str, Optional[Path]]:
+    """(name, YAML) of a project given as its name or as its YAML file, from the current checkout.
 
-        return load_config(arg).project
-    return arg
+    With `registered`, a name that no YAML under configs/ declares is accepted when the model
+    registry knows it (its YAML is then None); otherwise it is a ConfigError with a did-you-mean.
+    """
+    from sluicegate.projects import resolve_project
+
+    def names() -> list[str]:
+        from sluicegate.settings import load_settings
+        from sluicegate.tracking import Tracker
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        return Tracker(load_settings()).projects()
+
+    return resolve_project(arg, Path.cwd(), names if registered else None)
 
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="Project YAML, e.g. configs/breast_cancer.yaml"),
+    project: str = typer.Argument(..., help="Project YAML, e.g. configs/breast_cancer.yaml, or its name."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set model.params.max_depth=4"),
     reason: Optional[str] = typer.Option(None, help="Why this run started (stored with the run)."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
@@ -104,6 +108,7 @@ def run(
     """Run the gated training pipeline for one project."""
     from sluicegate.config import load_config
 
+    _, config = resolve(project, registered=False)
     cfg = load_config(config, set_)  # fail fast, before Prefect starts
     _probe_registry()
     prepare_runtime_env()
@@ -114,12 +119,12 @@ def run(
 
     result = training_pipeline(str(config), list(set_) or None, reason)
     if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
-        typer.echo(f"{result['project']}: {result['outcome']} (version {result['version']}, champion {result['champion']})")
-        typer.echo(f"  {result['summary']}")
-    if result["outcome"] == "rejected":
-        raise GateRejected(f"{result['project']}: candidate v{result['version']} rejected; champion stays v{result['champion']}")
+        typer.echo(f"{result.project}: {result.outcome} (version {result.version}, champion {result.champion})")
+        typer.echo(f"  {result.summary}")
+    if result.outcome == "rejected":
+        raise GateRejected(f"{result.project}: candidate v{result.version} rejected; champion stays v{result.champion}")
 
 
 @app.command()
@@ -133,7 +138,7 @@ def status(
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     _probe_registry()
-    info = Tracker(load_settings()).status(project_name(project))
+    info = Tracker(load_settings()).status(resolve(project)[0])
     project = info["project"]
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
@@ -154,14 +159,14 @@ def status(
 def _release_context(project: str, target: Optional[str] = None, port: Optional[int] = None):
     """(name, packaging, deploy, task, out_dir, settings, tracker) from a project name or YAML.
 
-    A bare name uses configs/<name>.yaml when it exists in the current folder, else defaults.
+    A name uses the YAML under configs/ declaring it; a name only the registry knows, defaults.
     """
     from sluicegate.config import DeployConfig, PackagingConfig, load_config, resolve_path
     from sluicegate.settings import load_settings
     from sluicegate.tracking import Tracker
 
-    path = Path(project) if project.endswith((".yaml", ".yml")) else Path("configs") / f"{project}.yaml"
-    cfg = load_config(path) if path.exists() or project.endswith((".yaml", ".yml")) else None
+    name, path = resolve(project)
+    cfg = load_config(path) if path else None
     packaging = cfg.packaging if cfg else PackagingConfig()
     deploy = cfg.deploy if cfg else DeployConfig()
     changes = {k: v for k, v in (("target", target), ("port", port)) if v is not None}
@@ -176,7 +181,6 @@ def _release_context(project: str, target: Optional[str] = None, port: Optional[
     prepare_runtime_env()
     settings = load_settings()
     tracker = Tracker(settings)
-    name = cfg.project if cfg else project
     champ = tracker.champion(name)
     task = cfg.task if cfg else (champ.tags.get("sluice.task", "classification") if champ else "classification")
     return name, packaging, deploy, task, out_dir, settings, tracker
@@ -203,7 +207,7 @@ def stop(project: str = typer.Argument(..., help="Project name or its YAML file.
     from sluicegate.deploy import stop_local
     from sluicegate.settings import load_settings
 
-    name = project_name(project)
+    name = resolve(project)[0]
     state = stop_local(load_settings(), name)
     typer.echo(f"{name}: stopped v{state.version} on {state.host}:{state.port}" if state else f"{name}: nothing was serving")
 
@@ -248,7 +252,7 @@ def predict(
     version: Optional[str] = typer.Option(None, help="Score with this version instead of the champion."),
 ) -> None:
     """Score a file with the champion (batch scoring flow); adds prediction, model version and input fingerprint."""
-    project = project_name(project)
+    project = resolve(project)[0]
     prepare_runtime_env()
     scoring_pipeline = load_flow(Path.cwd(), "scoring", "scoring_pipeline")
 
@@ -261,7 +265,7 @@ app.add_typer(deployments_app, name="deployments")
 
 
 @deployments_app.command("show")
-def deployments_show(configs: list[Path] = typer.Argument(None, help="Project YAMLs (default: configs/*.yaml).")) -> None:
+def deployments_show(configs: list[Path] = typer.Argument(None, help="Project YAMLs or names (default: every project under configs/).")) -> None:
     """Print the deployments each project gets (names, parameters, schedules, trigger)."""
     build = _load_deployments()
     typer.echo(json.dumps(build.show([str(c) for c in configs] if configs else None), indent=2))
@@ -269,7 +273,7 @@ def deployments_show(configs: list[Path] = typer.Argument(None, help="Project YA
 
 @deployments_app.command("apply")
 def deployments_apply(
-    configs: list[Path] = typer.Argument(None, help="Project YAMLs (default: configs/*.yaml)."),
+    configs: list[Path] = typer.Argument(None, help="Project YAMLs or names (default: every project under configs/)."),
     pool: str = typer.Option("sluicegate", help="Process work pool; then run `prefect worker start --pool POOL`."),
 ) -> None:
     """Register every project's deployments on the Prefect server (PREFECT_API_URL)."""
@@ -280,7 +284,7 @@ def deployments_apply(
 
 
 @deployments_app.command("serve")
-def deployments_serve(configs: list[Path] = typer.Argument(None, help="Project YAMLs (default: configs/*.yaml).")) -> None:
+def deployments_serve(configs: list[Path] = typer.Argument(None, help="Project YAMLs or names (default: every project under configs/).")) -> None:
     """Register every project's deployments and run them from this process (Ctrl-C stops)."""
     prepare_runtime_env()
     _load_deployments().serve([str(c) for c in configs] if configs else None)
@@ -299,14 +303,15 @@ def _load_deployments() -> Any:
 
 @app.command()
 def drift(
-    project: str = typer.Argument(..., help="Project name (configs/<name>.yaml) or YAML path."),
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
     current: Optional[Path] = typer.Option(None, help="Check this CSV/Parquet batch instead of the prediction log."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run the drift check once (what the scheduled deployment runs)."""
+    _, config = resolve(project, registered=False)
     prepare_runtime_env()
     drift_check = load_flow(Path.cwd(), "monitoring", "drift_check")
-    result = drift_check(project, str(current) if current else None)
+    result = drift_check(str(config), str(current) if current else None)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
@@ -332,7 +337,7 @@ def feedback_import(
     from sluicegate.errors import DataValidationError
     from sluicegate.serving.feedback import STATUSES, import_feedback
 
-    name = project_name(project)
+    name = resolve(project)[0]
     result = import_feedback(name, file, late_after_days=late_days)
     counts = result.counts
     if as_json:

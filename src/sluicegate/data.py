@@ -6,6 +6,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -49,13 +50,19 @@ def hash_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_source(source: DataSource, root: Path, target: str | None = None) -> pd.DataFrame:
+# looks up a named secret in a secret store (the tasks layer passes one for Prefect Secret blocks)
+SecretLoader = Callable[[str], str]
+
+
+def read_source(source: DataSource, root: Path, target: str | None = None,
+                secrets: SecretLoader | None = None) -> pd.DataFrame:
     """Read the configured source into a DataFrame.
 
     Args:
         source: the `data.source` section.
         root: the project root relative paths resolve against.
         target: name given to the target column of a bundled dataset.
+        secrets: loads a `{prefect_secret: NAME}` reference by name (see `resolve_secret`).
 
     Returns:
         The raw frame.
@@ -76,14 +83,27 @@ def read_source(source: DataSource, root: Path, target: str | None = None) -> pd
         except Exception as exc:  # pandas raises many types for unreadable files
             raise DataSourceError(f"data.source.path: cannot read {path}: {exc}") from exc
     if isinstance(source, SqlSource):
-        return _read_sql(source)
+        return _read_sql(source, secrets)
     if isinstance(source, BundledSource):
         return load_bundled(source.name, target or "target")
     raise DataSourceError(f"data.source.kind: unsupported {source!r}")
 
 
-def resolve_secret(ref: str | SecretRef, where: str) -> str:
-    """The value of a secret reference (env var or Prefect Secret block)."""
+def resolve_secret(ref: str | SecretRef, where: str, secrets: SecretLoader | None = None) -> str:
+    """The value of a secret reference.
+
+    Args:
+        ref: a plain value, `{env: VAR}` or `{prefect_secret: NAME}`.
+        where: the YAML path of the reference, for messages.
+        secrets: loads a `prefect_secret` by name; the library imports no Prefect, so the
+            tasks layer passes this (`tasks._common.load_prefect_secret`).
+
+    Returns:
+        The secret's value.
+
+    Raises:
+        DataSourceError: the variable is unset, no loader was given, or the loader failed.
+    """
     if isinstance(ref, str):
         return ref
     if ref.env is not None:
@@ -91,18 +111,19 @@ def resolve_secret(ref: str | SecretRef, where: str) -> str:
         if not value:
             raise DataSourceError(f"{where}: environment variable {ref.env} is not set")
         return value
+    if secrets is None:
+        raise DataSourceError(f"{where}: a Prefect Secret reference ({ref.prefect_secret!r}) is resolved only "
+                              f"inside a flow run; use {{env: VAR}} to run this step outside Prefect")
     try:
-        from prefect.blocks.system import Secret  # only when a Prefect Secret is referenced
-
-        return Secret.load(ref.prefect_secret).get()
+        return secrets(ref.prefect_secret)
     except Exception as exc:
         raise DataSourceError(f"{where}: cannot load Prefect Secret block {ref.prefect_secret!r}: {exc}") from exc
 
 
-def _read_sql(source: SqlSource) -> pd.DataFrame:
+def _read_sql(source: SqlSource, secrets: SecretLoader | None = None) -> pd.DataFrame:
     import sqlalchemy as sa
 
-    url = resolve_secret(source.url, "data.source.url")
+    url = resolve_secret(source.url, "data.source.url", secrets)
     try:
         engine = sa.create_engine(url)
     except Exception as exc:
@@ -158,7 +179,8 @@ def snapshot_frame(frame: pd.DataFrame, store: Path, project: str) -> DatasetRef
     return DatasetRef(str(path), fp, len(frame), tuple(map(str, frame.columns)))
 
 
-def ingest_dataset(source: DataSource, root: Path, target: str, store: Path, project: str) -> DatasetRef:
+def ingest_data(source: DataSource, root: Path, target: str, store: Path, project: str,
+                secrets: SecretLoader | None = None) -> DatasetRef:
     """Read the source and snapshot it (data versioning).
 
     Args:
@@ -167,6 +189,7 @@ def ingest_dataset(source: DataSource, root: Path, target: str, store: Path, pro
         target: target column name.
         store: folder of snapshots.
         project: project name (snapshot subfolder).
+        secrets: loads `{prefect_secret: NAME}` references (see `resolve_secret`).
 
     Returns:
         A `DatasetRef` to the content-addressed Parquet snapshot.
@@ -174,7 +197,7 @@ def ingest_dataset(source: DataSource, root: Path, target: str, store: Path, pro
     Raises:
         DataSourceError: when the source cannot be read.
     """
-    frame = read_source(source, root, target)
+    frame = read_source(source, root, target, secrets)
     frame.columns = [str(c) for c in frame.columns]
     return snapshot_frame(frame, store, project)
 

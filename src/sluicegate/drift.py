@@ -161,7 +161,7 @@ class DriftSignal:
     reason: str
 
 
-def update_drift_state(state_path: Path, drifted: bool, sufficient: bool, consecutive_needed: int,
+def record_drift(state_path: Path, drifted: bool, sufficient: bool, consecutive_needed: int,
                        cooldown_s: float, now: float | None = None) -> DriftSignal:
     """Record one check and decide whether to alert.
 

@@ -80,11 +80,3 @@ class ServiceUnreachableError(SluiceError):
 
     exit_code = 10
 
-
-EXIT_CODES: dict[str, int] = {
-    "ok": 0,
-    **{cls.__name__: cls.exit_code for cls in (
-        SluiceError, ConfigError, DataSourceError, DataValidationError, TrainingError,
-        GateRejected, PromotionConflictError, RegistryError, DeployError, FeedbackError, ServiceUnreachableError,
-    )},
-}

@@ -29,6 +29,15 @@ class EvaluationReport:
             out.update({f"{split}_{k}": v for k, v in getattr(self, split).items()})
         return out
 
+    def flat_slices(self) -> dict[str, float]:
+        """`slice_plan_basic_roc_auc`-style names for MLflow (characters MLflow refuses become `_`)."""
+        out = {}
+        for col, groups in self.slices.items():
+            for value, m in groups.items():
+                safe = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in f"{col}_{value}")
+                out.update({f"slice_{safe}_{k}": v for k, v in m.items() if k != "rows"})
+        return out
+
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER

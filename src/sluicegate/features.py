@@ -17,9 +17,6 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, R
 from sluicegate.config import FeaturesConfig
 from sluicegate.errors import DataValidationError
 
-DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour")
-
-
 class DatetimeParts(TransformerMixin, BaseEstimator):
     """Expands datetime columns into numeric parts (year, month, ...)."""
 

@@ -31,6 +31,12 @@ class GateDecision:
     checks: tuple[GateCheck, ...]
     champion_version: str | None
     summary: str
+    unchanged: bool = False  # the candidate is the champion itself: nothing was decided
+
+    @property
+    def verdict(self) -> str:
+        """`promoted`, `unchanged` or `rejected`."""
+        return "promoted" if self.promote else "unchanged" if self.unchanged else "rejected"
 
     def to_dict(self) -> dict:
         return {
@@ -50,7 +56,7 @@ class GateDecision:
             f"| {_fmt(c.delta)} | {'pass' if c.passed else '**FAIL**'} | {c.reason} |\n"
             for c in self.checks
         )
-        verdict = "PROMOTED" if self.promote else "REJECTED"
+        verdict = self.verdict.upper()
         return f"## Gate decision: {verdict}\n\n{self.summary}\n\n{head}{rows}"
 
 
@@ -156,4 +162,15 @@ def same_model_decision(version: str) -> GateDecision:
     """The candidate IS the champion (an unchanged, cached re-run): nothing to promote."""
     check = GateCheck("champion", "-", None, None, None, None, False,
                       f"the candidate is the current champion v{version} (unchanged data, config and code)")
-    return GateDecision(False, (check,), version, f"Nothing new: the candidate is champion v{version}.")
+    return GateDecision(False, (check,), version, f"Unchanged: the candidate is champion v{version}; nothing to promote.",
+                        unchanged=True)
+
+
+def decide_outcome(decision: GateDecision, candidate_version: str, champion_version: str | None) -> str:
+    """The run's outcome: `promoted` on a passing decision, `unchanged` when the candidate is
+    the champion itself (a re-run of the same data, config and code), else `rejected`."""
+    if decision.promote:
+        return "promoted"
+    if decision.unchanged or (champion_version is not None and champion_version == candidate_version):
+        return "unchanged"
+    return "rejected"

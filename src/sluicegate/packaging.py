@@ -272,22 +272,6 @@ def package_model(tracker: Tracker, project: str, version: str | None, packaging
     return build_bento(inputs, packaging, deploy, task, settings)
 
 
-def get_bento(tag: str, settings: Settings) -> BentoResult:
-    """A Bento already in the store, by tag.
-
-    Raises:
-        DeployError: no such Bento.
-    """
-    bentoml = _bentoml(settings)
-    try:
-        bento = bentoml.bentos.get(tag)
-    except bentoml.exceptions.NotFound:
-        raise DeployError(f"no bento {tag} in {settings.bentoml_home}; package it first") from None
-    config = json.loads((Path(bento.path) / "src" / CONFIG_FILE).read_text())
-    return BentoResult(config["project"], str(config["version"]), str(bento.tag), config["model_tag"],
-                       str(bento.path), config["model_sha256"], config["task"], True)
-
-
 def verify_model_artifact(bento: BentoResult, settings: Settings) -> Path:
     """Check the packaged model file against the checksum recorded at build time.
 

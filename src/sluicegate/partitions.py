@@ -45,7 +45,7 @@ def parts_dir(output_path: str | Path) -> Path:
     return out.parent / f".{out.name}.parts"
 
 
-def split_table(input_path: str, partitions: int, work_dir: str | Path) -> PartitionPlan:
+def split_partitions(input_path: str, partitions: int, work_dir: str | Path) -> PartitionPlan:
     """Cut a CSV or Parquet file into `partitions` contiguous Parquet parts.
 
     Args:
@@ -84,7 +84,7 @@ def load_version(tracker: Any, model_uri: str) -> Any:
     return _MODELS[key]
 
 
-def score_part(tracker: Any, project: str, version: str, index: int, part_path: str, fingerprint: str) -> PartResult:
+def score_partition(tracker: Any, project: str, version: str, index: int, part_path: str, fingerprint: str) -> PartResult:
     """Score one part with a pinned model version and write `<part>.scored.parquet`.
 
     The version is resolved once by the caller (from `champion`), so every part is scored
@@ -103,7 +103,7 @@ def score_part(tracker: Any, project: str, version: str, index: int, part_path: 
     return PartResult(index, str(out), len(scored))
 
 
-def merge_parts(results: list[PartResult], output_path: str) -> Path:
+def merge_partitions(results: list[PartResult], output_path: str) -> Path:
     """Concatenate scored parts in their original order and write the output (.csv or .parquet)."""
     ordered = sorted(results, key=lambda r: r.index)
     frame = pd.concat([pd.read_parquet(r.path) for r in ordered], ignore_index=True)
@@ -115,7 +115,7 @@ def merge_parts(results: list[PartResult], output_path: str) -> Path:
     return path
 
 
-def champion_version(tracker: Any, project: str) -> str:
+def pin_champion(tracker: Any, project: str) -> str:
     """The champion's version number, pinned for a whole partitioned job.
 
     Raises:

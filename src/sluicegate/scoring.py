@@ -102,7 +102,7 @@ def score_frame(model: Any, frame: pd.DataFrame, version: str, fingerprint: str,
     return out
 
 
-def score_table(tracker: Any, project: str, input_path: str, output_path: str, version: str | None = None) -> ScoreResult:
+def score_batch(tracker: Any, project: str, input_path: str, output_path: str, version: str | None = None) -> ScoreResult:
     """Score a file with the champion (or a given version) and write the result.
 
     Raises:

@@ -40,10 +40,6 @@ class Settings:
     def runs_dir(self) -> Path:
         return self.home / "runs"
 
-    @property
-    def uses_local_mlflow(self) -> bool:
-        return self.tracking_uri.startswith("sqlite:")
-
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: the process environment); nothing is created here."""

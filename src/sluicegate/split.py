@@ -67,7 +67,7 @@ def split_frame(
     return train, valid, test
 
 
-def split_dataset(
+def split_data(
     snapshot_path: str, spec: SplitConfig, method: str, target: str, seed: int, out_dir: Path,
     time_column: str | None = None,
 ) -> SplitResult:
@@ -81,8 +81,4 @@ def split_dataset(
         part.to_parquet(p, index=False)
         paths.append(str(p))
     return SplitResult(*paths, rows=(len(train), len(valid), len(test)), method=method)
-
-
-def class_counts(y: pd.Series) -> dict:
-    return {str(k): int(v) for k, v in y.value_counts().items()}
 

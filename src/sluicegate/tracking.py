@@ -54,6 +54,38 @@ def library_versions(names: tuple[str, ...] = MODEL_PACKAGES) -> dict[str, str]:
     return out
 
 
+def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_snapshot: str, config_hash: str,
+             config_path: str, root: Path, selected_candidate: str | None = None) -> dict[str, str]:
+    """The `sluice.*` tags of a training run: what it trained on, with which config, code and libraries.
+
+    Args:
+        project: project name.
+        task: classification or regression.
+        target: target column (serving and packaging read it back).
+        data_fingerprint: content hash of the data snapshot.
+        data_snapshot: path of the snapshot (the drift check's reference).
+        config_hash: hash of the validated config.
+        config_path: the project YAML.
+        root: the project checkout (for the git SHA).
+        selected_candidate: the candidate model selection chose, when there was a choice.
+
+    Returns:
+        Tag name to value.
+    """
+    return {
+        "sluice.project": project,
+        "sluice.task": task,
+        "sluice.target": target,
+        "sluice.data_fingerprint": data_fingerprint,
+        "sluice.data_snapshot": data_snapshot,
+        "sluice.config_hash": config_hash,
+        "sluice.config_path": config_path,
+        "sluice.git_sha": git_sha(root),
+        **{f"sluice.lib.{k}": v for k, v in library_versions().items()},
+        **({"sluice.selected_candidate": selected_candidate} if selected_candidate else {}),
+    }
+
+
 def uses_torch(model: Any) -> bool:
     """Whether a fitted pipeline holds a PyTorch estimator (its environment then needs torch)."""
     steps = getattr(model, "steps", None) or [(None, model)]
@@ -217,7 +249,7 @@ class Tracker:
             return None
         return self.version(project, runs[0].data.tags["sluice.version"])
 
-    def log_candidate(
+    def register_candidate(
         self,
         project: str,
         model: Any,
@@ -402,6 +434,17 @@ class Tracker:
     def versions(self, project: str) -> list[ModelRecord]:
         mvs = self._search_versions(project)
         return sorted((self.version(project, m.version) for m in mvs), key=lambda r: int(r.version))
+
+    def projects(self) -> list[str]:
+        """The registered models, one per project that has registered a version."""
+        names: list[str] = []
+        token = None
+        while True:
+            page = self.client.search_registered_models(max_results=1000, page_token=token)
+            names += [m.name for m in page]
+            token = page.token
+            if not token:
+                return sorted(names)
 
     def status(self, project: str) -> dict[str, Any]:
         """Champion, its metrics and data fingerprint, and the latest verdict, as plain JSON."""

@@ -309,7 +309,7 @@ def _build_data_docs(context: Any, batch_def: Any, suite: Any, frame: pd.DataFra
 
 
 # ---------------------------------------------------------------- the step
-def validate_dataset(
+def validate_data(
     frame: pd.DataFrame,
     spec: ValidationConfig,
     target: str,

@@ -73,7 +73,7 @@ def loop(tmp_path_factory, prefect_harness):
     from flows.training import training_pipeline
 
     for path in configs.values():  # champions, trained in-process under the session harness
-        assert training_pipeline(str(path), None, "setup")["outcome"] == "promoted"
+        assert training_pipeline(str(path), None, "setup").outcome == "promoted"
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"

@@ -113,7 +113,7 @@ def test_training_reuses_the_finished_study_and_partitioned_scoring_matches_sing
 
     (study,) = tuned["result"]["studies"]
     trained = training_pipeline(str(tuned["path"]), None, "after distributed tuning")
-    assert trained["outcome"] == "promoted", trained["summary"]
+    assert trained.outcome == "promoted", trained.summary
     assert _study_trials(study["study_name"]) == study["trials"]  # no new trials: the budget was spent
 
     rows = churn_frame(1000, seed=11).drop(columns=["churned"])
@@ -123,7 +123,7 @@ def test_training_reuses_the_finished_study_and_partitioned_scoring_matches_sing
     single = scoring_pipeline("churn", str(src), str(tmp_path / "scored-single.parquet"))
 
     assert parted["partitions"] == 3 and parted["rows"] == 1000
-    assert parted["model_version"] == str(trained["version"])
+    assert parted["model_version"] == str(trained.version)
     assert parted["input_fingerprint"] == single["input_fingerprint"]
     a = pd.read_parquet(parted["output_path"])
     b = pd.read_parquet(single["output_path"])

@@ -21,7 +21,7 @@ def monitored(tmp_path_factory, prefect_harness):
     path = write_project(root, churn_frame(1000, seed=3), cfg)
     from flows.training import training_pipeline
 
-    assert training_pipeline(str(path), None, "setup")["outcome"] == "promoted"
+    assert training_pipeline(str(path), None, "setup").outcome == "promoted"
     yield root, path
     if old is None:
         os.environ.pop("SLUICE_HOME", None)

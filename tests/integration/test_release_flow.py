@@ -37,7 +37,7 @@ def test_failed_deploy_after_promotion_restores_previous_champion(project):
     # a weak first champion: the strongest signals are dropped
     first = training_pipeline(str(path), ["features.drop=[tenure,support_calls]",
                                           "features.numeric.columns=[monthly_charges]"], "test")
-    assert first["outcome"] == "promoted" and "deployment" not in first
+    assert first.outcome == "promoted" and first.deployment is None
     with socket.socket() as other:  # the configured port is taken: the deploy must fail after packaging
         other.bind(("127.0.0.1", 0))
         other.listen()
@@ -47,7 +47,7 @@ def test_failed_deploy_after_promotion_restores_previous_champion(project):
     with pytest.raises(DeployError, match="in use"):
         state.result()
     tracker = Tracker(load_settings())
-    assert tracker.champion("churn").version == str(first["version"])
+    assert tracker.champion("churn").version == str(first.version)
     assert len(tracker.versions("churn")) == 2  # the better candidate was registered, promoted, then rolled back
 
 

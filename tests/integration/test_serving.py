@@ -64,7 +64,7 @@ class Registry:
         model = _fit(self.frame, c)
         tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": self.snapshot,
                 "sluice.data_fingerprint": "fp-test", "sluice.git_sha": "test", "sluice.config_path": self.config_path}
-        rec = self.tracker.log_candidate("churn", model, self.frame[FEATURES].head(3), {"C": c},
+        rec = self.tracker.register_candidate("churn", model, self.frame[FEATURES].head(3), {"C": c},
                                          {"test_roc_auc": 0.7}, tags)
         self.models[rec.version] = model
         return rec.version
@@ -357,11 +357,11 @@ def test_port_taken_by_another_process_is_a_clear_error(registry, served):
 
 
 def test_batch_scoring_adds_prediction_version_and_fingerprint(registry, served, tmp_path):
-    from sluicegate.scoring import score_table
+    from sluicegate.scoring import score_batch
 
     src = tmp_path / "in.csv"
     registry.frame.head(50).to_csv(src, index=False)
-    result = score_table(registry.tracker, "churn", str(src), str(tmp_path / "out.parquet"))
+    result = score_batch(registry.tracker, "churn", str(src), str(tmp_path / "out.parquet"))
     out = pd.read_parquet(result.output_path)
     assert len(out) == 50 and {"prediction", "proba_0", "proba_1", "model_version", "input_fingerprint"} <= set(out.columns)
     assert set(out["model_version"]) == {registry.champion()}

@@ -12,7 +12,7 @@ from sluicegate.cli import main
 from sluicegate.errors import PromotionConflictError
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-from tests.helpers import churn_config, churn_frame, write_project
+from tests.helpers import churn_config, churn_frame, flow_run_artifact, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -55,16 +55,21 @@ def _run(path, *overrides):
     return state.result(), _task_states(state.state_details.flow_run_id)
 
 
+def _run_with_id(path):
+    state = _flow()(str(path), None, "test", return_state=True)
+    return state.result(), _task_states(state.state_details.flow_run_id), state.state_details.flow_run_id
+
+
 def test_first_run_promotes_and_status_reports_it(project, capsys):
     result, states = _run(project)
-    assert result["outcome"] == "promoted" and result["champion"] == 1
-    assert result["metrics"]["roc_auc"] > 0.6
+    assert result.outcome == "promoted" and result.champion == 1
+    assert result.metrics["roc_auc"] > 0.6
     assert states["promote-model"] == "Completed"
     assert main(["status", "churn", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["champion"] == 1
-    assert status["metrics"]["test_roc_auc"] == pytest.approx(result["metrics"]["roc_auc"])
-    assert status["data_fingerprint"] == result["data_fingerprint"]
+    assert status["metrics"]["test_roc_auc"] == pytest.approx(result.metrics["roc_auc"])
+    assert status["data_fingerprint"] == result.data_fingerprint
     assert status["last_verdict"]["verdict"] == "promoted"
     assert {c["gate"] for c in status["last_verdict"]["checks"]} >= {"threshold", "champion"}
     version = _tracker().champion("churn")
@@ -74,13 +79,19 @@ def test_first_run_promotes_and_status_reports_it(project, capsys):
 
 
 def test_unchanged_rerun_is_served_from_cache_and_promotes_nothing(project):
-    result, states = _run(project)
-    assert result["outcome"] == "unchanged" and result["champion"] == 1 and result["version"] == 1
+    result, states, run_id = _run_with_id(project)
+    assert result.outcome == "unchanged" and result.champion == 1 and result.version == 1
     for name in ("ingest-data", "validate-data", "split-data", "build-features", "train-model"):
         assert states[name] == "Cached", (name, states)
     assert "promote-model" not in states
     assert len(_tracker().versions("churn")) == 1
     assert _tracker().champion("churn").tags["sluice.verdict"] == "promoted"  # its verdict is not overwritten
+    # it says unchanged everywhere, never "rejected"
+    gate = flow_run_artifact("churn-gate-decision", run_id).data
+    summary = flow_run_artifact("churn-training-summary", run_id).data
+    assert "Gate decision: UNCHANGED" in gate and "REJECTED" not in gate, gate
+    assert "unchanged" in summary and "reject" not in summary.lower(), summary
+    assert "unchanged" in result.summary.lower()
 
 
 def test_worse_candidate_is_not_promoted_and_says_why(project, capsys):
@@ -104,8 +115,8 @@ def test_changed_file_is_never_served_from_cache(project):
     frame.to_csv(data, index=False)
     result, states = _run(project)
     assert states["ingest-data"] == "Completed" and states["train-model"] == "Completed"
-    assert result["data_fingerprint"] != _tracker().version("churn", "1").tags["sluice.data_fingerprint"]
-    assert result["outcome"] in ("promoted", "rejected")
+    assert result.data_fingerprint != _tracker().version("churn", "1").tags["sluice.data_fingerprint"]
+    assert result.outcome in ("promoted", "rejected")
 
 
 def test_promotion_is_compare_and_set(project):
@@ -183,5 +194,5 @@ def test_bundled_regression_demo_runs(repo_root, tmp_path, monkeypatch, prefect_
     monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "home"))
     state = _flow()(str(repo_root / "configs" / "diabetes.yaml"), ["deploy.enabled=false"], "test", return_state=True)
     result = state.result()
-    assert result["outcome"] == "promoted", result
-    assert result["metrics"]["rmse"] < 65 and result["metrics"]["r2"] > 0.3
+    assert result.outcome == "promoted", result
+    assert result.metrics["rmse"] < 65 and result.metrics["r2"] > 0.3

@@ -7,7 +7,7 @@ import pytest
 
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-from tests.helpers import churn_config, churn_frame, write_project
+from tests.helpers import churn_config, churn_frame, flow_run_artifact, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +38,6 @@ def _task_states(flow_run_id) -> dict[str, str]:
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
 
 
-def _artifact(key: str, flow_run_id):
-    """The artifact this run made (other tests in the session make artifacts with the same key)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    return found[-1] if found else None
-
-
 def test_tuned_candidates_are_compared_and_the_best_goes_through_the_gates(tmp_path, sluice_home, prefect_harness):
     from flows.training import training_pipeline
 
@@ -57,17 +46,17 @@ def test_tuned_candidates_are_compared_and_the_best_goes_through_the_gates(tmp_p
     result = state.result()
     states = _task_states(state.state_details.flow_run_id)
 
-    assert states["tune-model"] == "Completed"
-    assert result["outcome"] == "promoted", result["summary"]
-    assert result["selected_candidate"] in {"xgboost", "torch"}
+    assert states["select-model"] == "Completed"
+    assert result.outcome == "promoted", result.summary
+    assert result.selected_candidate in {"xgboost", "torch"}
     tracker = Tracker(load_settings())
     champion = tracker.champion("churn")
-    assert champion is not None and champion.version == str(result["version"])
-    assert champion.tags["sluice.selected_candidate"] == result["selected_candidate"]
+    assert champion is not None and champion.version == str(result.version)
+    assert champion.tags["sluice.selected_candidate"] == result.selected_candidate
 
-    table = _artifact("churn-model-selection", state.state_details.flow_run_id).data
+    table = flow_run_artifact("churn-model-selection", state.state_details.flow_run_id).data
     assert "| xgboost | xgboost | yes | " in table and "| torch | torch | yes | " in table
-    assert f"| {result['selected_candidate']} |" in table and "**yes**" in table
+    assert f"| {result.selected_candidate} |" in table and "**yes**" in table
 
     # every trial is in the shared Optuna storage and logged as a nested MLflow run
     studies = {s.study_name: s for s in optuna.get_all_study_summaries(load_settings().optuna_storage)}
@@ -78,9 +67,9 @@ def test_tuned_candidates_are_compared_and_the_best_goes_through_the_gates(tmp_p
     trials = tracker.client.search_runs([exp.experiment_id], "tags.`sluice.trial` != ''")
     assert len(trials) == 9
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {r.info.run_id for r in parents}
-    assert _artifact("churn-tuning-xgboost-history", state.state_details.flow_run_id) is not None
+    assert flow_run_artifact("churn-tuning-xgboost-history", state.state_details.flow_run_id) is not None
 
     # the same inputs again: the tuning is cached and the registered candidate reused
     again = training_pipeline(str(path), None, "test", return_state=True)
-    assert _task_states(again.state_details.flow_run_id)["tune-model"] == "Cached"
-    assert again.result()["version"] == result["version"]
+    assert _task_states(again.state_details.flow_run_id)["select-model"] == "Cached"
+    assert again.result().version == result.version

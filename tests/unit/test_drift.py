@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sluicegate.config import MonitoringConfig, load_config
-from sluicegate.drift import check_drift, update_drift_state
+from sluicegate.drift import check_drift, record_drift
 from sluicegate.notify import send_webhook
 from tests.helpers import churn_frame
 
@@ -53,17 +53,17 @@ def test_too_few_rows_gives_no_verdict():
 
 def test_hysteresis_drift_drift_clean_drift_never_alerts(tmp_path):
     state = tmp_path / "state.json"
-    signals = [update_drift_state(state, d, True, 3, 0, now=i) for i, d in enumerate([True, True, False, True])]
+    signals = [record_drift(state, d, True, 3, 0, now=i) for i, d in enumerate([True, True, False, True])]
     assert not any(s.alert for s in signals)
     assert [s.consecutive for s in signals] == [1, 2, 0, 1]
 
 
 def test_hysteresis_alerts_after_k_and_respects_cooldown(tmp_path):
     state = tmp_path / "state.json"
-    got = [update_drift_state(state, True, True, 2, cooldown_s=100, now=t).alert for t in (0, 1, 2, 3, 200, 201)]
+    got = [record_drift(state, True, True, 2, cooldown_s=100, now=t).alert for t in (0, 1, 2, 3, 200, 201)]
     # alert at the 2nd check; the 4th reaches K again but is inside the cooldown; after it, alert again
     assert got == [False, True, False, False, True, False]
-    skipped = update_drift_state(state, True, False, 2, 0, now=300)
+    skipped = record_drift(state, True, False, 2, 0, now=300)
     assert not skipped.alert and "not counted" in skipped.reason
 
 

@@ -23,9 +23,9 @@ def test_trackers_for_two_homes_stay_apart(tmp_path, monkeypatch):
     one = Tracker(load_settings())
     monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "two"))
     two = Tracker(load_settings())
-    assert one.log_candidate("p", model, X.head(2), {}, {"test_r2": 1.0}, {}).version == "1"
-    assert two.log_candidate("p", model, X.head(2), {}, {"test_r2": 1.0}, {}).version == "1"
-    assert one.log_candidate("p", model, X.head(2), {}, {"test_r2": 1.0}, {}).version == "2"
+    assert one.register_candidate("p", model, X.head(2), {}, {"test_r2": 1.0}, {}).version == "1"
+    assert two.register_candidate("p", model, X.head(2), {}, {"test_r2": 1.0}, {}).version == "1"
+    assert one.register_candidate("p", model, X.head(2), {}, {"test_r2": 1.0}, {}).version == "2"
     assert len(two.versions("p")) == 1 and len(one.versions("p")) == 2
 
 
@@ -34,10 +34,10 @@ def test_aliases_compare_and_set_and_status(tmp_path, monkeypatch):
     tr = Tracker(load_settings())
     assert tr.status("p")["champion"] is None and tr.champion("p") is None
     model, X = _model()
-    v1 = tr.log_candidate("p", model, X.head(2), {"alpha": 1}, {"test_r2": 0.9}, {"sluice.data_fingerprint": "abc"})
+    v1 = tr.register_candidate("p", model, X.head(2), {"alpha": 1}, {"test_r2": 0.9}, {"sluice.data_fingerprint": "abc"})
     assert tr.alias("p", "challenger").version == "1"
     tr.promote("p", v1.version, expected_champion=None)
-    v2 = tr.log_candidate("p", model, X.head(2), {}, {"test_r2": 0.95}, {})
+    v2 = tr.register_candidate("p", model, X.head(2), {}, {"test_r2": 0.95}, {})
     with pytest.raises(PromotionConflictError):
         tr.promote("p", v2.version, expected_champion=None)  # someone promoted v1 meanwhile
     tr.promote("p", v2.version, expected_champion="1")

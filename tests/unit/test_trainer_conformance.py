@@ -93,7 +93,7 @@ class TestTrainerConformance:
         fs, test, _ = prepared[1][task]
         model = load_model_file(train_model(fs, spec_for(kind, task), task, 5, tmp_path / "m").model_path)
         project = f"conf-{kind}-{task}"
-        record = tracker.log_candidate(project, model, test.head(5), {"model.kind": kind}, {"m": 1.0},
+        record = tracker.register_candidate(project, model, test.head(5), {"model.kind": kind}, {"m": 1.0},
                                        {"sluice.project": project})
         loaded = tracker.load_model(record.model_uri)
         out = "predict_proba" if task == "classification" else "predict"

@@ -337,7 +337,15 @@ def feedback_import(
     from sluicegate.errors import DataValidationError
     from sluicegate.serving.feedback import STATUSES, import_feedback
 
-    name = resolve(project)[0]
+    from sluicegate.serving.predlog import log_path
+    from sluicegate.settings import load_settings
+
+    try:
+        name = resolve(project)[0]
+    except ConfigError:
+        if not log_path(load_settings().home, project).exists():
+            raise
+        name = project  # a project known only by its prediction log (served from the registry)
     result = import_feedback(name, file, late_after_days=late_days)
     counts = result.counts
     if as_json:

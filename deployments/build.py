@@ -18,8 +18,9 @@ if str(ROOT) not in sys.path:
 
 from sluicegate import projects  # noqa: E402
 from sluicegate.config import ProjectConfig, load_config  # noqa: E402
+from sluicegate.events import DRIFT_DETECTED, resource_id  # noqa: E402
 
-EVENT = "sluicegate.drift.detected"
+EVENT = DRIFT_DETECTED
 
 
 def project_configs(paths: list[str] | None = None) -> list[Path]:
@@ -44,7 +45,7 @@ def specs(cfg: ProjectConfig, config_path: str) -> list[dict]:
          "cron": cfg.monitoring.schedule, "description": f"Scheduled drift check of {p}'s champion."},
         {"flow": "retraining", "name": f"{p}-retraining", "parameters": {"project": config_path},
          "cron": None, "description": f"Retrain {p} when drift is detected (debounced, one at a time).",
-         "trigger": {"expect": [EVENT], "match": {"prefect.resource.id": f"sluicegate.project.{p}"},
+         "trigger": {"expect": [EVENT], "match": {"prefect.resource.id": resource_id(p)},
                      "parameters": {"project": config_path, "reason": "{{ event.payload.reason }}"}},
          "concurrency_limit": 1, "collision_strategy": "CANCEL_NEW"},
     ]

@@ -10,6 +10,7 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 
 from prefect import flow
 
+from sluicegate import events
 from sluicegate.config import load_config
 from sluicegate.projects import resolve_project
 from tasks.events import emit
@@ -47,8 +48,8 @@ def drift_check(project: str, current_path: str | None = None) -> dict:
         "champion_version": windows.champion_version, "sufficient": report.sufficient,
         "performance": report.performance, "consecutive": signal.consecutive,
     }
-    emit(cfg.project, "drift.checked", {**payload, "drifted": report.drifted})
+    emit(cfg.project, events.DRIFT_CHECKED, events.drift_payload(cfg.project, {**payload, "drifted": report.drifted}))
     if signal.alert:
-        text = f"{cfg.project}: drift detected ({report.reason}); {signal.reason}"
-        emit(cfg.project, "drift.detected", {**payload, "reason": f"drift: {report.reason}", "text": text}, cfg.notifications)
+        emit(cfg.project, events.DRIFT_DETECTED, events.drift_payload(cfg.project, payload, report.reason, signal.reason),
+             cfg.notifications)
     return {"project": cfg.project, "drifted": report.drifted, "alert": signal.alert, "signal": signal.reason, **payload}

@@ -1,4 +1,4 @@
-"""The gated training pipeline: ingest, validate, split, features, train, evaluate, gates, register."""
+"""The gated training pipeline: ingest, validate, split, features, train, evaluate, gates, register, release."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.transactions import transaction
 
 from sluicegate.config import ProjectConfig, config_hash, load_config, resolve_path
+from sluicegate import events
 from sluicegate.data import DatasetRef
 from sluicegate.features import FeatureSet
 from sluicegate.split import SplitResult
@@ -22,12 +22,11 @@ from sluicegate.tracking import run_tags
 from sluicegate.training import TrainingOutcome, candidate_key, training_outcome
 from sluicegate.validation import ValidationReport
 from tasks._common import artifact_key
-from tasks.deploy import deploy_model
+from tasks.deploy import release_model
 from tasks.evaluate import evaluate_model, score_champion
 from tasks.events import emit
 from tasks.features import build_features
 from tasks.ingest import ingest_data
-from tasks.package import package_champion
 from tasks.register import decide_promotion, promote_model, register_candidate
 from tasks.split import split_data
 from tasks.train import train_model
@@ -58,8 +57,10 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     Reads and snapshots the data, validates it (errors stop the run before training),
     builds features, trains, scores the candidate and the current champion on the same
     holdout, registers the candidate in MLflow as `challenger`, and moves `champion` only
-    when every gate passes. A rejected candidate is a normal outcome: the run completes,
-    explains why, and the champion stays.
+    when every gate passes. With `deploy.enabled`, a passing candidate is first deployed
+    and canaried; it becomes champion and takes the traffic only if that succeeds, and a
+    failed deploy fails the run with the old champion still serving. A rejected candidate
+    is a normal outcome: the run completes, explains why, and the champion stays.
 
     Args:
         config_path: the project YAML, e.g. `configs/churn.yaml`.
@@ -89,31 +90,24 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     decision = decide_promotion(record, report, champion, cfg.gates, project)
 
     outcome = decide_outcome(decision, record.version, champion.version)
-    if outcome == "promoted":
+    deployment = None
+    if outcome == "promoted" and cfg.deploy.enabled:
+        # the release blesses the candidate only after its canary passed; on failure nothing moved
+        out_dir = str(resolve_path(cfg, cfg.deploy.output_dir)) if cfg.deploy.output_dir else None
+        deployment = release_model(project, record.version, cfg.packaging, cfg.deploy, cfg.task,
+                                   decision.champion_version, cfg.notifications, out_dir).message
+    elif outcome == "promoted":
         promote_model(record, decision)
     summary = training_outcome(project, outcome, record.version, champion.version, cfg.gates.primary_metric,
                                report.test, decision.summary, dataset.fingerprint, selected)
+    if deployment is not None:
+        summary = replace(summary, deployment=deployment)
     create_markdown_artifact(
         f"## {project}: {outcome}\n\nversion {record.version}, champion {summary.champion}\n\n{decision.summary}",
         key=artifact_key(project, "training-summary"), description=f"{project} training outcome")
     logger.info("%s: %s (v%s) - %s", project, outcome.upper(), record.version, decision.summary)
     if outcome in ("promoted", "rejected"):
-        emit(project, f"model.{outcome}", {"version": record.version, "champion": summary.champion,
-                                           "reason": reason or "manual", "text": f"{project} v{record.version} {outcome}: {decision.summary}",
-                                           "metrics": report.test}, cfg.notifications)
-    if outcome == "promoted" and cfg.deploy.enabled:
-        # one transaction: a failed deploy rolls back, and the package task's hook restores the champion
-        try:
-            with transaction() as txn:
-                txn.set("project", project)
-                txn.set("previous_champion", champion.version)
-                bento = package_champion(project, record.version, cfg.packaging, cfg.deploy, cfg.task)
-                out_dir = str(resolve_path(cfg, cfg.deploy.output_dir)) if cfg.deploy.output_dir else None
-                deployment = deploy_model(bento, cfg.deploy, cfg.packaging, out_dir).message
-        except Exception as exc:
-            emit(project, "deploy.failed", {"version": record.version, "champion": champion.version, "error": str(exc)[:500],
-                                            "text": f"{project}: deploy of v{record.version} failed, v{champion.version} keeps serving: {exc}"},
-                 cfg.notifications)
-            raise
-        summary = replace(summary, deployment=deployment)
+        name = events.MODEL_PROMOTED if outcome == "promoted" else events.MODEL_REJECTED
+        emit(project, name, events.gate_payload(project, outcome, record.version, summary.champion, reason,
+                                                decision.summary, report.test), cfg.notifications)
     return summary

@@ -1,4 +1,4 @@
-"""Task: deploy a Bento to the configured target (local canary + switch, docker, kubernetes)."""
+"""Task: release a version (package, canary, then bless and switch) with the same core the CLI calls."""
 
 from __future__ import annotations
 
@@ -7,19 +7,22 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from sluicegate.config import DeployConfig, PackagingConfig
-from sluicegate.deploy import DeployResult, deploy_bento
-from sluicegate.packaging import BentoResult
-from tasks._common import artifact_key, settings
+from sluicegate.config import DeployConfig, NotificationsConfig, PackagingConfig
+from sluicegate.deploy.release import Promotion, release_version
+from sluicegate.deploy.staged import DeployResult
+from tasks._common import artifact_key, settings, tracker
+from tasks.events import prefect_emitter
 
 
-@task(name="deploy-model", retries=0)  # a failed canary is a verdict, not a hiccup: never retried
-def deploy_model(bento: BentoResult, deploy: DeployConfig, packaging: PackagingConfig,
-                 out_dir: str | None = None) -> DeployResult:
-    """Deploy; on failure whatever was serving keeps serving and the error fails the transaction."""
-    result = deploy_bento(bento, deploy, packaging, settings(), Path(out_dir) if out_dir else None)
-    create_markdown_artifact(f"## {bento.project}: deployed v{bento.version} ({deploy.target})\n\n{result.message}",
-                             key=artifact_key(bento.project, "deployment"),
-                             description=f"{bento.project} deployment")
+@task(name="release-model", retries=0)  # a failed canary is a verdict, not a hiccup: never retried
+def release_model(project: str, version: str, packaging: PackagingConfig, deploy: DeployConfig, task_type: str,
+                  expected_champion: str | None, notifications: NotificationsConfig | None = None,
+                  out_dir: str | None = None) -> DeployResult:
+    """Deploy `version` and make it champion only after its canary passed; on failure nothing moves."""
+    result = release_version(tracker(), project, version, packaging, deploy, task_type, settings(),
+                             Path(out_dir) if out_dir else None, promotion=Promotion(expected_champion),
+                             events=prefect_emitter(notifications))
+    create_markdown_artifact(f"## {project}: deployed v{version} ({deploy.target})\n\n{result.message}",
+                             key=artifact_key(project, "deployment"), description=f"{project} deployment")
     print(result.message)
     return result

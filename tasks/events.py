@@ -1,4 +1,4 @@
-"""Tasks: Prefect events for the closed loop, and the notifications that go with them."""
+"""Tasks: Prefect events for the closed loop, and the notifications that go with them (see `sluicegate.events`)."""
 
 from __future__ import annotations
 
@@ -7,45 +7,30 @@ from typing import Any
 from prefect import task
 
 from sluicegate.config import NotificationsConfig
-from sluicegate.notify import send_webhook
-from tasks._common import resolve_secret
-
-EVENT_PREFIX = "sluicegate"
-# event name -> the notifications.events key that selects it
-NOTIFY_KEYS = {
-    "drift.detected": "drift", "model.rejected": "rejected", "deploy.failed": "deploy_failed",
-    "model.rolled_back": "rolled_back", "model.promoted": "promoted",
-}
+from sluicegate.events import Emitter
+from tasks._common import load_prefect_secret
 
 
-def resource_id(project: str) -> str:
-    return f"{EVENT_PREFIX}.project.{project}"
+def send_event(name: str, resource: dict[str, str], payload: dict[str, Any]) -> Any:
+    """Prefect's `emit_event`, in the shape `sluicegate.events.Emitter` calls."""
+    from prefect.events import emit_event
+
+    return emit_event(name, resource=resource, payload=payload)
+
+
+def notify_block(block: str, subject: str, body: str) -> None:
+    """Send through a Prefect notification block (Slack, e-mail, ...) by name."""
+    from prefect.blocks.core import Block
+
+    Block.load(block).notify(body=body, subject=subject)
+
+
+def prefect_emitter(notifications: NotificationsConfig | None = None) -> Emitter:
+    """The one emitter flows and tasks use: a Prefect event, then the configured notifications."""
+    return Emitter(send_event, notifications, notify_block, load_prefect_secret)
 
 
 @task(name="emit-event")
 def emit(project: str, name: str, payload: dict[str, Any], notifications: NotificationsConfig | None = None) -> str | None:
-    """Emit `sluicegate.<name>` for the project's resource and notify when configured."""
-    from prefect.events import emit_event
-
-    event = emit_event(
-        f"{EVENT_PREFIX}.{name}",
-        resource={"prefect.resource.id": resource_id(project), "prefect.resource.name": project},
-        payload=payload,
-    )
-    if notifications is not None and NOTIFY_KEYS.get(name) in notifications.events:
-        notify(project, f"{EVENT_PREFIX}.{name}", payload, notifications)
-    return str(event.id) if event else None
-
-
-def notify(project: str, event: str, payload: dict[str, Any], spec: NotificationsConfig) -> None:
-    if spec.webhook_url is not None:
-        url = resolve_secret(spec.webhook_url, "notifications.webhook_url")
-        result = send_webhook(url, event, project, payload, spec.timeout_s)
-        print(f"notification {event} -> webhook: {'sent' if result.sent else 'FAILED ' + str(result.error)}")
-    if spec.prefect_block:
-        from prefect.blocks.core import Block
-
-        try:
-            Block.load(spec.prefect_block).notify(body=payload.get("text") or f"{project}: {event}", subject=event)
-        except Exception as exc:  # a notification never fails the run
-            print(f"notification {event} -> block {spec.prefect_block}: FAILED {exc}")
+    """Emit `name` (a `sluicegate.events` constant) for the project's resource and notify when configured."""
+    return prefect_emitter(notifications).emit(project, name, payload)

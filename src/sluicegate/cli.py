@@ -157,7 +157,7 @@ def status(
 
 # ---------------------------------------------------------------- serving: deploy, rollback, serve, predict
 def _release_context(project: str, target: Optional[str] = None, port: Optional[int] = None):
-    """(name, packaging, deploy, task, out_dir, settings, tracker) from a project name or YAML.
+    """(name, packaging, deploy, task, out_dir, settings, tracker, notifications) from a project name or YAML.
 
     A name uses the YAML under configs/ declaring it; a name only the registry knows, defaults.
     """
@@ -183,7 +183,32 @@ def _release_context(project: str, target: Optional[str] = None, port: Optional[
     tracker = Tracker(settings)
     champ = tracker.champion(name)
     task = cfg.task if cfg else (champ.tags.get("sluice.task", "classification") if champ else "classification")
-    return name, packaging, deploy, task, out_dir, settings, tracker
+    return name, packaging, deploy, task, out_dir, settings, tracker, (cfg.notifications if cfg else None)
+
+
+def _emitter(notifications: Any) -> Any:
+    """The CLI's events: to Prefect when an API is configured (a temporary one would start only to be
+    thrown away with this command), and the project's notifications either way."""
+    from sluicegate.events import Emitter
+
+    def send(name: str, resource: dict[str, str], payload: dict[str, Any]) -> Any:
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            return None
+        from prefect.events import emit_event
+        from prefect.events.worker import EventsWorker
+
+        event = emit_event(name, resource=resource, payload=payload)
+        EventsWorker.drain_all()  # the command exits right after; events are sent in the background
+        return event
+
+    def notify_block(block: str, subject: str, body: str) -> None:
+        from prefect.blocks.core import Block
+
+        Block.load(block).notify(body=body, subject=subject)
+
+    return Emitter(send, notifications, notify_block)
 
 
 @app.command()
@@ -194,17 +219,18 @@ def deploy(
     port: Optional[int] = typer.Option(None, help="Override deploy.port."),
 ) -> None:
     """Package the champion as a Bento and deploy it; canary first, the old model keeps serving on failure."""
-    from sluicegate.deploy import release_version
+    from sluicegate.deploy.release import release_version
 
-    name, packaging, spec, task, out_dir, settings, tracker = _release_context(project, target, port)
-    result = release_version(tracker, name, version, packaging, spec, task, settings, out_dir)
+    name, packaging, spec, task, out_dir, settings, tracker, notifications = _release_context(project, target, port)
+    result = release_version(tracker, name, version, packaging, spec, task, settings, out_dir,
+                             events=_emitter(notifications))
     typer.echo(result.message)
 
 
 @app.command()
 def stop(project: str = typer.Argument(..., help="Project name or its YAML file.")) -> None:
     """Stop the project's local deployment (front process and model server)."""
-    from sluicegate.deploy import stop_local
+    from sluicegate.deploy.local import stop_local
     from sluicegate.settings import load_settings
 
     name = resolve(project)[0]
@@ -218,10 +244,11 @@ def rollback(
     port: Optional[int] = typer.Option(None, help="Override deploy.port."),
 ) -> None:
     """Make the previous champion the champion again and redeploy it."""
-    from sluicegate.deploy import rollback_release
+    from sluicegate.deploy.release import rollback_release
 
-    name, packaging, spec, task, out_dir, settings, tracker = _release_context(project, None, port)
-    back_to, back_from, result = rollback_release(tracker, name, packaging, spec, task, settings, out_dir)
+    name, packaging, spec, task, out_dir, settings, tracker, notifications = _release_context(project, None, port)
+    back_to, back_from, result = rollback_release(tracker, name, packaging, spec, task, settings, out_dir,
+                                                  events=_emitter(notifications))
     typer.echo(f"{name}: rolled back to v{back_to} (from v{back_from}). {result.message}")
 
 
@@ -235,7 +262,7 @@ def serve(
 
     from sluicegate.packaging import bentoml_env, package_model
 
-    name, packaging, spec, task, _, settings, tracker = _release_context(project, None, port)
+    name, packaging, spec, task, _, settings, tracker, _ = _release_context(project, None, port)
     bento = package_model(tracker, name, None, packaging, spec, task, settings)
     typer.echo(f"sluice: serving {name} v{bento.version} ({bento.bento_tag}) on http://{spec.host}:{spec.port}", err=True)
     cmd = [sys.executable, "-m", "bentoml", "serve", bento.bento_tag, "--host", spec.host, "--port", str(spec.port)]

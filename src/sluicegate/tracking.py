@@ -422,6 +422,10 @@ class Tracker:
     def set_alias(self, project: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(project, alias, str(version))
 
+    def delete_alias(self, project: str, alias: str) -> None:
+        """Remove an alias (a missing alias is not an error; a missing model is)."""
+        self.client.delete_registered_model_alias(project, alias)
+
     def _search_versions(self, project: str) -> list[Any]:
         try:
             return list(self.client.search_model_versions(f"name = '{project}'"))

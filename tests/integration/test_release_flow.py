@@ -1,4 +1,4 @@
-"""The training flow's release step: a failed deploy inside the transaction moves the champion back; batch scoring."""
+"""The training flow's release step: a candidate whose deploy fails never becomes champion; batch scoring."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_failed_deploy_after_promotion_restores_previous_champion(project):
         state.result()
     tracker = Tracker(load_settings())
     assert tracker.champion("churn").version == str(first.version)
-    assert len(tracker.versions("churn")) == 2  # the better candidate was registered, promoted, then rolled back
+    assert len(tracker.versions("churn")) == 2  # the better candidate was registered, never blessed
 
 
 def test_scoring_flow_adds_prediction_version_and_fingerprint(project, tmp_path):

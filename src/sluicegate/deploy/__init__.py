@@ -1,0 +1,38 @@
+"""Deploy a Bento: a canaried local process behind a stable port, a container image, or Kubernetes manifests.
+
+    processes  state.json, process groups, loopback ports, the model server process
+    proxy      the front process that owns a project's port (`python -m sluicegate.deploy.proxy`)
+    canary     replaying held-out rows against a candidate
+    local      the local target: stage a candidate, switch traffic, stop
+    targets    the docker and kubernetes targets
+    release    the one release procedure (release, rollback, restore champion) the flow and the CLI call
+
+The names below are re-exported for the callers of the former `sluicegate/deploy.py`; they
+load on first use, so the front process imports only what it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "processes": ("STATE_FILE", "BACKEND_FILE", "ServingState", "state_dir", "read_state", "pid_alive",
+                  "stop_process_group", "free_port", "port_is_free", "start_backend", "wait_ready"),
+    "proxy": ("start_front", "run_front"),
+    "canary": ("CanaryReport", "auth_headers", "compare_predictions", "run_canary"),
+    "staged": ("DeployResult", "Staged"),
+    "local": ("deploy_local", "stop_local", "wait_serving_version", "serving_version"),
+    "targets": ("docker_available", "deploy_docker", "kubernetes_manifests", "deploy_kubernetes"),
+    "release": ("Promotion", "deploy_bento", "stage_bento", "restore_champion", "release_version",
+                "rollback_release"),
+}
+_OWNER = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_OWNER)
+
+
+def __getattr__(name: str) -> Any:
+    module = _OWNER.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sluicegate.deploy' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"sluicegate.deploy.{module}"), name)

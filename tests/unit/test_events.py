@@ -1,0 +1,81 @@
+"""Events in one place: names and resource ids, and one emitter that sends and notifies (loopback webhook)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import typing
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from sluicegate import events
+from sluicegate.config import NotificationsConfig
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def webhook():
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Receiver.received.clear()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver.received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_names_and_resource_ids():
+    assert events.DRIFT_DETECTED == "sluicegate.drift.detected"
+    assert events.MODEL_ROLLED_BACK == "sluicegate.model.rolled_back"
+    assert events.resource_id("churn") == "sluicegate.project.churn"
+    # every choice of notifications.events selects exactly one event
+    choices = typing.get_args(typing.get_args(NotificationsConfig.model_fields["events"].annotation)[0])
+    assert sorted(events.NOTIFY_KEYS.values()) == sorted(choices)
+
+
+def test_rolled_back_is_sent_and_notified_to_a_loopback_webhook(webhook):
+    url, received = webhook
+    sent = []
+    emitter = events.Emitter(lambda name, resource, payload: sent.append((name, resource, payload)) or "ev-1",
+                             NotificationsConfig(webhook_url=url))
+    payload = events.rolled_back_payload("churn", "3", "4", "deploy failed")
+    assert emitter.emit("churn", events.MODEL_ROLLED_BACK, payload) == "ev-1"
+    assert sent == [(events.MODEL_ROLLED_BACK, {"prefect.resource.id": "sluicegate.project.churn",
+                                                "prefect.resource.name": "churn"}, payload)]
+    assert len(received) == 1
+    assert received[0]["event"] == "sluicegate.model.rolled_back" and received[0]["project"] == "churn"
+    assert received[0]["payload"]["champion"] == "3" and received[0]["payload"]["from"] == "4"
+    assert "back to v3" in received[0]["text"]
+
+
+def test_only_selected_events_notify_and_nothing_raises(webhook):
+    url, received = webhook
+
+    def broken_send(*_):
+        raise ConnectionError("no Prefect API")
+
+    emitter = events.Emitter(broken_send, NotificationsConfig(webhook_url=url, events=["deploy_failed"]))
+    assert emitter.emit("churn", events.MODEL_DEPLOYED, {"version": "2"}) is None  # no notification key
+    assert emitter.emit("churn", events.MODEL_ROLLED_BACK, {"champion": "1"}) is None  # not selected
+    assert received == []
+    emitter.emit("churn", events.DEPLOY_FAILED, events.deploy_failed_payload("churn", "2", "1", "canary: 3 differ"))
+    assert [r["event"] for r in received] == [events.DEPLOY_FAILED]
+    assert "v1 keeps serving" in received[0]["text"]
+    # a receiver that is gone never fails the caller
+    events.Emitter(None, NotificationsConfig(webhook_url="http://127.0.0.1:9/x", timeout_s=1)).emit(
+        "churn", events.DEPLOY_FAILED, {})

@@ -34,3 +34,22 @@ def prefect_emitter(notifications: NotificationsConfig | None = None) -> Emitter
 def emit(project: str, name: str, payload: dict[str, Any], notifications: NotificationsConfig | None = None) -> str | None:
     """Emit `name` (a `sluicegate.events` constant) for the project's resource and notify when configured."""
     return prefect_emitter(notifications).emit(project, name, payload)
+
+
+def command_emitter(notifications: NotificationsConfig | None = None) -> Emitter:
+    """The emitter for a CLI command (deploy, rollback): events reach Prefect only when an API is
+    configured (a temporary one would start just to be thrown away), and are flushed before the
+    short-lived command exits; notifications go out either way."""
+
+    def send(name: str, resource: dict[str, str], payload: dict[str, Any]) -> Any:
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            return None
+        from prefect.events.worker import EventsWorker
+
+        event = send_event(name, resource, payload)
+        EventsWorker.drain_all()
+        return event
+
+    return Emitter(send, notifications, notify_block, load_prefect_secret)

@@ -68,16 +68,17 @@ def load_flow(root: Path, module: str, name: str) -> Any:
     """Load a flow from the checkout's `flows/` by entrypoint, as a Prefect deployment would.
 
     `flows` and `tasks` live in the project checkout, not in the wheel, so the library never
-    imports them statically.
+    imports them statically. A module written `..tasks.x` is loaded from `tasks/` instead.
     """
     import importlib
 
+    package, module = ("tasks", module[len("..tasks."):]) if module.startswith("..tasks.") else ("flows", module)
     for candidate in (root, Path.cwd()):
-        if (candidate / "flows" / f"{module}.py").exists():
+        if (candidate / package / f"{module}.py").exists():
             if str(candidate) not in sys.path:
                 sys.path.insert(0, str(candidate))
-            return getattr(importlib.import_module(f"flows.{module}"), name)
-    raise SluiceError(f"cannot find flows/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
+            return getattr(importlib.import_module(f"{package}.{module}"), name)
+    raise SluiceError(f"cannot find {package}/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
 
 
 def resolve(arg: str, registered: bool = True) -> tuple[str, Optional[Path]]:
@@ -187,28 +188,8 @@ def _release_context(project: str, target: Optional[str] = None, port: Optional[
 
 
 def _emitter(notifications: Any) -> Any:
-    """The CLI's events: to Prefect when an API is configured (a temporary one would start only to be
-    thrown away with this command), and the project's notifications either way."""
-    from sluicegate.events import Emitter
-
-    def send(name: str, resource: dict[str, str], payload: dict[str, Any]) -> Any:
-        from prefect.settings import PREFECT_API_URL
-
-        if not PREFECT_API_URL.value():
-            return None
-        from prefect.events import emit_event
-        from prefect.events.worker import EventsWorker
-
-        event = emit_event(name, resource=resource, payload=payload)
-        EventsWorker.drain_all()  # the command exits right after; events are sent in the background
-        return event
-
-    def notify_block(block: str, subject: str, body: str) -> None:
-        from prefect.blocks.core import Block
-
-        Block.load(block).notify(body=body, subject=subject)
-
-    return Emitter(send, notifications, notify_block)
+    """The CLI's events, through the checkout's tasks layer (the library imports no Prefect)."""
+    return load_flow(Path.cwd(), "..tasks.events", "command_emitter")(notifications)
 
 
 @app.command()

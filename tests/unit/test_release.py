@@ -24,7 +24,7 @@ def tracker(tmp_path, monkeypatch):
 def _register(tr: Tracker, snapshot: str = "") -> str:
     X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
     model = LinearRegression().fit(X, 2 * X.a + X.b)
-    return tr.log_candidate("p", model, X.head(2), {}, {"test_r2": 0.9}, {"sluice.data_snapshot": snapshot}).version
+    return tr.register_candidate("p", model, X.head(2), {}, {"test_r2": 0.9}, {"sluice.data_snapshot": snapshot}).version
 
 
 def test_any_exception_in_a_release_is_a_deploy_error_and_moves_nothing(tracker, tmp_path):

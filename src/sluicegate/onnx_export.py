@@ -97,6 +97,7 @@ def _register_converters() -> None:
 
     from sluicegate.trainers.torch_mlp import TorchMLPClassifier, TorchMLPRegressor
 
+    _patch_hist_gradient_boosting()
     classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     update_registered_converter(XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
                                 convert_xgboost, options=classifier_options)
@@ -183,6 +184,23 @@ def _convert_numeric(scope, operator, container) -> None:
     container.add_node("Cast", x, operator.outputs[0].full_name, to=onnx.TensorProto.FLOAT, name=name("Cast"))
 
 
+def _patch_hist_gradient_boosting() -> None:
+    """skl2onnx 1.20 passes a leaf's `missing_go_to_left` as Python False into an ints attribute,
+    which protobuf 7 refuses ("Expected an int, got a boolean"), so no HistGradientBoosting model
+    converts. Its `add_node` gets the flag as an int; drop this when skl2onnx fixes it."""
+    from skl2onnx.common import tree_ensemble
+
+    original = tree_ensemble.add_node
+    if getattr(original, "_sluicegate", False):
+        return
+
+    def add_node(*args, nodes_missing_value_tracks_true=0, **kwargs):
+        return original(*args, nodes_missing_value_tracks_true=int(nodes_missing_value_tracks_true), **kwargs)
+
+    add_node._sluicegate = True
+    tree_ensemble.add_node = add_node
+
+
 def _torch_network_graph(est: Any, opset: int) -> onnx.ModelProto:
     """The MLP's network alone, through the TorchScript exporter (`dynamo=False` needs no onnxscript)."""
     import torch
@@ -259,6 +277,10 @@ def _categorical_copy(step: Any, width: int) -> Any:
             part = copy.deepcopy(part)
             part.missing_values = MISSING_CATEGORY
         elif isinstance(part, (OneHotEncoder, OrdinalEncoder)):
+            if isinstance(part, OneHotEncoder) and part.handle_unknown == "infrequent_if_exist":
+                raise _NotConvertible(
+                    "OneHotEncoder(handle_unknown='infrequent_if_exist') (features.categorical.min_frequency): "
+                    "skl2onnx's graph fails on an unseen category instead of counting it as infrequent")
             part = copy.deepcopy(part)
             cats = []
             for i, values in enumerate(part.categories_):

@@ -40,6 +40,7 @@ class Trainer(Protocol):
 
 
 _TRAINERS: dict[str, Trainer] = {}
+_BUILTIN_LOADED = False
 
 
 def register_trainer(trainer: Trainer) -> Trainer:
@@ -49,7 +50,10 @@ def register_trainer(trainer: Trainer) -> Trainer:
 
 
 def _load_builtin() -> None:
-    if _TRAINERS:
+    # Not `if _TRAINERS`: importing one trainer module directly (sk for its ESTIMATORS, torch_mlp
+    # for its estimator classes) registers that kind alone and would hide the others.
+    global _BUILTIN_LOADED
+    if _BUILTIN_LOADED:
         return
     from sluicegate.trainers import sk, xgb  # noqa: F401  (register themselves)
 
@@ -57,6 +61,7 @@ def _load_builtin() -> None:
         from sluicegate.trainers import torch_mlp  # noqa: F401
     except ImportError:
         pass
+    _BUILTIN_LOADED = True
 
 
 def kinds() -> list[str]:

@@ -184,8 +184,9 @@ class OnnxPredictor:
             if spec.kind == "numeric":
                 arr = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             elif spec.kind == "categorical":
-                obj = col.astype("object")
-                arr = obj.where(obj.notna(), None).map(_category).to_numpy(dtype=object)
+                missing = col.isna().to_numpy()
+                arr = col.astype("object").astype(str).to_numpy(dtype=object)  # str() per value, in C
+                arr[missing] = MISSING_CATEGORY
             else:
                 if spec.column not in dates:
                     # exactly DatetimeParts.transform: the whole column through pd.to_datetime

@@ -1,16 +1,18 @@
 """Exports a trained pipeline (features + estimator) as one ONNX graph and checks it against the native model.
 
-The only module that imports onnx, skl2onnx and onnxmltools. What converts:
+The only module that imports onnx, skl2onnx and onnxmltools. What converts, into one graph:
 
-- features: numeric imputers and scalers, categorical one-hot and ordinal encoders (missing values as
-  the empty string, see `_categorical_copy`), datetime parts (computed on the input side, see
-  `_DATE_NOTE`);
-- estimators: the scikit-learn ones of the registry that skl2onnx converts, XGBoost (the onnxmltools
-  converter registered with skl2onnx), the torch MLP (its network exported by `torch.onnx.export`
-  and spliced into the same graph, followed by the sigmoid/softmax or the target's de-standardising).
+- features: numeric imputers and scalers (our converter, float64 like numpy: `_NumericBranch`),
+  one-hot (skl2onnx; with `min_frequency` our converter, `_OneHotInfrequent`) and ordinal encoders
+  with missing categories sent as "" (`_categorical_copy`), datetime parts (parsed on the input
+  side: `_DATE_NOTE`);
+- estimators: every scikit-learn estimator of the registry (skl2onnx), XGBoost (the onnxmltools
+  converter registered with skl2onnx; labels come out as indices into `classes`), the torch MLP
+  (its network exported by `torch.onnx.export(dynamo=False)` and spliced into the same graph, then
+  the sigmoid/softmax or the target's de-standardising: `_convert_torch_mlp`).
 
-Anything else yields `OnnxExport(ok=False, reason=...)`: the caller keeps serving the native model.
-"""
+Anything else (a step or estimator without a converter) yields `OnnxExport(ok=False, reason=...)`:
+the caller keeps serving the native model."""
 
 from __future__ import annotations
 
@@ -104,6 +106,7 @@ def _register_converters() -> None:
     update_registered_converter(XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes,
                                 convert_xgboost)
     update_registered_converter(_NumericBranch, "SluicegateNumericBranch", _numeric_shape, _convert_numeric)
+    update_registered_converter(_OneHotInfrequent, "SluicegateOneHotInfrequent", _onehot_shape, _convert_onehot)
     update_registered_converter(TorchMLPClassifier, "SluicegateTorchMLPClassifier",
                                 calculate_linear_classifier_output_shapes, _convert_torch_mlp,
                                 options=classifier_options)
@@ -278,9 +281,9 @@ def _categorical_copy(step: Any, width: int) -> Any:
             part.missing_values = MISSING_CATEGORY
         elif isinstance(part, (OneHotEncoder, OrdinalEncoder)):
             if isinstance(part, OneHotEncoder) and part.handle_unknown == "infrequent_if_exist":
-                raise _NotConvertible(
-                    "OneHotEncoder(handle_unknown='infrequent_if_exist') (features.categorical.min_frequency): "
-                    "skl2onnx's graph fails on an unseen category instead of counting it as infrequent")
+                # skl2onnx's graph fails on an unseen category instead of counting it as infrequent
+                out.append((name, _OneHotInfrequent.from_fitted(part)))
+                continue
             part = copy.deepcopy(part)
             cats = []
             for i, values in enumerate(part.categories_):
@@ -301,6 +304,81 @@ def _categorical_copy(step: Any, width: int) -> Any:
     return Pipeline(out) if len(out) > 1 else out[0][1]
 
 
+class _OneHotInfrequent:
+    """A fitted OneHotEncoder(handle_unknown="infrequent_if_exist"), for a converter of our own.
+
+    Per feature, a string -> index lookup (ai.onnx.ml LabelEncoder; opset 17's Equal has no
+    strings) whose default is the infrequent column, then index == 0..width-1 as floats: frequent
+    categories in learned order, then the infrequent column where infrequent categories exist,
+    which also takes unseen ones; where none exist an unseen category is all zeros, as in sklearn.
+    """
+
+    def __init__(self, features: list[tuple[list[str], list[str], bool]]):
+        self.features = features  # (frequent, infrequent, has_infrequent_column) per input column
+
+    @classmethod
+    def from_fitted(cls, enc: OneHotEncoder) -> _OneHotInfrequent:
+        if enc.drop is not None:
+            raise _NotConvertible("OneHotEncoder(drop=...) with min_frequency has no converter here")
+        features = []
+        infrequent_all = enc.infrequent_categories_
+        for values, infrequent in zip(enc.categories_, infrequent_all):
+            rare = [] if infrequent is None else [_as_category(v) for v in infrequent]
+            frequent = [_as_category(v) for v in values if _as_category(v) not in rare]
+            if set(frequent) & set(rare) or len(set(frequent)) != len(frequent):
+                raise _NotConvertible("a category and a missing value both map to the empty string")
+            features.append((frequent, rare, infrequent is not None))
+        return cls(features)
+
+    @property
+    def width(self) -> int:
+        return sum(len(f) + int(has) for f, _, has in self.features)
+
+
+def _as_category(value: Any) -> str:
+    return MISSING_CATEGORY if pd.isna(value) else str(value)
+
+
+def _onehot_shape(operator) -> None:
+    from skl2onnx.common.data_types import FloatTensorType
+
+    operator.outputs[0].type = FloatTensorType([None, operator.raw_operator.width])
+
+
+def _convert_onehot(scope, operator, container) -> None:
+    enc = operator.raw_operator
+    name = scope.get_unique_variable_name
+    columns = [v.full_name for v in operator.inputs]
+    if len(columns) == 1 and len(enc.features) > 1:  # one [N, k] input: split it per feature
+        parts = [name("cat") for _ in enc.features]
+        container.add_node("Split", columns[0], parts, axis=1, name=name("Split"))
+        columns = parts
+    pieces = []
+    for column, (frequent, rare, has_rare) in zip(columns, enc.features):
+        width = len(frequent) + int(has_rare)
+        keys = frequent + rare
+        values = list(range(len(frequent))) + [len(frequent)] * len(rare)
+        flat, index, positions, equal, onehot = name("flat"), name("index"), name("positions"), name("eq"), name("onehot")
+        shape = name("shape")
+        container.add_initializer(shape, onnx.TensorProto.INT64, [1], [-1])
+        container.add_node("Reshape", [column, shape], flat, name=name("Reshape"))
+        container.add_node("LabelEncoder", flat, index, op_domain="ai.onnx.ml", op_version=2, name=name("LabelEncoder"),
+                           keys_strings=keys or [MISSING_CATEGORY], values_int64s=values or [-1],
+                           default_int64=len(frequent) if has_rare else -1)
+        column_index = name("col_index")
+        axes = name("axes")
+        container.add_initializer(axes, onnx.TensorProto.INT64, [1], [1])
+        container.add_node("Unsqueeze", [index, axes], column_index, name=name("Unsqueeze"))
+        container.add_initializer(positions, onnx.TensorProto.INT64, [width], list(range(width)))
+        container.add_node("Equal", [column_index, positions], equal, name=name("Equal"))
+        container.add_node("Cast", equal, onehot, to=onnx.TensorProto.FLOAT, name=name("Cast"))
+        pieces.append(onehot)
+    if len(pieces) == 1:
+        container.add_node("Identity", pieces[0], operator.outputs[0].full_name, name=name("Identity"))
+    else:
+        container.add_node("Concat", pieces, operator.outputs[0].full_name, axis=1, name=name("Concat"))
+
+
 def _conversion_pipeline(model: Any) -> tuple[Pipeline, tuple[OnnxInput, ...], Any]:
     """A copy of the fitted pipeline that skl2onnx converts, the graph's inputs, and the raw estimator."""
     if not (isinstance(model, Pipeline) and len(model.steps) == 2 and isinstance(model.steps[0][1], FeaturePipeline)):
@@ -313,7 +391,7 @@ def _conversion_pipeline(model: Any) -> tuple[Pipeline, tuple[OnnxInput, ...], A
     inputs: list[OnnxInput] = []
     rewritten = []
     for name, trans, columns in ct.transformers_:
-        if trans == "drop" or (name == "remainder" and trans == "drop"):
+        if isinstance(trans, str) and trans == "drop":
             rewritten.append((name, trans, columns))
             continue
         cols = list(columns)
@@ -378,7 +456,7 @@ def export_onnx(model: Any, sample: pd.DataFrame, task: str) -> OnnxExport:
         label_output=outputs[0] if is_clf else None,
         proba_output=outputs[1] if is_clf and len(outputs) > 1 and hasattr(model, "predict_proba") else None,
         value_output=None if is_clf else outputs[0],
-        label_is_index=is_clf and model.steps[-1][1] is not estimator,
+        label_is_index=isinstance(model.steps[-1][1], EncodedLabelClassifier),  # XGBoost: fitted on 0..k-1
         opset={d.domain or "ai.onnx": int(d.version) for d in onx.opset_import},
     )
     try:

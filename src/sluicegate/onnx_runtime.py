@@ -96,10 +96,13 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT
 
 
-def _number(value: Any) -> float:
+def _number(value: Any, column: str = "") -> float:
     if _is_missing(value):
         return math.nan
-    return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"field {column!r} must be a number or null (got {value!r})") from None
 
 
 def _category(value: Any) -> str:
@@ -164,7 +167,7 @@ class OnnxPredictor:
         parsed: dict[str, list] = {}
         for spec in self.inputs:
             if spec.kind == "numeric":
-                arr = np.fromiter((_number(r.get(spec.column)) for r in records), dtype=np.float64, count=n)
+                arr = np.fromiter((_number(r.get(spec.column), spec.column) for r in records), dtype=np.float64, count=n)
             elif spec.kind == "categorical":
                 arr = np.array([_category(r.get(spec.column)) for r in records], dtype=object)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 
@@ -150,6 +151,8 @@ def test_records_build_inputs_without_a_dataframe_and_default_to_one_thread(logi
     assert feeds["region"][3, 0] == ""  # missing categories travel as "" (no NaN in string tensors)
     assert feeds["signup_date__month"][4, 0] == -1.0  # as DatetimeParts fills a missing date
     assert predictor.predict([]) == [] and predictor.predict_proba([]) == []
+    with pytest.raises(ValueError, match="field 'tenure' must be a number or null"):
+        predictor.predict([{**awkward_records(holdout)[1], "tenure": "long"}])
 
 
 def test_batch_scoring_from_a_dataframe_matches(logistic):
@@ -199,12 +202,31 @@ def test_unknown_estimator_is_not_convertible_with_a_reason(logistic):
     assert not report.passed and "no ONNX graph" in report.reason
 
 
-def test_infrequent_categories_are_not_convertible_with_a_reason(frame):
-    spec = SklearnModelConfig(kind="sklearn", estimator="logistic_regression", params={"max_iter": 300})
-    features = FeaturesConfig(categorical={"min_frequency": 50}, datetime={"columns": list(DATES)})
+@pytest.mark.parametrize("categorical", [{"min_frequency": 50}, {"encode": "ordinal"}, {"impute": "constant"}],
+                         ids=["onehot-infrequent", "ordinal", "impute-constant"])
+def test_categorical_settings_convert_with_unseen_and_missing_categories(frame, categorical):
+    spec = SklearnModelConfig(kind="sklearn", estimator="random_forest", params={"n_estimators": 15})
+    features = FeaturesConfig(categorical=categorical, numeric={"impute": "mean", "scale": "minmax"},
+                              datetime={"columns": list(DATES), "parts": ["year", "month", "day", "dayofweek", "hour"]})
     model, holdout, _ = fit_pipeline(frame, "classification", spec, features)
     export = export_onnx(model, holdout, "classification")
-    assert not export.ok and "min_frequency" in export.reason
+    assert export.ok, export.reason
+    assert check_parity(model, export, holdout, "classification").passed
+    records = awkward_records(holdout)
+    got = OnnxPredictor(export).predict_proba(records)
+    assert np.abs(np.array([list(r.values()) for r in got]) - model.predict_proba(native_input(records))).max() <= 1e-4
+
+
+def test_a_custom_feature_step_is_not_convertible_with_a_reason(logistic):
+    from sklearn.preprocessing import FunctionTransformer
+
+    model, holdout, _ = logistic
+    custom = copy.deepcopy(model)
+    ct = custom.steps[0][1].transformer
+    name, numeric, cols = ct.transformers_[0]
+    numeric.steps.insert(1, ("log", FunctionTransformer(np.log1p)))
+    export = export_onnx(custom, holdout, "classification")
+    assert not export.ok and "features.num: FunctionTransformer has no ONNX converter" in export.reason
 
 
 def test_a_bare_estimator_is_not_convertible_with_a_reason(logistic):

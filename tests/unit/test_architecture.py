@@ -16,6 +16,10 @@ OWNERS = {
     "optuna_integration": {"tuning.py"},
     "evidently": {"drift.py"},
     "bentoml": {"packaging.py", "serving/service.py"},
+    "onnx": {"onnx_export.py"},
+    "skl2onnx": {"onnx_export.py"},
+    "onnxmltools": {"onnx_export.py"},
+    "onnxruntime": {"onnx_runtime.py"},
 }
 
 

@@ -95,9 +95,10 @@ def _register_converters() -> None:
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
     )
-    from xgboost import XGBClassifier, XGBRegressor
-
     from sluicegate.trainers.torch_mlp import TorchMLPClassifier, TorchMLPRegressor
+    from sluicegate.trainers.xgb import estimator_classes
+
+    XGBClassifier, XGBRegressor = estimator_classes()
 
     _patch_hist_gradient_boosting()
     classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
@@ -205,16 +206,10 @@ def _patch_hist_gradient_boosting() -> None:
 
 
 def _torch_network_graph(est: Any, opset: int) -> onnx.ModelProto:
-    """The MLP's network alone, through the TorchScript exporter (`dynamo=False` needs no onnxscript)."""
-    import torch
+    """The MLP's network alone (exported by the torch trainer, which owns torch)."""
+    from sluicegate.trainers.torch_mlp import export_network_onnx
 
-    net = copy.deepcopy(est.module_).cpu().eval()
-    buf = io.BytesIO()
-    dummy = torch.zeros((2, int(est.n_features_in_)), dtype=torch.float32)
-    with torch.no_grad():
-        torch.onnx.export(net, (dummy,), buf, input_names=["x"], output_names=["logits"], opset_version=opset,
-                          dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
-    return onnx.load_from_string(buf.getvalue())
+    return onnx.load_from_string(export_network_onnx(est, opset))
 
 
 def _convert_torch_mlp(scope, operator, container) -> None:

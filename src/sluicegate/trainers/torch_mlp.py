@@ -38,6 +38,25 @@ def _torch():
     return torch
 
 
+def export_network_onnx(est: "_TorchMLPBase", opset: int) -> bytes:
+    """The fitted MLP's network alone as ONNX bytes (input `x`, output `logits`, dynamic batch).
+
+    The TorchScript exporter (`dynamo=False`) needs no onnxscript. Used by `sluicegate.onnx_export`,
+    which splices it after the feature steps; torch stays owned by this module.
+    """
+    import copy
+    import io
+
+    torch = _torch()
+    net = copy.deepcopy(est.module_).cpu().eval()
+    buf = io.BytesIO()
+    dummy = torch.zeros((2, int(est.n_features_in_)), dtype=torch.float32)
+    with torch.no_grad():
+        torch.onnx.export(net, (dummy,), buf, input_names=["x"], output_names=["logits"], opset_version=opset,
+                          dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    return buf.getvalue()
+
+
 class TorchModelConfig(StrictModel):
     """A tabular MLP in PyTorch, early-stopped on the validation split."""
 

@@ -41,6 +41,12 @@ def _xgb():
     return xgboost
 
 
+def estimator_classes() -> tuple[type, type]:
+    """(XGBClassifier, XGBRegressor), for converters that dispatch on the class (ONNX export)."""
+    xgb = _xgb()
+    return xgb.XGBClassifier, xgb.XGBRegressor
+
+
 @functools.cache
 def _report_rounds_class() -> type:
     """The xgboost callback class, defined on first use so that importing this module skips xgboost."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import threading
 from typing import Any
 
@@ -28,9 +30,14 @@ class ApprovalInput(RunInput):
     approver: str | None = Field(default=None, description="Your name (recorded as who approved)")
 
 
+def _pause_prefix(project: str) -> str:
+    # Prefect keys allow lowercase letters, digits and dashes only, and project names also have underscores
+    return f"{PAUSE_KEY_PREFIX}-{hashlib.sha256(project.encode()).hexdigest()[:12]}-v"
+
+
 def pause_key(project: str, version: str) -> str:
-    """The pause key names the project and version, so the CLI finds the run to answer."""
-    return f"{PAUSE_KEY_PREFIX}:{project}:{version}"
+    """The pause key names the project (a digest) and the version, so the CLI finds the run to answer."""
+    return f"{_pause_prefix(project)}{version}"
 
 
 def require_persistent_api(project: str, requirement: ApprovalRequirement) -> None:
@@ -109,7 +116,8 @@ def wait_for_approval(project: str, version: str, champion: str | None, summary:
         except Exception:  # a person answered first (not paused any more): their answer stands
             pass
 
-    watchdog = threading.Timer(timeout_s, expire)
+    # the watchdog thread sees this run's Prefect settings (a test harness keeps them in a context variable)
+    watchdog = threading.Timer(timeout_s, contextvars.copy_context().run, args=(expire,))
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -147,7 +155,7 @@ def _paused_runs(project: str) -> list[tuple[str, str, Any]]:
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    prefix = f"{PAUSE_KEY_PREFIX}:{project}:"
+    prefix = _pause_prefix(project)
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),

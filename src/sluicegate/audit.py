@@ -25,6 +25,9 @@ DEPLOY = "deploy"
 DEPLOY_FAILED = "deploy_failed"
 ROLLBACK = "rollback"
 ACTIONS = (PROMOTE, REJECT, APPROVE, APPROVAL_REQUESTED, MANUAL_PROMOTE, DEPLOY, DEPLOY_FAILED, ROLLBACK)
+# events the emitter's audit hook records (the rest are recorded where they are decided, or are not audit matters)
+AUDITED_EVENTS = frozenset({events.MODEL_DEPLOYED, events.DEPLOY_FAILED, events.MODEL_ROLLED_BACK,
+                            events.APPROVAL_PENDING})
 
 
 @dataclass(frozen=True)

@@ -213,3 +213,13 @@ def test_promote_by_hand_and_read_the_history(project, capsys):
     assert main(["history", str(project)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "manual_promote" in lines[0] and "by carol" in lines[0] and len(lines) >= 8
+
+
+def test_a_block_name_nobody_saved_is_named_in_the_error(project):
+    from sluicegate.errors import SluiceError
+    from tasks.events import notification_block_slug
+
+    assert notification_block_slug(BLOCK) == f"custom-webhook/{BLOCK}"
+    assert notification_block_slug("slack-webhook/ops") == "slack-webhook/ops"  # a full slug is used as given
+    with pytest.raises(SluiceError, match="no Prefect notification block is named 'nope'"):
+        notification_block_slug("nope")

@@ -88,3 +88,10 @@ def test_approval_is_stored_with_the_version_and_a_refusal_turns_the_verdict(tra
     assert tags["sluice.approval"] == "rejected" and tags["sluice.approved_by"] == "bob"
     assert tags["sluice.approval_comment"] == "too risky" and tags["sluice.verdict"] == "rejected"
     assert tracker.status("p")["last_verdict"]["summary"] == "p v1: rejected by bob: too risky"
+
+
+def test_the_emitter_hook_records_exactly_the_audited_events():
+    for name in (events.MODEL_DEPLOYED, events.DEPLOY_FAILED, events.MODEL_ROLLED_BACK, events.APPROVAL_PENDING,
+                 events.MODEL_PROMOTED, events.MODEL_REJECTED, events.DRIFT_DETECTED, events.CANARY_BREACHED):
+        found = audit.record_from_event("p", name, {"version": "1", "champion": "1"}, "x", None)
+        assert (found is not None) == (name in audit.AUDITED_EVENTS), name

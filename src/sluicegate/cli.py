@@ -113,6 +113,7 @@ def run(
     cfg = load_config(config, set_)  # fail fast, before Prefect starts
     _probe_registry()
     prepare_runtime_env()
+    _require_persistent_api(cfg.root, cfg.project, cfg.gates.approval, reason)
     training_pipeline = load_flow(cfg.root, "training", "training_pipeline")
     models = (f"best of {', '.join(c.name for c in cfg.model_candidates())}" if cfg.selects_model and len(cfg.model_candidates()) > 1
               else cfg.model.kind + (", tuned" if cfg.selects_model else ""))
@@ -126,6 +127,16 @@ def run(
         typer.echo(f"  {result.summary}")
     if result.outcome == "rejected":
         raise GateRejected(f"{result.project}: candidate v{result.version} rejected; champion stays v{result.champion}")
+
+
+def _require_persistent_api(root: Path, project: str, policy: str, reason: Optional[str]) -> None:
+    """A run that will wait for approval needs a Prefect API that outlives it: refuse before the
+    temporary API starts (the flow checks again, for runs started elsewhere)."""
+    from sluicegate.gates import approval_required
+
+    needed = approval_required(policy, reason)
+    if needed.required:  # Prefect's own settings decide (environment, profile), read through the tasks layer
+        load_flow(root, "..tasks.approve", "require_persistent_api")(project, needed)
 
 
 @app.command()

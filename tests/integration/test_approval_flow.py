@@ -193,6 +193,9 @@ def test_approval_refused_without_a_persistent_prefect_api(project):
         with pytest.raises(ApprovalError, match="no persistent Prefect API"):
             require_persistent_api("churn", approval_required("always", None))
         require_persistent_api("churn", approval_required("on_retrain", "manual"))  # nobody would be asked
+        # the CLI refuses before Prefect's temporary API starts, and cannot answer without an API either
+        assert main(["run", str(project)]) == ApprovalError.exit_code
+        assert main(["approve", str(project)]) == ApprovalError.exit_code
 
 
 def test_promote_by_hand_and_read_the_history(project, capsys):

@@ -226,3 +226,36 @@ def test_a_block_name_nobody_saved_is_named_in_the_error(project):
     assert notification_block_slug("slack-webhook/ops") == "slack-webhook/ops"  # a full slug is used as given
     with pytest.raises(SluiceError, match="no Prefect notification block is named 'nope'"):
         notification_block_slug("nope")
+
+
+def test_promote_by_hand_goes_through_the_release_path(project, capsys):
+    """deploy.enabled: `sluice promote` packages, canaries and deploys before `champion` moves."""
+    import httpx
+    import yaml
+
+    from sluicegate.deploy import free_port, stop_local
+
+    cfg = yaml.safe_load(project.read_text())
+    port = free_port()
+    cfg.update({"project": "churn_live", "notifications": {}})
+    cfg["gates"] = {k: v for k, v in cfg["gates"].items() if not k.startswith("approval")}
+    cfg["deploy"] = {"enabled": True, "port": port, "readiness_timeout_s": 180}
+    cfg["packaging"] = {"max_latency_ms": 2000}
+    live = project.parent / "churn_live.yaml"
+    live.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    from flows.training import training_pipeline
+
+    try:
+        assert training_pipeline(str(live), None, "test").outcome == "promoted"  # v1 serves
+        assert training_pipeline(str(live), WEAK, "test").outcome == "rejected"  # v2 is worse: not released
+        url = f"http://127.0.0.1:{port}"
+        assert str(httpx.get(f"{url}/metadata", timeout=10).json()["version"]) == "1"
+        assert main(["promote", str(live), "2", "--reason", "the weak model is the one we want", "--by", "dan"]) == 0
+        tr = _tracker()
+        assert tr.champion("churn_live").version == "2"
+        assert str(httpx.get(f"{url}/metadata", timeout=10).json()["version"]) == "2"
+        newest = audit.read_history(tr, "churn_live", limit=2)
+        assert [r.action for r in newest] == [audit.MANUAL_PROMOTE, audit.DEPLOY]
+        assert all(r.who == "dan" for r in newest) and newest[0].details["deployed"] is True
+    finally:
+        stop_local(load_settings(), "churn_live")

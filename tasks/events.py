@@ -86,9 +86,9 @@ def emit(project: str, name: str, payload: dict[str, Any], notifications: Notifi
 
 
 def command_emitter(notifications: NotificationsConfig | None = None, who: str | None = None) -> Emitter:
-    """The emitter for a CLI command (deploy, rollback): events reach Prefect only when an API is
-    configured (a temporary one would start just to be thrown away), and are flushed before the
-    short-lived command exits; notifications go out either way."""
+    """The emitter for a CLI command (deploy, rollback, promote): events reach Prefect only when an API
+    is configured (a temporary one would start just to be thrown away), and are flushed before the
+    short-lived command exits; webhooks go out either way; release events are audited as done by `who`."""
 
     def send(name: str, resource: dict[str, str], payload: dict[str, Any]) -> Any:
         from prefect.settings import PREFECT_API_URL
@@ -101,4 +101,11 @@ def command_emitter(notifications: NotificationsConfig | None = None, who: str |
         EventsWorker.drain_all()
         return event
 
-    return Emitter(send, notifications, notify_block, load_prefect_secret, _audit(who))
+    def notify(block: str, subject: str, body: str) -> None:
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():  # a temporary API would start empty, after seconds, just to fail
+            raise SluiceError("no Prefect API is configured, and notification blocks live on one (set PREFECT_API_URL)")
+        notify_block(block, subject, body)
+
+    return Emitter(send, notifications, notify, load_prefect_secret, _audit(who))

@@ -17,17 +17,18 @@ from sluicegate import events
 from sluicegate.data import DatasetRef
 from sluicegate.features import FeatureSet
 from sluicegate.split import SplitResult
-from sluicegate.gates import decide_outcome
+from sluicegate.gates import approval_required, decide_outcome
 from sluicegate.tracking import run_tags
 from sluicegate.training import TrainingOutcome, candidate_key, training_outcome
 from sluicegate.validation import ValidationReport
 from tasks._common import artifact_key
+from tasks.approve import record_approval, require_persistent_api, wait_for_approval
 from tasks.deploy import release_model
 from tasks.evaluate import evaluate_model, score_champion
 from tasks.events import emit
 from tasks.features import build_features
 from tasks.ingest import ingest_data
-from tasks.register import decide_promotion, promote_model, register_candidate
+from tasks.register import decide_promotion, promote_model, record_outcome, register_candidate
 from tasks.split import split_data
 from tasks.train import train_model
 from tasks.tune import select_model
@@ -57,7 +58,11 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     Reads and snapshots the data, validates it (errors stop the run before training),
     builds features, trains, scores the candidate and the current champion on the same
     holdout, registers the candidate in MLflow as `challenger`, and moves `champion` only
-    when every gate passes. With `deploy.enabled`, a passing candidate is first deployed
+    when every gate passes. With `gates.approval` (always, or on_retrain for runs started by
+    an event or the retraining flow), a passing candidate then waits for a person: the run
+    pauses with an approval form (approve, comment, approver) next to the gate verdicts, and
+    `sluice approve/reject PROJECT` answers the same form; no answer within
+    `gates.approval_timeout_minutes` rejects it. With `deploy.enabled`, a passing candidate is first deployed
     and canaried; it becomes champion and takes the traffic only if that succeeds, and a
     failed deploy fails the run with the old champion still serving. A rejected candidate
     is a normal outcome: the run completes, explains why, and the champion stays.
@@ -71,6 +76,8 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     cfg = load_config(config_path, overrides or [])
     project = cfg.project
     logger.info("project %s: %s model, %s task (reason: %s)", project, cfg.model.kind, cfg.task, reason or "manual")
+    approval = approval_required(cfg.gates.approval, reason)
+    require_persistent_api(project, approval)  # before any work: nobody could answer a pause on a temporary API
 
     dataset, checked, split, features = prepare_features(cfg)
     spec, params, selected = cfg.model, None, None
@@ -90,6 +97,14 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     decision = decide_promotion(record, report, champion, cfg.gates, project)
 
     outcome = decide_outcome(decision, record.version, champion.version)
+    verdict, approved_by = decision.summary, None
+    if outcome == "promoted" and approval.required:
+        answer = record_approval(record, wait_for_approval(project, record.version, champion.version,
+                                                           decision.summary, cfg.gates, cfg.notifications), reason)
+        if answer.approved:
+            approved_by, verdict = answer.approver, f"{decision.summary} {answer.summary}."
+        else:  # the refusal is in the audit trail already, by whoever gave it
+            outcome, verdict = "rejected", answer.summary
     deployment = None
     if outcome == "promoted" and cfg.deploy.enabled:
         # the release blesses the candidate only after its canary passed; on failure nothing moved
@@ -99,15 +114,17 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     elif outcome == "promoted":
         promote_model(record, decision)
     summary = training_outcome(project, outcome, record.version, champion.version, cfg.gates.primary_metric,
-                               report.test, decision.summary, dataset.fingerprint, selected)
+                               report.test, verdict, dataset.fingerprint, selected)
     if deployment is not None:
         summary = replace(summary, deployment=deployment)
     create_markdown_artifact(
-        f"## {project}: {outcome}\n\nversion {record.version}, champion {summary.champion}\n\n{decision.summary}",
+        f"## {project}: {outcome}\n\nversion {record.version}, champion {summary.champion}\n\n{verdict}",
         key=artifact_key(project, "training-summary"), description=f"{project} training outcome")
-    logger.info("%s: %s (v%s) - %s", project, outcome.upper(), record.version, decision.summary)
+    logger.info("%s: %s (v%s) - %s", project, outcome.upper(), record.version, verdict)
+    if not (approval.required and outcome == "rejected" and decision.promote):
+        record_outcome(record, outcome, verdict, champion.version, reason, approved_by)
     if outcome in ("promoted", "rejected"):
         name = events.MODEL_PROMOTED if outcome == "promoted" else events.MODEL_REJECTED
         emit(project, name, events.gate_payload(project, outcome, record.version, summary.champion, reason,
-                                                decision.summary, report.test), cfg.notifications)
+                                                verdict, report.test), cfg.notifications)
     return summary

@@ -6,6 +6,7 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
+from sluicegate import audit
 from sluicegate.config import GatesConfig
 from sluicegate.evaluation import EvaluationReport
 from sluicegate import gates
@@ -44,7 +45,8 @@ def decide_promotion(record: ModelRecord, report: EvaluationReport, champion: Ch
         # an unchanged re-run: the champion's own verdict stays as it was recorded
         decision = same_model_decision(record.version)
     else:
-        decision = gates.decide_promotion(report, champion.metrics, champion.version, spec, champion.error)
+        decision = gates.decide_promotion(report, champion.metrics, champion.version, spec, champion.error,
+                                          project=project, candidate_version=record.version)
         tracker().record_decision(record, decision.to_dict())
     create_markdown_artifact(decision.to_markdown(), key=artifact_key(project, "gate-decision"),
                              description=f"{project} v{record.version}: {decision.verdict}")
@@ -59,3 +61,19 @@ def promote_model(record: ModelRecord, decision: GateDecision) -> str:
         raise ValueError("promote called on a failing decision")
     tracker().promote(record.project, record.version, decision.champion_version)
     return f"models:/{record.project}@champion"
+
+
+@task(name="record-outcome", retries=2, retry_delay_seconds=[2, 10])
+def record_outcome(record: ModelRecord, outcome: str, summary: str, champion: str | None,
+                   reason: str | None = None, approved_by: str | None = None) -> None:
+    """Add the run's promotion or rejection to the audit trail (an unchanged re-run decided nothing)."""
+    from tasks.events import flow_run_id
+
+    if outcome not in ("promoted", "rejected"):
+        return
+    action = audit.PROMOTE if outcome == "promoted" else audit.REJECT
+    details = {"source": "gates", "champion_before": champion, "run_reason": reason or "manual"}
+    if approved_by:
+        details["approved_by"] = approved_by
+    audit.append_record(tracker(), audit.new_record(record.project, action, record.version, summary, None,
+                                                    flow_run_id(), record.run_id, details))

@@ -113,6 +113,7 @@ def run(
     cfg = load_config(config, set_)  # fail fast, before Prefect starts
     _probe_registry()
     prepare_runtime_env()
+    _require_persistent_api(cfg.root, cfg.project, cfg.gates.approval, reason)
     training_pipeline = load_flow(cfg.root, "training", "training_pipeline")
     models = (f"best of {', '.join(c.name for c in cfg.model_candidates())}" if cfg.selects_model and len(cfg.model_candidates()) > 1
               else cfg.model.kind + (", tuned" if cfg.selects_model else ""))
@@ -126,6 +127,16 @@ def run(
         typer.echo(f"  {result.summary}")
     if result.outcome == "rejected":
         raise GateRejected(f"{result.project}: candidate v{result.version} rejected; champion stays v{result.champion}")
+
+
+def _require_persistent_api(root: Path, project: str, policy: str, reason: Optional[str]) -> None:
+    """A run that will wait for approval needs a Prefect API that outlives it: refuse before the
+    temporary API starts (the flow checks again, for runs started elsewhere)."""
+    from sluicegate.gates import approval_required
+
+    needed = approval_required(policy, reason)
+    if needed.required:  # Prefect's own settings decide (environment, profile), read through the tasks layer
+        load_flow(root, "..tasks.approve", "require_persistent_api")(project, needed)
 
 
 @app.command()
@@ -187,9 +198,10 @@ def _release_context(project: str, target: Optional[str] = None, port: Optional[
     return name, packaging, deploy, task, out_dir, settings, tracker, (cfg.notifications if cfg else None)
 
 
-def _emitter(notifications: Any) -> Any:
-    """The CLI's events, through the checkout's tasks layer (the library imports no Prefect)."""
-    return load_flow(Path.cwd(), "..tasks.events", "command_emitter")(notifications)
+def _emitter(notifications: Any, who: Optional[str] = None) -> Any:
+    """The CLI's events, through the checkout's tasks layer (the library imports no Prefect); release
+    events are recorded in the audit trail as done by `who` (default: the OS user)."""
+    return load_flow(Path.cwd(), "..tasks.events", "command_emitter")(notifications, who)
 
 
 @app.command()
@@ -231,6 +243,108 @@ def rollback(
     back_to, back_from, result = rollback_release(tracker, name, packaging, spec, task, settings, out_dir,
                                                   events=_emitter(notifications))
     typer.echo(f"{name}: rolled back to v{back_to} (from v{back_from}). {result.message}")
+
+
+# ---------------------------------------------------------------- approval, manual promotion, audit trail
+@app.command()
+def promote(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    version: str = typer.Argument(..., help="The registry version to make champion."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the audit trail and on the version)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who promotes (default: the OS user)."),
+) -> None:
+    """Make VERSION the champion by hand, without the gates; canaried and deployed first when deploy.enabled.
+
+    Without deploy.enabled only `champion` moves (compare-and-set against the champion read here).
+    """
+    from sluicegate import audit, events
+    from sluicegate.deploy.release import Promotion, release_version
+
+    if not reason.strip():
+        raise ConfigError(["--reason: must say why (got an empty reason)"])
+    name, packaging, spec, task, out_dir, settings, tracker, notifications = _release_context(project)
+    record = tracker.version(name, version)  # RegistryError (exit 8) for a version that does not exist
+    current = tracker.champion(name)
+    before = current.version if current else None
+    if before == record.version:
+        typer.echo(f"{name}: v{record.version} is already the champion; nothing changed")
+        return
+    who = (by or "").strip() or audit.current_user()
+    emitter = _emitter(notifications, who)
+    if spec.enabled:  # the release path: package, canary, then the compare-and-set, then traffic
+        message = release_version(tracker, name, record.version, packaging, spec, task, settings, out_dir,
+                                  promotion=Promotion(before), events=emitter).message
+    else:
+        tracker.promote(name, record.version, before)
+        message = "deploy.enabled is false: only the alias moved"
+    tracker.set_version_tags(name, record.version, {"sluice.promoted_by": who, "sluice.promote_reason": reason})
+    audit.append_record(tracker, audit.new_record(name, audit.MANUAL_PROMOTE, record.version, reason, who,
+                                                  mlflow_run_id=record.run_id,
+                                                  details={"champion_before": before, "deployed": spec.enabled}))
+    text = f"promoted by hand by {who}: {reason}"
+    emitter.emit(name, events.MODEL_PROMOTED, events.gate_payload(name, "promoted", record.version, record.version,
+                                                                  f"manual: {reason}", text, record.metrics))
+    typer.echo(f"{name}: champion v{before} -> v{record.version} ({text}). {message}")
+
+
+def _answer(project: str, approve: bool, comment: str, by: Optional[str], version: Optional[str]) -> None:
+    from sluicegate.audit import current_user
+
+    name = resolve(project)[0]
+    prepare_runtime_env()
+    who = (by or "").strip() or current_user()
+    answer_approval = load_flow(Path.cwd(), "..tasks.approve", "answer_approval")
+    run_id, found = answer_approval(name, approve, comment, who, version)
+    verb = "approved" if approve else "rejected"
+    then = "it resumes and releases the candidate" if approve else "it resumes and records the rejection"
+    typer.echo(f"{name} v{found}: {verb} by {who}" + (f" ({comment})" if comment else "") + f"; flow run {run_id}: {then}")
+
+
+@app.command()
+def approve(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    comment: str = typer.Option("", "--comment", help="Why (stored with the version and in the audit trail)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who approves (default: the OS user)."),
+    version: Optional[str] = typer.Option(None, "--version", help="Which candidate, when several runs wait."),
+) -> None:
+    """Approve the candidate a training run is waiting on (what the Prefect UI's approval form does)."""
+    _answer(project, True, comment, by, version)
+
+
+@app.command()
+def reject(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    comment: str = typer.Option("", "--comment", help="Why (stored with the version and in the audit trail)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who rejects (default: the OS user)."),
+    version: Optional[str] = typer.Option(None, "--version", help="Which candidate, when several runs wait."),
+) -> None:
+    """Reject the candidate a training run is waiting on; the champion stays."""
+    _answer(project, False, comment, by, version)
+
+
+@app.command()
+def history(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    limit: int = typer.Option(20, "--limit", min=1, help="At most this many records."),
+) -> None:
+    """The audit trail, newest first: promotions, rejections, approvals, deploys, rollbacks, manual promotions."""
+    from sluicegate.audit import history_json, read_history
+    from sluicegate.settings import load_settings
+    from sluicegate.tracking import Tracker
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _probe_registry()
+    name = resolve(project)[0]
+    records = read_history(Tracker(load_settings()), name, limit)
+    if as_json:
+        typer.echo(history_json(records))
+        return
+    if not records:
+        typer.echo(f"{name}: no audit records yet")
+        return
+    for r in records:
+        typer.echo(r.line())
 
 
 @app.command()

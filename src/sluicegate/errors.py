@@ -80,3 +80,8 @@ class ServiceUnreachableError(SluiceError):
 
     exit_code = 10
 
+
+class ApprovalError(SluiceError):
+    """An approval could not be asked for or given: no persistent Prefect API, no run waiting, a bad answer."""
+
+    exit_code = 11

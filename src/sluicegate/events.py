@@ -26,17 +26,22 @@ MODEL_REJECTED = f"{EVENT_PREFIX}.model.rejected"
 MODEL_DEPLOYED = f"{EVENT_PREFIX}.model.deployed"
 MODEL_ROLLED_BACK = f"{EVENT_PREFIX}.model.rolled_back"
 DEPLOY_FAILED = f"{EVENT_PREFIX}.deploy.failed"
+APPROVAL_PENDING = f"{EVENT_PREFIX}.approval.pending"
+CANARY_BREACHED = f"{EVENT_PREFIX}.canary.breached"  # reserved for shadow/canary traffic splitting
 
 # event name -> the `notifications.events` key that selects it (events without a key never notify)
 NOTIFY_KEYS: dict[str, str] = {
     DRIFT_DETECTED: "drift", MODEL_REJECTED: "rejected", DEPLOY_FAILED: "deploy_failed",
-    MODEL_ROLLED_BACK: "rolled_back", MODEL_PROMOTED: "promoted",
+    MODEL_ROLLED_BACK: "rolled_back", MODEL_PROMOTED: "promoted", APPROVAL_PENDING: "approval_pending",
+    CANARY_BREACHED: "canary_breached",
 }
 
 # what an Emitter is given: send(event name, resource, payload) -> an event id or None
 Send = Callable[[str, dict[str, str], dict[str, Any]], Any]
 # notify_block(block name, subject, body)
 NotifyBlock = Callable[[str, str, str], None]
+# record(project, event name, payload): the audit trail's hook (see `sluicegate.audit.audit_recorder`)
+Record = Callable[[str, str, dict[str, Any]], None]
 
 
 def resource_id(project: str) -> str:
@@ -75,6 +80,18 @@ def rolled_back_payload(project: str, champion: str, left: str | None, reason: s
             "text": f"{project}: champion back to v{champion} (from v{left}): {reason}"}
 
 
+def approval_pending_payload(project: str, version: str, champion: str | None, flow_run_id: str | None,
+                             timeout_minutes: float, summary: str, url: str | None = None) -> dict[str, Any]:
+    """`approval.pending`: a passing candidate waits for a person (Prefect UI form or the CLI)."""
+    approve, reject = f"sluice approve {project} --comment \"...\"", f"sluice reject {project} --comment \"...\""
+    where = f" or in the Prefect UI: {url}" if url else " or in the Prefect UI (flow run paused)"
+    return {"version": version, "champion": champion, "flow_run_id": flow_run_id, "timeout_minutes": timeout_minutes,
+            "approve": approve, "reject": reject, "url": url, "summary": summary,
+            "text": f"{project} v{version} passed the gates and waits for approval ({summary}). "
+                    f"Approve with `{approve}`, reject with `{reject}`{where}; "
+                    f"rejected automatically after {timeout_minutes:g} minutes."}
+
+
 def drift_payload(project: str, payload: dict[str, Any], reason: str | None = None, signal: str = "") -> dict[str, Any]:
     """`drift.checked` (no `reason`) / `drift.detected`: the drift check's numbers and, on an alert, why."""
     if reason is None:
@@ -96,6 +113,7 @@ class Emitter:
     notifications: NotificationsConfig | None = None
     notify_block: NotifyBlock | None = None
     secrets: Callable[[str], str] | None = None  # loads a `prefect_secret` reference (tasks layer)
+    record: Record | None = None  # appends release events (deployed, deploy.failed, rolled back) to the audit trail
 
     def emit(self, project: str, name: str, payload: dict[str, Any]) -> str | None:
         """Send `name` for the project's resource, then notify; returns the event id when one was sent."""
@@ -106,6 +124,11 @@ class Emitter:
                 event_id = str(getattr(event, "id", event)) if event is not None else None
             except Exception as exc:
                 log.warning("event %s for %s not sent: %s", name, project, exc)
+        if self.record is not None:
+            try:
+                self.record(project, name, payload)
+            except Exception as exc:
+                log.warning("audit record of %s for %s FAILED: %s: %s", name, project, type(exc).__name__, exc)
         if self.notifications is not None and NOTIFY_KEYS.get(name) in self.notifications.events:
             self.notify(project, name, payload)
         return event_id
@@ -113,6 +136,7 @@ class Emitter:
     def notify(self, project: str, name: str, payload: dict[str, Any]) -> None:
         from sluicegate.data import resolve_secret
         from sluicegate.notify import send_webhook
+        from sluicegate.settings import redact
 
         spec = self.notifications
         assert spec is not None
@@ -120,15 +144,25 @@ class Emitter:
             try:
                 url = resolve_secret(spec.webhook_url, "notifications.webhook_url", self.secrets)
             except Exception as exc:
-                log.warning("notification %s -> webhook: FAILED %s", name, exc)
+                log.warning("notification %s for %s -> webhook: FAILED (%s)", name, project, exc)
             else:
                 result = send_webhook(url, name, project, payload, spec.timeout_s)
-                log.info("notification %s -> webhook: %s", name, "sent" if result.sent else f"FAILED {result.error}")
-        if spec.prefect_block and self.notify_block is not None:
+                if result.sent:
+                    log.info("notification %s for %s -> webhook: sent", name, project)
+                else:
+                    log.warning("notification %s for %s -> webhook %s: FAILED (%s)", name, project, redact(url),
+                                result.error if result.status is None else f"HTTP {result.status}: {result.error}")
+        if spec.prefect_block:
+            if self.notify_block is None:
+                log.warning("notification %s for %s -> Prefect block %r: FAILED (no Prefect here to send it)",
+                            name, project, spec.prefect_block)
+                return
             try:
                 self.notify_block(spec.prefect_block, name, payload.get("text") or f"{project}: {name}")
+                log.info("notification %s for %s -> Prefect block %r: sent", name, project, spec.prefect_block)
             except Exception as exc:
-                log.warning("notification %s -> block %s: FAILED %s", name, spec.prefect_block, exc)
+                log.warning("notification %s for %s -> Prefect block %r: FAILED (%s: %s)", name, project,
+                            spec.prefect_block, type(exc).__name__, str(exc)[:300])
 
 
 NO_EVENTS = Emitter()

@@ -91,6 +91,9 @@ def decide_promotion(
     champion_version: str | None,
     gates: GatesConfig,
     champion_error: str | None = None,
+    *,
+    project: str | None = None,
+    candidate_version: str | None = None,
 ) -> GateDecision:
     """Decide whether the candidate replaces the champion.
 
@@ -101,6 +104,8 @@ def decide_promotion(
         champion_version: the champion's registry version, recorded for compare-and-set.
         gates: the `gates` section.
         champion_error: why the champion could not be re-scored on this holdout, if it could not.
+        project, candidate_version: name the candidate in the advice a failing check gives
+            (`sluice promote churn 4 --reason ...`).
 
     Returns:
         A `GateDecision` whose checks explain every verdict.
@@ -128,13 +133,14 @@ def decide_promotion(
         checks.append(GateCheck(
             "champion", primary, cand, None, None, None, False,
             f"champion v{champion_version} could not be re-scored on this holdout ({champion_error or 'unknown error'}); "
-            f"compare by hand and promote with `sluice promote`"))
+            f"compare by hand and promote with `{promote_command(project, candidate_version)}`"))
     elif champion_test is None:
         ok = gates.first_model == "promote"
         checks.append(GateCheck(
             "champion", primary, cand, None, None, None, ok,
             "no champion yet: the first model is promoted when every other gate passes" if ok
-            else "no champion yet and gates.first_model is 'reject': promote by hand"))
+            else f"no champion yet and gates.first_model is 'reject': promote by hand with "
+                 f"`{promote_command(project, candidate_version)}`"))
     else:
         champ = champion_test.get(primary)
         if cand is None or champ is None:
@@ -158,6 +164,11 @@ def decide_promotion(
     return GateDecision(promote, tuple(checks), champion_version, summary)
 
 
+def promote_command(project: str | None, version: str | None) -> str:
+    """The command that promotes a version by hand (the advice a failing gate gives)."""
+    return f"sluice promote {project or 'PROJECT'} {version or 'VERSION'} --reason \"...\""
+
+
 def same_model_decision(version: str) -> GateDecision:
     """The candidate IS the champion (an unchanged, cached re-run): nothing to promote."""
     check = GateCheck("champion", "-", None, None, None, None, False,
@@ -174,3 +185,90 @@ def decide_outcome(decision: GateDecision, candidate_version: str, champion_vers
     if decision.unchanged or (champion_version is not None and champion_version == candidate_version):
         return "unchanged"
     return "rejected"
+
+
+# ---------------------------------------------------------------- human approval
+RETRAIN_REASON_PREFIXES = ("retrain", "drift", "performance")
+"""A run whose reason starts with one of these came from an event or the retraining flow
+(the retraining flow passes `retrain: <event reason>`, drift events `drift: ...`)."""
+
+
+@dataclass(frozen=True)
+class ApprovalRequirement:
+    """Whether a passing candidate waits for a human before its release, and why."""
+
+    required: bool
+    reason: str
+
+
+def approval_required(policy: str, run_reason: str | None) -> ApprovalRequirement:
+    """Apply `gates.approval` to a run.
+
+    Args:
+        policy: `never`, `always` or `on_retrain`.
+        run_reason: the run's reason (`manual`, `retrain: drift: ...`, ...).
+
+    Returns:
+        An `ApprovalRequirement` saying whether to wait and why.
+    """
+    if policy == "always":
+        return ApprovalRequirement(True, "gates.approval is 'always'")
+    if policy == "on_retrain":
+        why = (run_reason or "manual").strip()
+        if why.lower().startswith(RETRAIN_REASON_PREFIXES):
+            return ApprovalRequirement(True, f"gates.approval is 'on_retrain' and this run is a retrain ({why[:200]})")
+        return ApprovalRequirement(False, f"gates.approval is 'on_retrain' and this run is not a retrain ({why[:200]})")
+    return ApprovalRequirement(False, "gates.approval is 'never'")
+
+
+@dataclass(frozen=True)
+class ApprovalAnswer:
+    """What a person answered (the Prefect UI form or `sluice approve/reject`); None fields were left blank."""
+
+    approve: bool
+    comment: str = ""
+    approver: str | None = None
+    timed_out: bool = False
+
+
+TIMEOUT_APPROVER = "sluicegate (approval timeout)"
+UNNAMED_APPROVER = "unnamed (Prefect UI)"
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    """The outcome of an approval: `approved`, `rejected` or `timed_out`, by whom and why."""
+
+    verdict: str
+    approver: str
+    comment: str
+    summary: str
+
+    @property
+    def approved(self) -> bool:
+        return self.verdict == "approved"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide_approval(answer: ApprovalAnswer, project: str, version: str, timeout_minutes: float) -> ApprovalDecision:
+    """Turn an answer into the decision recorded with the version.
+
+    Args:
+        answer: the person's answer, or the timeout's (`timed_out=True`, never an approval).
+        project, version: the candidate, for the summary.
+        timeout_minutes: `gates.approval_timeout_minutes`, for the summary.
+
+    Returns:
+        An `ApprovalDecision`; only an explicit `approve=True` that did not time out approves.
+    """
+    comment = (answer.comment or "").strip()
+    said = f": {comment}" if comment else ""
+    if answer.timed_out:
+        return ApprovalDecision("timed_out", TIMEOUT_APPROVER, comment,
+                                f"{project} v{version}: no approval within {timeout_minutes:g} minutes; rejected")
+    approver = (answer.approver or "").strip() or UNNAMED_APPROVER
+    if answer.approve:
+        return ApprovalDecision("approved", approver, comment, f"{project} v{version}: approved by {approver}{said}")
+    return ApprovalDecision("rejected", approver, comment, f"{project} v{version}: rejected by {approver}{said}")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -19,7 +16,8 @@ class NotificationResult:
 def send_webhook(url: str, event: str, project: str, payload: dict[str, Any], timeout_s: float = 5.0) -> NotificationResult:
     """POST `{"event", "project", "text", "payload"}` to `url`.
 
-    A notification must never fail the run it reports on: errors come back in the result.
+    A notification must never fail the run it reports on: errors come back in the result, and
+    the caller logs them (one line per failed notification).
     """
     import httpx
 
@@ -27,9 +25,6 @@ def send_webhook(url: str, event: str, project: str, payload: dict[str, Any], ti
     try:
         response = httpx.post(url, json=body, timeout=timeout_s)
         ok = 200 <= response.status_code < 300
-        if not ok:
-            log.warning("webhook %s answered %s", url, response.status_code)
         return NotificationResult(ok, response.status_code, None if ok else response.text[:200])
     except httpx.HTTPError as exc:
-        log.warning("webhook %s failed: %s", url, exc)
-        return NotificationResult(False, None, str(exc))
+        return NotificationResult(False, None, f"{type(exc).__name__}: {exc}")

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
+AUDIT_SUFFIX = ".audit"  # the experiment `<project>.audit` holds a project's audit trail (project names have no dots)
 MODEL_PACKAGES = ("scikit-learn", "xgboost", "pandas", "numpy", "scipy", "cloudpickle", "pyarrow", "torch", "sluicegate")
 
 
@@ -304,6 +305,84 @@ class Tracker:
         self.client.set_tag(record.run_id, "sluice.verdict_summary", decision["summary"][:4900])
         self.client.set_model_version_tag(record.project, record.version, "sluice.verdict", verdict)
         self.client.set_model_version_tag(record.project, record.version, "sluice.verdict_summary", decision["summary"][:4900])
+
+    def record_approval(self, record: ModelRecord, decision: dict) -> None:
+        """Store a person's answer (or the timeout) with the run and as version tags.
+
+        A refusal also turns the version's verdict into `rejected`: the gates passed, but the
+        candidate was not released.
+        """
+        self.client.log_dict(record.run_id, decision, "approval.json")
+        tags = {"sluice.approval": decision["verdict"], "sluice.approved_by": decision["approver"][:4900],
+                "sluice.approval_comment": (decision.get("comment") or "")[:4900]}
+        if decision["verdict"] != "approved":
+            tags |= {"sluice.verdict": "rejected", "sluice.verdict_summary": decision["summary"][:4900]}
+        for key, value in tags.items():
+            self.client.set_tag(record.run_id, key, value)
+            self.client.set_model_version_tag(record.project, record.version, key, value)
+
+    def set_version_tags(self, project: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(project, str(version), key, str(value)[:4900])
+
+    # ------------------------------------------------------------ audit trail (see sluicegate.audit)
+    def append_audit(self, project: str, record: dict[str, Any]) -> str:
+        """Add one audit record: a finished run in the experiment `<project>.audit`, never changed after.
+
+        The record is kept whole in the tag `sluice.audit.record` (what `audit_records` reads) and
+        as the artifact `audit_record.json`; its main fields are also tags, to search and filter on.
+
+        Returns:
+            The id of the run that holds the record.
+        """
+        exp_id = self.experiment_id(f"{project}{AUDIT_SUFFIX}")
+        stamp = int(time.time() * 1000)
+        blob = json.dumps(record, default=str)
+        if len(blob) > 7900:  # MLflow's tag limit: the artifact keeps the whole record
+            short = {**record, "why": str(record.get("why", ""))[:2000], "details": {"truncated": True}}
+            blob = json.dumps(short, default=str)[:7900]
+        tags = {"sluice.kind": "audit", "sluice.project": project, "sluice.audit.record": blob,
+                **{f"sluice.audit.{k}": str(record[k])[:4900] for k in
+                   ("action", "version", "who", "when", "why", "flow_run_id", "mlflow_run_id") if record.get(k) is not None}}
+        name = f"{record.get('action')} v{record.get('version')}" if record.get("version") else str(record.get("action"))
+        run = self.client.create_run(exp_id, start_time=stamp, tags=tags, run_name=name)
+        self.client.log_dict(run.info.run_id, record, "audit_record.json")
+        self.client.set_terminated(run.info.run_id, "FINISHED", end_time=stamp)
+        return run.info.run_id
+
+    def audit_records(self, project: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """A project's audit records as dicts, newest first (at most `limit`).
+
+        Raises:
+            RegistryError: the tracking store could not be asked.
+        """
+        try:
+            exp = self.client.get_experiment_by_name(f"{project}{AUDIT_SUFFIX}")
+            if exp is None:
+                return []
+            out: list[dict[str, Any]] = []
+            token = None
+            while limit is None or len(out) < limit:
+                page = self.client.search_runs([exp.experiment_id], filter_string="tags.`sluice.kind` = 'audit'",
+                                               order_by=["attributes.start_time DESC"], page_token=token,
+                                               max_results=min(1000, limit - len(out)) if limit else 1000)
+                for run in page:
+                    try:
+                        out.append(json.loads(run.data.tags["sluice.audit.record"]))
+                    except (KeyError, ValueError):  # a record cut at the tag limit: read its artifact
+                        out.append(self._load_run_dict(run.info.run_id, "audit_record.json"))
+                token = page.token
+                if not token:
+                    break
+        except Exception as exc:
+            raise RegistryError(f"{project}: could not read the audit trail from {redact(self.tracking_uri)}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        # runs started in the same millisecond: the record's own microsecond timestamp orders them
+        return sorted(out, key=lambda r: str(r.get("when", "")), reverse=True)
+
+    def _load_run_dict(self, run_id: str, path: str) -> dict[str, Any]:
+        self._activate()
+        return self.mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
 
     def log_trials(
         self,

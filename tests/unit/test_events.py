@@ -79,3 +79,32 @@ def test_only_selected_events_notify_and_nothing_raises(webhook):
     # a receiver that is gone never fails the caller
     events.Emitter(None, NotificationsConfig(webhook_url="http://127.0.0.1:9/x", timeout_s=1)).emit(
         "churn", events.DEPLOY_FAILED, {})
+
+
+def test_approval_pending_reaches_the_webhook_with_how_to_answer(webhook):
+    url, received = webhook
+    assert events.APPROVAL_PENDING == "sluicegate.approval.pending"
+    assert events.CANARY_BREACHED == "sluicegate.canary.breached"
+    payload = events.approval_pending_payload("churn", "4", "3", "fr-1", 30, "All 5 gates passed.",
+                                              "http://127.0.0.1:4200/runs/flow-run/fr-1")
+    events.Emitter(None, NotificationsConfig(webhook_url=url)).emit("churn", events.APPROVAL_PENDING, payload)
+    assert [r["event"] for r in received] == [events.APPROVAL_PENDING]
+    text = received[0]["text"]
+    assert 'sluice approve churn --comment' in text and 'sluice reject churn' in text
+    assert "http://127.0.0.1:4200/runs/flow-run/fr-1" in text and "after 30 minutes" in text
+    assert received[0]["payload"]["flow_run_id"] == "fr-1"
+
+
+def test_a_failed_notification_is_one_warning_line(caplog):
+    spec = NotificationsConfig(webhook_url="http://127.0.0.1:9/hook", timeout_s=1, prefect_block="ops")
+
+    def no_block(name, subject, body):
+        raise ValueError(f"no block {name}")
+
+    with caplog.at_level("INFO", logger="sluicegate"):
+        events.Emitter(None, spec, no_block).emit("churn", events.DEPLOY_FAILED, {"text": "x"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # one per channel, nothing else
+    assert warnings[0].startswith("notification sluicegate.deploy.failed for churn -> webhook http://127.0.0.1:9/hook: FAILED (")
+    assert warnings[1] == "notification sluicegate.deploy.failed for churn -> Prefect block 'ops': FAILED (ValueError: no block ops)"
+    assert all("\n" not in w for w in warnings)

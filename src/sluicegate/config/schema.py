@@ -295,6 +295,12 @@ class GatesConfig(StrictModel):
         default="promote", description="what to do when there is no champion yet"
     )
     slice_thresholds: dict[str, Threshold] = {}
+    approval: Literal["never", "always", "on_retrain"] = Field(
+        default="never",
+        description="when a human must approve a passing candidate before it is released: never, always, or "
+                    "on_retrain (runs started by a drift/performance event or the retraining flow)")
+    approval_timeout_minutes: float = Field(
+        default=60, gt=0, le=10080, description="an approval not given within this time rejects the candidate")
 
 
 # ---------------------------------------------------------------- packaging and deploy
@@ -375,9 +381,12 @@ class NotificationsConfig(StrictModel):
     """Where to tell people about drift, rejections, failed deploys and rollbacks."""
 
     webhook_url: str | SecretRef | None = None
-    events: list[Literal["drift", "rejected", "deploy_failed", "rolled_back", "promoted"]] = [
-        "drift", "rejected", "deploy_failed", "rolled_back"]
-    prefect_block: str | None = Field(default=None, description="name of a Prefect notification block (e.g. Slack)")
+    events: list[Literal["drift", "rejected", "deploy_failed", "rolled_back", "promoted", "approval_pending",
+                         "canary_breached"]] = [
+        "drift", "rejected", "deploy_failed", "rolled_back", "approval_pending", "canary_breached"]
+    prefect_block: str | None = Field(
+        default=None, description="a Prefect notification block (Slack, e-mail, webhook...): its name, or "
+                                  "`type-slug/name` when several blocks share the name")
     timeout_s: float = Field(default=5, gt=0)
 
 

@@ -279,3 +279,24 @@ def test_the_verdict_names_the_holdout():
     assert decision.promote and decision.summary.endswith(
         "Holdout: 95 rows (80 source + 15 production predicted 2033-05-13 to 2033-05-13).")
     assert decision.to_dict()["holdout"] == report.holdout and "80 source + 15 production" in decision.to_markdown()
+
+
+def test_config_check_reads_the_header_of_the_first_partition(tmp_path):
+    import yaml
+
+    from sluicegate.config import check_sources, load_config
+    from tests.helpers import churn_config
+
+    _parts(tmp_path, ["2026-11-01.csv", "2026-11-02.csv"])
+    (tmp_path / "configs").mkdir()
+    cfg = churn_config(tmp_path, data_file="data/parts/*.csv")
+    path = tmp_path / "configs" / "churn.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert check_sources(load_config(path)) == []
+    cfg["data"]["target"] = "churn"
+    path.write_text(yaml.safe_dump(cfg))
+    assert check_sources(load_config(path)) == [
+        "data.target: column 'churn' not in data/parts/*.csv; did you mean 'churned'?"]
+    cfg["data"]["source"]["path"] = "data/other/*.csv"
+    path.write_text(yaml.safe_dump(cfg))
+    assert check_sources(load_config(path))[0].startswith("data.source.path: no files match 'data/other/*.csv'")

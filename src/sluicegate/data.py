@@ -255,8 +255,10 @@ def read_production_rows(project: str, spec: ProductionConfig, columns: list[str
     since = now - spec.window_days * 86400 if spec.window_days is not None else None
     logged = read_labelled_predictions(project, home, since=since, last_n=spec.max_rows, traffic=("live",),
                                        include_late=spec.include_late)
-    label = f"{target}_label" if f"{target}_label" in logged.columns else target
-    if logged.empty or label not in logged.columns:
+    # the label column is named after the target the served model recorded (`<target>_label` when
+    # the target was also sent as an input, `label` when no target was recorded)
+    label = next((c for c in (f"{target}_label", target, "label") if c in logged.columns), None)
+    if logged.empty or label is None:
         return pd.DataFrame(columns=[*columns, *MARKER_COLUMNS])
     out = pd.DataFrame(index=logged.index)
     for col in columns:
@@ -347,7 +349,7 @@ def strip_markers(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_snapshot(ref: DatasetRef | str, markers: bool = False) -> pd.DataFrame:
-    """A snapshot's rows; the marker columns only when asked (validation and drift never see them)."""
+    """A snapshot's rows; the marker columns only when asked (validation reads it without them)."""
     frame = pd.read_parquet(ref.path if isinstance(ref, DatasetRef) else ref)
     return frame if markers else strip_markers(frame)
 

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from sluicegate.config import ProjectConfig, config_hash, load_config, resolve_path
 from sluicegate import events
-from sluicegate.data import DatasetRef
+from sluicegate.data import DatasetRef, dataset_tags
 from sluicegate.features import FeatureSet
 from sluicegate.split import SplitResult
 from sluicegate.gates import approval_required, decide_outcome
@@ -29,7 +29,7 @@ from tasks.events import emit
 from tasks.features import build_features
 from tasks.ingest import ingest_data
 from tasks.register import decide_promotion, promote_model, record_outcome, register_candidate
-from tasks.split import split_data
+from tasks.split import holdout_cutoff, split_data
 from tasks.train import train_model
 from tasks.tune import select_model
 from tasks.validate import validate_data
@@ -38,6 +38,9 @@ from tasks.validate import validate_data
 def prepare_features(cfg: ProjectConfig) -> tuple[DatasetRef, ValidationReport, SplitResult, FeatureSet]:
     """Ingest, validate, split and build features: the cached front half every training flow shares.
 
+    With `data.production.enabled` the snapshot holds labelled production rows, and the newest
+    of those labelled after the champion's training data are held out for the gates.
+
     Called inside a flow; each step is a task, so a failed validation stops the calling flow.
     """
     project = cfg.project
@@ -45,8 +48,10 @@ def prepare_features(cfg: ProjectConfig) -> tuple[DatasetRef, ValidationReport, 
     listed = {k: list(getattr(cfg.features, k).columns) for k in ("numeric", "categorical")
               if getattr(cfg.features, k).columns != "auto"}
     checked = validate_data(dataset, cfg.validation, cfg.data.target, cfg.task, project, listed)
+    # production rows the champion trained on never enter the holdout it is compared on
+    cutoff = holdout_cutoff(project) if dataset.production_rows else None
     split = split_data(dataset, cfg.split, cfg.split_method, cfg.data.target, cfg.seed, project,
-                       cfg.split.time_column or cfg.data.time_column)
+                       cfg.split.time_column or cfg.data.time_column, cutoff)
     exclude = [c for c in (cfg.data.id_column, cfg.data.time_column) if c and c not in cfg.features.datetime.columns]
     return dataset, checked, split, build_features(split, cfg.features, cfg.data.target, exclude, project)
 
@@ -90,8 +95,8 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     report = evaluate_model(trained, split, cfg.evaluation, cfg.task, cfg.data.target)
     champion = score_champion(project, split, cfg.task, cfg.data.target)
     key = candidate_key(cfg, dataset.fingerprint, ("tuning", "candidates") if selected else ())
-    tags = run_tags(project, cfg.task, cfg.data.target, dataset.fingerprint, dataset.path, config_hash(cfg),
-                    str(cfg.source), cfg.root, selected)
+    tags = {**run_tags(project, cfg.task, cfg.data.target, dataset.fingerprint, dataset.path, config_hash(cfg),
+                       str(cfg.source), cfg.root, selected), **dataset_tags(dataset)}
     record = register_candidate(project, key, trained, report, split.test_path, tags,
                                 {"validation": checked.json_path or ""}, reason)
     decision = decide_promotion(record, report, champion, cfg.gates, project)

@@ -82,3 +82,40 @@ def flow_run_artifact(key: str, flow_run_id):
         found = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     return found[-1] if found else None
+
+
+def log_labelled_predictions(home: Path, project: str, frame: pd.DataFrame, target: str, *, start: float,
+                             step_s: float = 60.0, labelled_at: float | None = None, labels: bool | int = True,
+                             version: str = "1", id_column: str | None = "customer_id", prefix: str = "p") -> list[str]:
+    """Log `frame`'s rows as live predictions with the real writer, then label them with the feedback core.
+
+    Row i is predicted at `start + i * step_s`; the model "predicted" 0 for every row. `labels`:
+    True labels every row with its `target` value, an int only the first that many, False none.
+    Labels are received at `labelled_at` (default: one hour after the last prediction).
+    """
+    from sluicegate.serving.feedback import parse_feedback, record_feedback
+    from sluicegate.serving.predlog import (LabelSchema, PredictionEvent, PredictionLog, connect_log, log_path,
+                                            register_label_schema)
+
+    ids, events = [], []
+    for i, row in enumerate(frame.to_dict(orient="records")):
+        pid = f"{prefix}{i}"
+        inputs = {k: v for k, v in row.items() if k != target}
+        events.append(PredictionEvent(start + i * step_s, project, version, "predict", "model", inputs, 0, None, pid,
+                                      "live", str(row[id_column]) if id_column and id_column in row else None))
+        ids.append(pid)
+    plog = PredictionLog(log_path(home, project))
+    plog.record(events)
+    plog.close()
+    conn = connect_log(log_path(home, project))
+    try:
+        register_label_schema(conn, LabelSchema("classification", target, (0, 1), id_column, version))
+        n = len(ids) if labels is True else int(labels)
+        if n:
+            body = [{"prediction_id": pid, "label": int(v)} for pid, v in zip(ids[:n], frame[target].iloc[:n])]
+            when = labelled_at if labelled_at is not None else start + len(ids) * step_s + 3600
+            result = record_feedback(conn, parse_feedback(body), now=when)
+            assert result.stored == n, result.summary()
+    finally:
+        conn.close()
+    return ids

@@ -21,6 +21,7 @@ class EvaluationReport:
     test: dict[str, float]
     slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     test_rows: int = 0
+    holdout: str = ""  # what the holdout is, in words (`SplitResult.holdout`)
 
     def flat(self) -> dict[str, float]:
         """`test_roc_auc`-style names for MLflow."""

@@ -15,6 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
 
 from sluicegate.config import FeaturesConfig
+from sluicegate.data import MARKER_PREFIX
 from sluicegate.errors import DataValidationError
 
 class DatetimeParts(TransformerMixin, BaseEstimator):
@@ -63,7 +64,8 @@ def select_columns(frame: pd.DataFrame, spec: FeaturesConfig, exclude: set[str])
     Raises:
         DataValidationError: a listed column is missing, or a numeric column holds text.
     """
-    dropped = set(spec.drop) | exclude
+    # marker columns (`_sluice_origin`, ...) say where a row came from; they are never features
+    dropped = set(spec.drop) | exclude | {c for c in frame.columns if str(c).startswith(MARKER_PREFIX)}
     dt = [c for c in spec.datetime.columns if c not in dropped]
     rest = [c for c in frame.columns if c not in dropped and c not in dt]
     if spec.numeric.columns == "auto":
@@ -101,7 +103,9 @@ def build_preprocessor(spec: FeaturesConfig, cols: FeatureColumns) -> ColumnTran
     if cols.categorical:
         steps = []
         if spec.categorical.impute != "none":
-            steps.append(("impute", SimpleImputer(strategy=spec.categorical.impute, fill_value="__missing__")))
+            # `_as_str` sends every missing category as None, so None is what this imputer fills
+            steps.append(("impute", SimpleImputer(strategy=spec.categorical.impute, missing_values=None,
+                                                  fill_value="__missing__")))
         if spec.categorical.encode == "onehot":
             enc = OneHotEncoder(handle_unknown="infrequent_if_exist" if spec.categorical.min_frequency else "ignore",
                                 min_frequency=spec.categorical.min_frequency, sparse_output=False)
@@ -117,6 +121,11 @@ def build_preprocessor(spec: FeaturesConfig, cols: FeatureColumns) -> ColumnTran
 
 
 def _as_str(frame: pd.DataFrame, cols: FeatureColumns) -> pd.DataFrame:
+    """Categorical columns as text, every missing value (NaN, NaT, pd.NA) as None.
+
+    One missing marker, so the fitted imputer (`missing_values=None`) fills all of them and the
+    ONNX exporter can tell whether it does.
+    """
     if not cols.categorical:
         return frame
     frame = frame.copy()

@@ -32,6 +32,7 @@ class GateDecision:
     champion_version: str | None
     summary: str
     unchanged: bool = False  # the candidate is the champion itself: nothing was decided
+    holdout: str = ""  # which rows both were scored on, in words
 
     @property
     def verdict(self) -> str:
@@ -43,6 +44,7 @@ class GateDecision:
             "promote": self.promote,
             "champion_version": self.champion_version,
             "summary": self.summary,
+            "holdout": self.holdout,
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -161,7 +163,9 @@ def decide_promotion(
         summary = f"All {len(checks)} gates passed; {primary} = {_fmt(cand)}."
     else:
         summary = "Rejected: " + "; ".join(c.reason for c in failed) + "."
-    return GateDecision(promote, tuple(checks), champion_version, summary)
+    if candidate.holdout:  # after drift, which rows decided matters: say it in the verdict
+        summary += f" {candidate.holdout[0].upper()}{candidate.holdout[1:]}."
+    return GateDecision(promote, tuple(checks), champion_version, summary, holdout=candidate.holdout)
 
 
 def promote_command(project: str | None, version: str | None) -> str:

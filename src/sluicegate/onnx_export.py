@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -62,7 +63,9 @@ class ParityReport:
     largest absolute difference of a class probability or a regression value; `limit` is the
     absolute bound it was held to (`tolerance`, times `scale` for regression). Label differences
     on rows whose two best native probabilities are within `limit` of each other (`near_ties`)
-    are explained by float32 rounding and do not fail the check.
+    are explained by float32 rounding and do not fail the check. So are any differences on rows
+    where a k-nearest-neighbours model's k-th and (k+1)-th neighbours are equally far: which of
+    them is taken is rounding too, and such rows count as near ties.
     """
 
     rows: int
@@ -299,13 +302,16 @@ def _categorical_copy(step: Any, width: int) -> Any:
     return Pipeline(out) if len(out) > 1 else out[0][1]
 
 
-class _OneHotInfrequent:
+class _OneHotInfrequent(TransformerMixin, BaseEstimator):
     """A fitted OneHotEncoder(handle_unknown="infrequent_if_exist"), for a converter of our own.
 
     Per feature, a string -> index lookup (ai.onnx.ml LabelEncoder; opset 17's Equal has no
     strings) whose default is the infrequent column, then index == 0..width-1 as floats: frequent
     categories in learned order, then the infrequent column where infrequent categories exist,
     which also takes unseen ones; where none exist an unseen category is all zeros, as in sklearn.
+
+    An estimator only so that a Pipeline (after a string imputer that fills missing categories)
+    accepts it as a step; nothing fits or runs it but the converter.
     """
 
     def __init__(self, features: list[tuple[list[str], list[str], bool]]):
@@ -527,12 +533,33 @@ def check_parity(
     scale = float(np.max(np.abs(native))) if rows else 1.0
     scale = scale if scale > 0 else 1.0
     diff = np.abs(native - onnx_values)
-    worst = float(diff.max()) if rows else 0.0
     limit = tol * scale
+    ties = _neighbour_ties(model, holdout) & (diff > limit)
+    worst = float(diff[~ties].max()) if (~ties).any() else 0.0
     order = np.argsort(-diff)[:MAX_EXAMPLES]
     examples = tuple({"row": int(i), "native": float(native[i]), "onnx": float(onnx_values[i]),
-                      "diff": float(diff[i])} for i in order)
-    return ParityReport(rows, task, "values", None, 0, 0, worst, tol, scale, limit, bool(worst <= limit), examples)
+                      "diff": float(diff[i]), **({"near_tie": True} if ties[i] else {})} for i in order)
+    return ParityReport(rows, task, "values", None, 0, int(ties.sum()), worst, tol, scale, limit, bool(worst <= limit),
+                        examples)
+
+
+def _neighbour_ties(model: Any, holdout: pd.DataFrame, rel: float = 1e-5) -> np.ndarray:
+    """Rows whose k-th and (k+1)-th nearest training rows are equally far (k-NN models; else none)."""
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+    est = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    est = getattr(est, "estimator_", est)  # EncodedLabelClassifier wraps the fitted classifier
+    ties = np.zeros(len(holdout), dtype=bool)
+    if not isinstance(est, (KNeighborsClassifier, KNeighborsRegressor)) or not len(holdout):
+        return ties
+    k = est.n_neighbors
+    if est.n_samples_fit_ <= k:
+        return ties
+    X = holdout
+    for _, step in (model.steps[:-1] if isinstance(model, Pipeline) else []):
+        X = step.transform(X)
+    dist, _ = est.kneighbors(X, n_neighbors=k + 1)
+    return np.abs(dist[:, k] - dist[:, k - 1]) <= rel * np.maximum(dist[:, k], 1.0)
 
 
 def _classification_parity(model: Any, predictor: OnnxPredictor, holdout: pd.DataFrame, tol: float) -> ParityReport:
@@ -546,10 +573,12 @@ def _classification_parity(model: Any, predictor: OnnxPredictor, holdout: pd.Dat
         native = np.asarray(model.predict_proba(holdout), dtype=np.float64)
         mine = predictor.predict_proba_frame(holdout).astype(np.float64)
         diff = np.abs(native - mine).max(axis=1) if rows else np.zeros(0)
-        worst = float(diff.max()) if rows else 0.0
         if native.shape[1] > 1:
             top2 = np.sort(native, axis=1)[:, -2:]
             ties = (top2[:, 1] - top2[:, 0]) <= 2 * tol
+        knn = _neighbour_ties(model, holdout) & (diff > tol)
+        ties = ties | knn
+        worst = float(diff[~knn].max()) if (~knn).any() else 0.0
         for i in np.argsort(-diff)[:MAX_EXAMPLES]:
             examples.append({"row": int(i), "native": [float(v) for v in native[i]],
                              "onnx": [float(v) for v in mine[i]], "diff": float(diff[i])})

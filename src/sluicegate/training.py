@@ -155,13 +155,16 @@ def load_model_file(path: str) -> Any:
 
 def evaluate_model(
     model: Any, task: str, target: str, train_path: str, valid_path: str, test_path: str,
-    slices: list[str], min_slice_rows: int,
+    slices: list[str], min_slice_rows: int, holdout: str = "",
 ) -> EvaluationReport:
-    """Metrics of a full pipeline on the raw train, validation and holdout splits, and per slice."""
+    """Metrics of a full pipeline on the raw train, validation and holdout splits, and per slice.
+
+    `holdout` describes the test split in words (`SplitResult.holdout`); the gates quote it.
+    """
     frames = {n: pd.read_parquet(p) for n, p in (("train", train_path), ("valid", valid_path), ("test", test_path))}
     scores = {n: compute_metrics(task, model, f, f[target].to_numpy()) for n, f in frames.items()}
     per_slice = slice_metrics(task, model, frames["test"], target, slices, min_slice_rows) if slices else {}
-    return EvaluationReport(scores["train"], scores["valid"], scores["test"], per_slice, len(frames["test"]))
+    return EvaluationReport(scores["train"], scores["valid"], scores["test"], per_slice, len(frames["test"]), holdout)
 
 
 def score_champion(champion_model: Any, version: str, task: str, target: str, test_path: str) -> ChampionScore:

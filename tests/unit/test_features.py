@@ -41,3 +41,40 @@ def test_numbers_turned_to_text_are_named(tmp_path):
 
 def _snap(tmp_path, frame):
     return snapshot_frame(frame, tmp_path / "store", "p").path
+
+
+@pytest.mark.parametrize("strategy, filled", [("most_frequent", "basic"), ("constant", "__missing__")])
+def test_categorical_imputation_fills_missing_categories(tmp_path, strategy, filled):
+    frame = churn_frame(400)
+    frame.loc[frame.index % 7 == 0, "plan"] = None
+    frame.loc[frame.index % 11 == 0, "region"] = float("nan")
+    res = split_data(_snap(tmp_path, frame), SplitConfig(), "random", "churned", 0, tmp_path / "s")
+    spec = FeaturesConfig(numeric={"columns": ["tenure"]}, categorical={"columns": ["plan", "region"], "impute": strategy})
+    fs = build_features(res.train_path, res.valid_path, res.test_path, spec, "churned", set(), tmp_path / "f")
+    names = list(fs.feature_names)
+    assert not [n for n in names if n.endswith(("_None", "_nan"))], names  # missing is not a category
+    pre = load_preprocessor(fs.preprocessor_path)
+    rows = pd.DataFrame({"tenure": [5, 5], "plan": [None, filled if filled != "__missing__" else "pro"],
+                         "region": [float("nan"), "north"]})
+    out = pd.DataFrame(pre.transform(rows), columns=names)
+    assert out.loc[0, f"plan_{filled}"] == 1.0 and out.filter(like="plan_").loc[0].sum() == 1.0
+    assert out.filter(like="region_").loc[0].sum() == 1.0  # NaN is filled as None is
+
+
+def test_without_imputation_missing_is_a_category_of_its_own(tmp_path):
+    frame = churn_frame(400)
+    frame.loc[frame.index % 7 == 0, "plan"] = None
+    res = split_data(_snap(tmp_path, frame), SplitConfig(), "random", "churned", 0, tmp_path / "s")
+    spec = FeaturesConfig(numeric={"columns": ["tenure"]}, categorical={"columns": ["plan"], "impute": "none"})
+    fs = build_features(res.train_path, res.valid_path, res.test_path, spec, "churned", set(), tmp_path / "f")
+    assert "plan_None" in fs.feature_names
+
+
+def test_marker_columns_are_never_features(tmp_path):
+    frame = churn_frame(200).assign(_sluice_origin="source")
+    res = split_data(_snap(tmp_path, frame), SplitConfig(), "random", "churned", 0, tmp_path / "s")
+    import shutil  # a part written by hand with the marker still in it, as a careless caller might
+    shutil.copy(_snap(tmp_path, frame), res.train_path)
+    fs = build_features(res.train_path, res.valid_path, res.test_path, FeaturesConfig(), "churned", {"customer_id"},
+                        tmp_path / "f")
+    assert not [n for n in fs.feature_names if "_sluice_" in n]

@@ -263,3 +263,16 @@ def test_tolerance_is_stated_and_tightening_it_can_fail(logistic):
     report = check_parity(model, export, holdout, "classification")
     assert report.passed and report.tolerance == 1e-4 and report.max_abs_diff < 1e-6
     assert not check_parity(model, export, holdout, "classification", tolerance=1e-12).passed
+
+
+def test_equally_far_neighbours_are_near_ties_not_failures():
+    """Which of two equally far training rows a k-NN model takes is float rounding, in any runtime."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from sluicegate.onnx_export import _neighbour_ties
+
+    est = KNeighborsRegressor(n_neighbors=1).fit(np.array([[0.0], [2.0], [9.0]]), np.array([0.0, 10.0, 5.0]))
+    ties = _neighbour_ties(est, np.array([[1.0], [0.2], [5.5]]))
+    assert ties.tolist() == [True, False, True]
+    lone = KNeighborsRegressor(n_neighbors=1).fit(np.array([[0.0]]), np.array([1.0]))
+    assert not _neighbour_ties(lone, np.array([[1.0]])).any()  # no (k+1)-th neighbour to tie with

@@ -21,6 +21,7 @@ from sluicegate.config.schema import (
     LOWER_IS_BETTER,
     REGRESSION_METRICS,
     SECRET_KEY,
+    SQL_WINDOW_PLACEHOLDERS,
     URL_WITH_PASSWORD,
     BundledSource,
     CandidateConfig,
@@ -42,6 +43,7 @@ from sluicegate.config.schema import (
     NumericFeatures,
     PackagingConfig,
     ParquetSource,
+    ProductionConfig,
     ProjectConfig,
     SearchParam,
     SecretRef,
@@ -61,10 +63,10 @@ from sluicegate.trainers.xgb import XGBoostModelConfig
 
 __all__ = [
     "BUNDLED_DATASETS", "CLASSIFICATION_METRICS", "DRIFT_METHODS", "LOWER_IS_BETTER", "REGRESSION_METRICS",
-    "SECRET_KEY", "URL_WITH_PASSWORD", "BundledSource", "CandidateConfig", "CategoricalFeatures", "ColumnCheck",
+    "SECRET_KEY", "SQL_WINDOW_PLACEHOLDERS", "URL_WITH_PASSWORD", "BundledSource", "CandidateConfig", "CategoricalFeatures", "ColumnCheck",
     "CsvSource", "DataConfig", "DataSource", "DatetimeFeatures", "DeployConfig", "EvaluationConfig",
     "ExpectationSpec", "FeaturesConfig", "GatesConfig", "HpaConfig", "ModelConfig", "MonitoringConfig",
-    "NotificationsConfig", "NumericFeatures", "PackagingConfig", "ParquetSource", "ProjectConfig", "SearchParam",
+    "NotificationsConfig", "NumericFeatures", "PackagingConfig", "ParquetSource", "ProductionConfig", "ProjectConfig", "SearchParam",
     "SecretRef", "Severity", "SklearnModelConfig", "SplitConfig", "SqlSource", "StrictModel", "Threshold",
     "TorchModelConfig", "TuningConfig", "ValidationConfig", "XGBoostModelConfig", "candidate_label",
     "check_sources", "config_hash", "config_json_schema", "deep_merge", "format_errors", "load_config", "project_root_for",

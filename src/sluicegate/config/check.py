@@ -13,7 +13,8 @@ from typing import Iterator
 
 from sluicegate.config.loader import resolve_path
 from sluicegate.config.schema import CsvSource, ParquetSource, ProjectConfig, SqlSource
-from sluicegate.errors import ConfigError
+from sluicegate.config.sources import is_glob, source_files, sql_params
+from sluicegate.errors import ConfigError, DataSourceError
 from sluicegate.schema_base import did_you_mean
 
 
@@ -37,13 +38,17 @@ def check_sources(cfg: ProjectConfig, connect: bool = False) -> list[str]:
     elif isinstance(source, (CsvSource, ParquetSource)):
         where = source.path
         path = resolve_path(cfg, source.path)
-        if not path.is_file():
+        try:
+            files = source_files(source, cfg.root)
+        except DataSourceError as exc:
+            if path.exists() or is_glob(source.path):
+                return [str(exc)]
             return [f"data.source.path: file not found: {source.path} (looked for {path}; "
                     f"paths are relative to the project root {cfg.root})"]
         try:
-            header = read_header(source, path)
+            header = read_header(source, files[0])  # the read itself checks every file has these columns
         except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
-            return [f"data.source.path: cannot read the header of {source.path}: {exc}"]
+            return [f"data.source.path: cannot read the header of {files[0]}: {exc}"]
     else:
         return []
     problems = []
@@ -88,7 +93,8 @@ def read_sql_header(source: SqlSource) -> list[str]:
     query = source.query.strip().rstrip(";")
     try:
         with engine.connect() as conn:
-            return [str(c) for c in conn.execute(sa.text(f"SELECT * FROM ({query}) AS sluice_check WHERE 1 = 0")).keys()]
+            return [str(c) for c in conn.execute(sa.text(f"SELECT * FROM ({query}) AS sluice_check WHERE 1 = 0"),
+                                                 sql_params(source)).keys()]
     except Exception as exc:  # drivers raise their own types
         raise ConfigError([f"data.source.query: cannot run it: {str(exc).splitlines()[0]}"]) from None
     finally:

@@ -5,6 +5,7 @@ of the server."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from sluicegate.schema_base import unknown_choice
@@ -38,9 +39,53 @@ def cross_field_problems(cfg: Any) -> list[Problem]:
         problems.append((("split", "method"), "stratified splits need a classification task (got regression)"))
     if cfg.split.method == "time" and not (cfg.split.time_column or cfg.data.time_column):
         problems.append((("split", "time_column"), "a time split needs split.time_column or data.time_column"))
+    problems.extend(_sql_problems(cfg.data.source))
     problems.extend(_exposure_problems(cfg))
     problems.extend((("model",) + loc, msg) for loc, msg in registry.check_model_config(cfg.model, cfg.task))
     problems.extend(_candidate_problems(cfg))
+    return problems
+
+
+# values of `data.source.params` that are bound to the configured window, never formatted into SQL
+SQL_WINDOW_PLACEHOLDERS = ("window_start", "window_end", "window_start_epoch", "window_end_epoch")
+# SQLAlchemy's own pattern for `:name` bind parameters in text() (`::int` casts are not binds)
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def _sql_problems(source: Any) -> list[Problem]:
+    """A SQL source's parameters: each `:name` has a value, each value a `:name`, and window
+    placeholders are whole values, known, and backed by `window_days`."""
+    if getattr(source, "kind", None) != "sql":
+        return []
+    at: tuple = ("data", "source")
+    binds = list(dict.fromkeys(_BIND.findall(source.query)))
+    problems: list[Problem] = []
+    for name in binds:
+        if name not in source.params:
+            problems.append(((*at, "query"), f"the parameter :{name} has no value; add data.source.params.{name} "
+                                             f"(values are bound by the driver, never written into the SQL)"))
+    uses_window = False
+    for name, value in source.params.items():
+        here = (*at, "params", name)
+        if name not in binds:
+            shown = ", ".join(f":{b}" for b in binds) or "none"
+            problems.append((here, f"the query has no :{name} parameter (its parameters: {shown})"))
+        if not isinstance(value, str) or not _PLACEHOLDER.search(value):
+            continue
+        whole = re.fullmatch(r"\s*\{(\w+)\}\s*", value)
+        if whole is None:
+            problems.append((here, f"a window placeholder must be the whole value, e.g. '{{window_start}}' "
+                                   f"(got {value!r}); it is bound as a parameter, never formatted into SQL"))
+        elif whole.group(1) not in SQL_WINDOW_PLACEHOLDERS:
+            problems.append((here, unknown_choice(whole.group(1), SQL_WINDOW_PLACEHOLDERS, "placeholder")))
+        elif source.window_days is None:
+            problems.append((here, f"{value.strip()} needs data.source.window_days (the window's length in days)"))
+        else:
+            uses_window = True
+    if source.window_days is not None and not uses_window:
+        problems.append(((*at, "window_days"), "no parameter uses the window; bind one, e.g. "
+                                               "params: {since: '{window_start}'} with WHERE ts >= :since"))
     return problems
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from sluicegate.config.crosscheck import CrossCheckError, cross_field_problems
+from sluicegate.config.crosscheck import SQL_WINDOW_PLACEHOLDERS, CrossCheckError, cross_field_problems
 from sluicegate.schema_base import StrictModel
 from sluicegate.trainers import registry
 
@@ -40,21 +40,32 @@ class SecretRef(StrictModel):
 
 
 # ---------------------------------------------------------------- data
+FILES_PATH = ("a file, a folder of partition files (read recursively, in sorted order), "
+              "or a glob such as data/events/*.csv (`**` for subfolders)")
+
+
 class CsvSource(StrictModel):
     kind: Literal["csv"]
-    path: str
+    path: str = Field(min_length=1, description=FILES_PATH)
     sep: str = ","
 
 
 class ParquetSource(StrictModel):
     kind: Literal["parquet"]
-    path: str
+    path: str = Field(min_length=1, description=FILES_PATH)
+
+
+SqlParam = Union[bool, int, float, str, None]
 
 
 class SqlSource(StrictModel):
     kind: Literal["sql"]
     url: str | SecretRef = Field(description="SQLAlchemy URL, or {env: VAR} when it holds a password")
-    query: str = Field(min_length=1)
+    query: str = Field(min_length=1, description="SQL with :name parameters, e.g. WHERE ts >= :since")
+    params: dict[str, SqlParam] = Field(
+        default={}, description="values bound to the query's :name parameters; '{window_start}' and the other "
+                                "window placeholders are bound to the window's UTC start or end")
+    window_days: float | None = Field(default=None, gt=0, description="the window: the last N days before the run")
 
     @field_validator("url")
     @classmethod
@@ -74,11 +85,23 @@ DataSource = Annotated[
 ]
 
 
+class ProductionConfig(StrictModel):
+    """Labelled production rows (logged live predictions joined with their labels) added to the training data."""
+
+    enabled: bool = Field(default=False, description="off unless enabled: labels of served rows are selective")
+    window_days: float | None = Field(default=30, gt=0, description="only rows predicted in the last N days")
+    max_rows: int | None = Field(default=50_000, ge=1, description="only the newest N labelled rows")
+    max_share: float = Field(default=0.5, gt=0, le=1,
+                             description="at most this share of the data snapshot (the newest rows are kept)")
+    include_late: bool = Field(default=True, description="keep labels that arrived after the late window")
+
+
 class DataConfig(StrictModel):
     source: DataSource
     target: str = Field(min_length=1)
     id_column: str | None = None
     time_column: str | None = None
+    production: ProductionConfig = ProductionConfig()
 
 
 # ---------------------------------------------------------------- validation
@@ -152,6 +175,9 @@ class SplitConfig(StrictModel):
     test_size: float = Field(default=0.2, gt=0, lt=1)
     valid_size: float = Field(default=0.2, gt=0, lt=1)
     time_column: str | None = None
+    production_test_size: float = Field(
+        default=0.3, gt=0, lt=1,
+        description="share of the production rows labelled after the champion's data that is held out, newest first")
 
     @model_validator(mode="after")
     def _sizes(self) -> SplitConfig:

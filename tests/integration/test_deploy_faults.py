@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,7 @@ from sluicegate.deploy.processes import (
 from sluicegate.deploy.proxy import front_identity
 from sluicegate.deploy.release import release_version
 from sluicegate.errors import DeployError
+from tests.helpers import churn_config, write_project
 from tests.integration.test_serving import Registry, _records, _served_version
 
 pytestmark = pytest.mark.slow
@@ -42,6 +45,39 @@ def registry(tmp_path_factory):
         stop_local(reg.settings, "churn")
         if old is not None:
             os.environ["SLUICE_HOME"] = old
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def project_yaml(tmp_path_factory):
+    """The churn project's YAML, notifying a loopback webhook (what `sluice deploy|rollback FILE` reads)."""
+    hook = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    root = tmp_path_factory.mktemp("project")
+    cfg = churn_config(root)
+    cfg["notifications"] = {"webhook_url": f"http://127.0.0.1:{hook.server_port}/hook"}
+    try:
+        yield str(write_project(root, None, cfg))
+    finally:
+        hook.shutdown()
+        hook.server_close()
+
+
+def _events() -> list[str]:
+    names = [m["event"] for m in _Hook.received]
+    _Hook.received.clear()
+    return names
 
 
 def _spec(port: int) -> DeployConfig:
@@ -142,24 +178,28 @@ def _registered_model_files(home: Path) -> set[Path]:
     return {p for p in home.rglob("model.pkl") if "bentoml" not in p.parts}
 
 
-def test_unloadable_model_is_exit_9_and_moves_no_alias(registry):
+def test_unloadable_model_is_exit_9_and_moves_no_alias(registry, project_yaml, capsys):
     port = free_port()
     _release(registry, port, registry.v1)
     before = _registered_model_files(registry.settings.home)
     v3 = registry.register(0.5)
     [model_file] = _registered_model_files(registry.settings.home) - before
     model_file.write_bytes(model_file.read_bytes()[:100])  # unpickling fails: not a DeployError at the source
+    _events()
 
-    assert main(["deploy", "churn", "--port", str(port), "--version", v3]) == DeployError.exit_code
+    assert main(["deploy", project_yaml, "--port", str(port), "--version", v3]) == DeployError.exit_code
+    assert "deploy failed" in capsys.readouterr().err
     assert registry.champion() == registry.v1
     assert _served_version(f"http://127.0.0.1:{port}") == registry.v1
+    assert _events() == ["sluicegate.deploy.failed"]
 
     registry.promote(v3)  # blessed by hand while v1 serves: its failed deploy must not leave it champion
-    assert main(["deploy", "churn", "--port", str(port)]) == DeployError.exit_code
+    assert main(["deploy", project_yaml, "--port", str(port)]) == DeployError.exit_code
     assert registry.champion() == registry.v1
     previous = registry.tracker.alias("churn", "previous-champion")
     assert previous is None or previous.version != registry.v1
     assert _served_version(f"http://127.0.0.1:{port}") == registry.v1
+    assert _events() == ["sluicegate.model.rolled_back", "sluicegate.deploy.failed"]
 
 
 def test_corrupted_store_model_is_rebuilt_on_retry(registry):
@@ -180,3 +220,17 @@ def test_corrupted_store_model_is_rebuilt_on_retry(registry):
     from sluicegate.data import hash_file
 
     assert hash_file(stored) == bento.model_sha256
+
+
+def test_cli_rollback_notifies_and_swaps_the_aliases(registry, project_yaml):
+    port = free_port()
+    registry.promote(registry.v2)
+    champion_before = registry.champion()
+    _release(registry, port)
+    previous = registry.tracker.alias("churn", "previous-champion").version
+    _events()
+    assert main(["rollback", project_yaml, "--port", str(port)]) == 0
+    assert registry.champion() == previous
+    assert registry.tracker.alias("churn", "previous-champion").version == champion_before
+    assert _served_version(f"http://127.0.0.1:{port}") == previous
+    assert _events() == ["sluicegate.model.rolled_back"]

@@ -76,3 +76,41 @@ def test_port_in_time_wait_is_free_but_a_listener_is_not():
     time.sleep(0.1)
     client.close()
     assert port_is_free("127.0.0.1", port)
+
+
+def test_probes_mark_their_requests_as_canary_traffic():
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from sluicegate.config import PackagingConfig
+    from sluicegate.deploy.local import wait_serving_version
+    from sluicegate.deploy.processes import wait_ready
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Service(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append((self.path, self.headers.get("X-Sluice-Traffic")))
+            body = json.dumps({"version": "3"}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Service)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        wait_ready(None, url, 10)
+        wait_serving_version(url, "3", PackagingConfig(), 10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [("/readyz", "canary"), ("/metadata", "canary")]
+    from sluicegate.deploy.canary import probe_headers
+
+    assert probe_headers(PackagingConfig())["X-Sluice-Traffic"] == "canary"  # the canary's /predict requests

@@ -33,10 +33,20 @@ class LocalCandidate:
     front_ok: bool  # the recorded front process runs on the configured host and port
 
 
-def front_serves(state: ServingState | None) -> bool:
-    """Whether the recorded front answers on its port with the pid and token recorded with it."""
-    return state is not None and pid_alive(state.front_pid, FRONT_MARKER) \
-        and is_our_front(state.host, state.port, state.front_pid, state.front_token)
+def front_serves(state: ServingState | None, attempts: int = 3) -> bool:
+    """Whether the recorded front answers on its port with the pid and token recorded with it.
+
+    Asked a few times before saying no: a busy machine may be slow to answer, and a front
+    that does not answer is stopped by the next deploy.
+    """
+    if state is None or not state.front_token or not pid_alive(state.front_pid, FRONT_MARKER):
+        return False
+    for attempt in range(attempts):
+        if is_our_front(state.host, state.port, state.front_pid, state.front_token):
+            return True
+        if attempt + 1 < attempts:
+            time.sleep(0.5)
+    return False
 
 
 def serving_version(settings: Settings, project: str) -> str | None:

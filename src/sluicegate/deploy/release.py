@@ -211,6 +211,9 @@ def _release_locked(tracker: Any, project: str, version: str, packaging: Packagi
             try:
                 undo()
                 note = "; aliases moved back"
+                back = _alias_version(tracker, project, CHAMPION)
+                if back is not None and back != version:
+                    events.emit(project, MODEL_ROLLED_BACK, rolled_back_payload(project, back, version, "deploy failed"))
             except Exception as undo_exc:
                 note = f"; moving the aliases back FAILED ({type(undo_exc).__name__}: {undo_exc}), check them"
         fail.reraise(exc, note=note)

@@ -175,6 +175,7 @@ class Front:
                 reader, writer = await asyncio.open_connection(sock=conn, limit=2 ** 20)
                 asyncio.ensure_future(self.handle(reader, writer))
             sock.close()
+        await asyncio.sleep(0)  # the handlers just started register their connection before the drain looks
 
     async def drain(self) -> None:
         end = time.monotonic() + self.drain_s

@@ -134,8 +134,7 @@ def main() -> None:
         print(f"  created -> started                 {t_started - t_created:6.1f} s   (serve poll + process start)")
         print(f"  training (ingest..register)        {training:6.1f} s")
         print(f"  gates (decide + promote)           {dur.get('decide-promotion', 0) + dur.get('promote-model', 0):6.1f} s")
-        print(f"  package                            {dur.get('package-model', 0):6.1f} s")
-        print(f"  canary + switch                    {dur.get('deploy-model', 0):6.1f} s")
+        print(f"  release (package, canary, switch)  {dur.get('release-model', 0):6.1f} s")
         total = t_answer - t0
         print(f"TOTAL event -> new model answering   {total:6.1f} s (goal < 120 s): {'MET' if total < 120 else 'NOT MET'}")
     finally:

@@ -273,7 +273,10 @@ def package_model(tracker: Tracker, project: str, version: str | None, packaging
 
 
 def verify_model_artifact(bento: BentoResult, settings: Settings) -> Path:
-    """Check the packaged model file against the checksum recorded at build time.
+    """Check the packaged model file against the checksum recorded at build time (from the registry's model).
+
+    A damaged copy is removed from the BentoML store, so the next packaging of the version
+    rebuilds it from the registry instead of reusing it.
 
     Raises:
         DeployError: the model is missing from the store or its bytes changed.
@@ -284,13 +287,14 @@ def verify_model_artifact(bento: BentoResult, settings: Settings) -> Path:
     except bentoml.exceptions.NotFound:
         raise DeployError(f"{bento.bento_tag}: model {bento.model_tag} is missing from {settings.bentoml_home}") from None
     path = Path(model.path_of("model.pkl"))
-    if not path.exists():
-        raise DeployError(f"{bento.bento_tag}: model artifact {path} is missing; deploy aborted")
-    digest = hash_file(path)
-    if digest != bento.model_sha256:
-        raise DeployError(f"{bento.bento_tag}: model artifact {path} is corrupted (sha256 {digest[:12]}, "
-                          f"expected {bento.model_sha256[:12]}); deploy aborted, re-package with `sluice deploy`")
-    return path
+    digest = hash_file(path) if path.exists() else None
+    if digest == bento.model_sha256:
+        return path
+    bentoml.models.delete(bento.model_tag)
+    what = "is missing" if digest is None else \
+        f"is corrupted (sha256 {digest[:12]}, expected {bento.model_sha256[:12]})"
+    raise DeployError(f"{bento.bento_tag}: model artifact {path} {what}; deploy aborted and the damaged copy "
+                      f"removed from the store: `sluice deploy` again rebuilds it from the registry")
 
 
 def canary_data(bento: BentoResult, settings: Settings) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def loop(tmp_path_factory, prefect_harness):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({"SLUICE_HOME": str(home), "PREFECT_HOME": str(base / "prefect-client"),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO",
-                "PYTHONPATH": str(ROOT)})
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
     server_env = {**env, "PREFECT_HOME": str(base / "prefect-server")}
     logs = base / "logs"
     logs.mkdir()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -30,10 +34,24 @@ def project(tmp_path_factory, prefect_harness):
         os.environ["SLUICE_HOME"] = old
 
 
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 def test_failed_deploy_after_promotion_restores_previous_champion(project):
     from flows.training import training_pipeline
 
     path, _ = project
+    hook = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
     # a weak first champion: the strongest signals are dropped
     first = training_pipeline(str(path), ["features.drop=[tenure,support_calls]",
                                           "features.numeric.columns=[monthly_charges]"], "test")
@@ -41,14 +59,39 @@ def test_failed_deploy_after_promotion_restores_previous_champion(project):
     with socket.socket() as other:  # the configured port is taken: the deploy must fail after packaging
         other.bind(("127.0.0.1", 0))
         other.listen()
-        state = training_pipeline(str(path), ["deploy.enabled=true", f"deploy.port={other.getsockname()[1]}"],
+        state = training_pipeline(str(path), ["deploy.enabled=true", f"deploy.port={other.getsockname()[1]}",
+                                              f"notifications.webhook_url=http://127.0.0.1:{hook.server_port}/hook"],
                                   "test", return_state=True)
+    hook.shutdown()
+    hook.server_close()
     assert state.is_failed()
+    assert [m["event"] for m in _Hook.received] == ["sluicegate.deploy.failed"]  # never promoted, never rolled back
+    assert "in use" in _Hook.received[0]["payload"]["error"]
     with pytest.raises(DeployError, match="in use"):
         state.result()
     tracker = Tracker(load_settings())
     assert tracker.champion("churn").version == str(first.version)
     assert len(tracker.versions("churn")) == 2  # the better candidate was registered, never blessed
+
+
+def test_flow_blesses_the_candidate_after_its_canary_and_switches_traffic(project):
+    from flows.training import training_pipeline
+    from sluicegate.deploy.local import stop_local
+    from sluicegate.deploy.processes import free_port
+
+    path, _ = project
+    tracker = Tracker(load_settings())
+    before = tracker.champion("churn").version
+    port = free_port()
+    try:
+        result = training_pipeline(str(path), ["deploy.enabled=true", f"deploy.port={port}"], "test")
+        assert result["outcome"] == "promoted" and "canary" in result["deployment"]
+        assert tracker.champion("churn").version == str(result["version"])
+        assert tracker.alias("churn", "previous-champion").version == before
+        served = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()["version"]
+        assert str(served) == str(result["version"])
+    finally:
+        stop_local(load_settings(), "churn")
 
 
 def test_scoring_flow_adds_prediction_version_and_fingerprint(project, tmp_path):

@@ -3,6 +3,7 @@
     processes  state.json, process groups, loopback ports, the model server process
     proxy      the front process that owns a project's port (`python -m sluicegate.deploy.proxy`)
     canary     replaying held-out rows against a candidate
+    staged     what a target returns: a checked candidate to commit or abort, and the deploy result
     local      the local target: stage a candidate, switch traffic, stop
     targets    the docker and kubernetes targets
     release    the one release procedure (release, rollback, restore champion) the flow and the CLI call

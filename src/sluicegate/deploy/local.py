@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import time
 from dataclasses import dataclass
@@ -10,10 +11,10 @@ from datetime import datetime, timezone
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.canary import CanaryReport, probe_headers, run_canary
 from sluicegate.deploy.processes import (
-    BACKEND_MARKER, FRONT_MARKER, STATE_FILE, ServingState, free_port, pid_alive, port_is_free, read_state,
-    start_backend, state_dir, stop_process_group, wait_ready, write_state,
+    BACKEND_MARKER, FRONT_MARKER, STATE_FILE, ServingState, free_port, pid_alive, port_is_free, project_lock,
+    read_state, record_candidate, start_backend, state_dir, stop_process_group, wait_ready, write_state,
 )
-from sluicegate.deploy.proxy import start_front, write_backend
+from sluicegate.deploy.proxy import DEFAULT_DRAIN_S, is_our_front, start_front, write_backend
 from sluicegate.deploy.staged import DeployResult, Staged
 from sluicegate.errors import DeployError
 from sluicegate.packaging import BentoResult, verify_model_artifact
@@ -32,12 +33,26 @@ class LocalCandidate:
     front_ok: bool  # the recorded front process runs on the configured host and port
 
 
+def front_serves(state: ServingState | None, attempts: int = 3) -> bool:
+    """Whether the recorded front answers on its port with the pid and token recorded with it.
+
+    Asked a few times before saying no: a busy machine may be slow to answer, and a front
+    that does not answer is stopped by the next deploy.
+    """
+    if state is None or not state.front_token or not pid_alive(state.front_pid, FRONT_MARKER):
+        return False
+    for attempt in range(attempts):
+        if is_our_front(state.host, state.port, state.front_pid, state.front_token):
+            return True
+        if attempt + 1 < attempts:
+            time.sleep(0.5)
+    return False
+
+
 def serving_version(settings: Settings, project: str) -> str | None:
-    """The version the local deployment serves, or None when no front process runs for it."""
+    """The version the local deployment serves, or None when its front does not answer."""
     state = read_state(settings, project)
-    if state is None or not pid_alive(state.front_pid, FRONT_MARKER):
-        return None
-    return state.version
+    return state.version if front_serves(state) else None
 
 
 def stage_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingConfig, settings: Settings) -> Staged:
@@ -51,8 +66,10 @@ def stage_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingConf
     folder = state_dir(settings, bento.project)
     folder.mkdir(parents=True, exist_ok=True)
     state = read_state(settings, bento.project)
-    front_ok = state is not None and pid_alive(state.front_pid, FRONT_MARKER) \
-        and (state.host, state.port) == (spec.host, spec.port)
+    front_ok = front_serves(state) and (state.host, state.port) == (spec.host, spec.port)  # type: ignore[union-attr]
+    if not front_ok and state is not None and (state.host, state.port) == (spec.host, spec.port) \
+            and pid_alive(state.front_pid, FRONT_MARKER):
+        stop_process_group(state.front_pid, FRONT_MARKER)  # ours but not answering: it blocks the port
     if not front_ok and not port_is_free(spec.host, spec.port):
         raise DeployError(f"port {spec.port} on {spec.host} is in use by another process; stop it or set "
                           f"deploy.port to a free port")
@@ -69,15 +86,21 @@ def stage_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingConf
     log_file = folder / f"backend-v{bento.version}-{stamp}.log"
     cand_url = f"http://127.0.0.1:{cand_port}"
     proc = start_backend(bento, "127.0.0.1", cand_port, settings, log_file)
+    record_candidate(settings, bento.project, proc.pid)  # a deploy killed from here on leaves an orphan to reap
     try:
         wait_ready(proc, cand_url, spec.readiness_timeout_s, log_file)
         report = run_canary(cand_url, bento, spec, packaging, settings)
     except BaseException:
-        stop_process_group(proc.pid)
+        _discard(settings, bento.project, proc)
         raise
     cand = LocalCandidate(bento, proc, cand_port, report, state if old_backend else None, front_ok)
     return Staged("local", lambda: switch_traffic(cand, spec, packaging, settings),
-                  lambda: stop_process_group(proc.pid))
+                  lambda: _discard(settings, bento.project, proc))
+
+
+def _discard(settings: Settings, project: str, proc: subprocess.Popen) -> None:
+    stop_process_group(proc.pid)
+    record_candidate(settings, project, None)
 
 
 def switch_traffic(cand: LocalCandidate, spec: DeployConfig, packaging: PackagingConfig,
@@ -93,20 +116,23 @@ def switch_traffic(cand: LocalCandidate, spec: DeployConfig, packaging: Packagin
     write_backend(folder, cand.port)
     try:
         if cand.front_ok:
-            front_pid = recorded.front_pid  # type: ignore[union-attr]
+            front_pid, token = recorded.front_pid, recorded.front_token  # type: ignore[union-attr]
         else:
             if recorded is not None and pid_alive(recorded.front_pid, FRONT_MARKER):
-                stop_process_group(recorded.front_pid, FRONT_MARKER)
-            front_pid = start_front(spec.host, spec.port, folder).pid
+                stop_process_group(recorded.front_pid, FRONT_MARKER)  # the front of the old port
+            token = secrets.token_hex(16)
+            front_pid = start_front(spec.host, spec.port, folder, token, DEFAULT_DRAIN_S).pid
         url = f"http://{spec.host}:{spec.port}"
         wait_serving_version(url, bento.version, packaging, deadline_s=30)
     except BaseException:
         if state is not None:
             write_backend(folder, state.backend_port)
-        stop_process_group(cand.proc.pid)
+        _discard(settings, bento.project, cand.proc)
         raise
     write_state(settings, ServingState(bento.project, bento.version, bento.bento_tag, spec.host, spec.port,
-                                       front_pid, cand.proc.pid, cand.port, datetime.now(timezone.utc).isoformat()))
+                                       front_pid, cand.proc.pid, cand.port, datetime.now(timezone.utc).isoformat(),
+                                       token))
+    record_candidate(settings, bento.project, None)
     if state is not None and state.backend_pid != cand.proc.pid:
         time.sleep(0.5)  # let requests already forwarded to the old backend finish
         stop_process_group(state.backend_pid, BACKEND_MARKER)
@@ -130,7 +156,8 @@ def deploy_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingCon
     Raises:
         DeployError: see `stage_local` and `switch_traffic`. Nothing that was serving is touched.
     """
-    return stage_local(bento, spec, packaging, settings).commit()
+    with project_lock(settings, bento.project):
+        return stage_local(bento, spec, packaging, settings).commit()
 
 
 def wait_serving_version(url: str, version: str, packaging: PackagingConfig, deadline_s: float) -> None:
@@ -153,11 +180,20 @@ def wait_serving_version(url: str, version: str, packaging: PackagingConfig, dea
 
 
 def stop_local(settings: Settings, project: str) -> ServingState | None:
-    """Stop a project's local deployment (front and backend) and forget its state."""
-    state = read_state(settings, project)
-    if state is None:
-        return None
-    stop_process_group(state.backend_pid, BACKEND_MARKER)
-    stop_process_group(state.front_pid, FRONT_MARKER)
-    (state_dir(settings, project) / STATE_FILE).unlink(missing_ok=True)
-    return state
+    """Stop a project's local deployment gracefully and forget its state.
+
+    The front stops accepting first and lets accepted requests finish (at most its drain timeout);
+    only then is the backend stopped, with every process it started. Waits for a deploy of
+    the same project that is under way.
+    """
+    with project_lock(settings, project):
+        state = read_state(settings, project)
+        if state is None:
+            return None
+        folder = state_dir(settings, project)
+        if pid_alive(state.front_pid, FRONT_MARKER):
+            # the front exits once its connections are done (bounded by its own drain timeout)
+            stop_process_group(state.front_pid, FRONT_MARKER, timeout_s=DEFAULT_DRAIN_S + 10)
+        stop_process_group(state.backend_pid, BACKEND_MARKER)
+        (folder / STATE_FILE).unlink(missing_ok=True)
+        return state

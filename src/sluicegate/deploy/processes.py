@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -9,9 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from sluicegate.errors import DeployError
 from sluicegate.settings import Settings
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
 
 STATE_FILE = "state.json"
 BACKEND_FILE = "backend"
+LOCK_FILE = "deploy.lock"
+CANDIDATE_FILE = "candidate.pid"  # a model server started by a deploy that has not finished
 FRONT_MARKER = "sluicegate.deploy"  # in the front process's command line
 BACKEND_MARKER = "bentoml"  # in the model server's command line
 # sent with every request the deploy code makes to a model server, so the service can keep
@@ -41,6 +45,7 @@ class ServingState:
     backend_pid: int
     backend_port: int
     started_at: str
+    front_token: str = ""  # what the front answers on GET /__sluice/front (empty in older state files)
 
 
 def state_dir(settings: Settings, project: str) -> Path:
@@ -65,6 +70,16 @@ def write_state(settings: Settings, state: ServingState) -> None:
     os.replace(tmp, path)
 
 
+def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgid, start time) of a process from /proc, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
+
+
 def pid_alive(pid: int, marker: str | None = None) -> bool:
     """Whether `pid` runs, and (when given) its command line contains `marker`, so a recycled pid is not ours."""
     if pid <= 0:
@@ -75,36 +90,74 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
         return False
     except PermissionError:
         return False
+    stat = _proc_stat(pid)
+    if stat is not None and stat[0] in ("Z", "X"):
+        return False
     if marker is None:
         return True
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists() and ") Z" in stat.read_text():
-        return False
     return marker in cmdline
 
 
+def process_tree(pid: int) -> dict[int, int]:
+    """Every live descendant of `pid` (pid -> start time), wherever its process group or session is."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[0] not in ("Z", "X"):
+                children.setdefault(stat[1], []).append(int(entry.name))
+                starts[int(entry.name)] = stat[3]
+    found: dict[int, int] = {}
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = starts[child]
+                todo.append(child)
+    return found
+
+
+def _signal_tree(pid: int, tree: dict[int, int], sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for child, start in tree.items():
+        stat = _proc_stat(child)
+        if stat is not None and stat[3] == start:  # the same process, not a recycled pid
+            try:
+                os.kill(child, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _tree_alive(tree: dict[int, int]) -> bool:
+    return any((st := _proc_stat(p)) is not None and st[3] == start and st[0] not in ("Z", "X")
+               for p, start in tree.items())
+
+
 def stop_process_group(pid: int, marker: str | None = None, timeout_s: float = 20.0) -> None:
-    """SIGTERM the process group led by `pid` (graceful: flushes the prediction log), SIGKILL after a timeout."""
+    """SIGTERM the process group led by `pid` and every descendant (graceful: flushes the prediction
+    log), SIGKILL what is left after a timeout. Descendants that left the group (their own session)
+    are found through /proc and stopped too."""
     if not pid_alive(pid, marker):
         return
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+    tree = process_tree(pid)
+    _signal_tree(pid, tree, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _reap(pid)
-        if not pid_alive(pid):
+        if pid_alive(pid):
+            tree.update(process_tree(pid))  # children started while it was stopping
+        elif not _tree_alive(tree):
             return
         time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _signal_tree(pid, tree, signal.SIGKILL)
     _reap(pid)
 
 
@@ -115,6 +168,63 @@ def _reap(pid: int) -> None:
         pass
 
 
+# ---------------------------------------------------------------- one deploy at a time
+@contextmanager
+def project_lock(settings: Settings, project: str, timeout_s: float = 900.0) -> Iterator[None]:
+    """Hold the project's deploy lock (an flock on SLUICE_HOME/deploy/<project>/deploy.lock).
+
+    The kernel releases it when the holder exits, crashed or not, so a killed deploy never
+    blocks the next one. The file holds the holder's pid, for the error message.
+
+    Raises:
+        DeployError: another deploy of the project still holds it after `timeout_s`.
+    """
+    folder = state_dir(settings, project)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the processes a deploy starts
+    try:
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    holder = path.read_text().strip() or "unknown"
+                    raise DeployError(f"{project}: another deploy or stop (pid {holder}) still holds {path} after "
+                                      f"{timeout_s:.0f}s; wait for it, or stop that process") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        reap_orphan_candidate(settings, project)
+        yield
+    finally:
+        os.close(fd)
+
+
+def record_candidate(settings: Settings, project: str, pid: int | None) -> None:
+    """Remember (or forget, with None) the model server a deploy started and has not yet committed."""
+    path = state_dir(settings, project) / CANDIDATE_FILE
+    if pid is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(str(pid))
+
+
+def reap_orphan_candidate(settings: Settings, project: str) -> None:
+    """Stop a candidate left behind by a deploy that died between starting it and committing."""
+    path = state_dir(settings, project) / CANDIDATE_FILE
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return
+    state = read_state(settings, project)
+    if state is None or state.backend_pid != pid:
+        stop_process_group(pid, BACKEND_MARKER)
+    path.unlink(missing_ok=True)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -122,7 +232,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now; sockets in TIME-WAIT do not count (SO_REUSEADDR,
+    as every server we start sets it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -16,7 +16,7 @@ from typing import Any, Callable, NoReturn
 
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.local import serving_version, stage_local
-from sluicegate.deploy.processes import state_dir
+from sluicegate.deploy.processes import project_lock, state_dir
 from sluicegate.deploy.staged import DeployResult, Staged
 from sluicegate.deploy.targets import stage_docker, stage_kubernetes
 from sluicegate.errors import DeployError, PromotionConflictError, RegistryError, SluiceError
@@ -182,6 +182,13 @@ def rollback_release(tracker: Any, project: str, packaging: PackagingConfig, spe
 
 def _release(tracker: Any, project: str, version: str, packaging: PackagingConfig, spec: DeployConfig, task: str,
              settings: Settings, out_dir: Path | None, bless: Bless | None, events: Emitter) -> DeployResult:
+    with project_lock(settings, project):  # one release of a project at a time, across processes
+        return _release_locked(tracker, project, version, packaging, spec, task, settings, out_dir, bless, events)
+
+
+def _release_locked(tracker: Any, project: str, version: str, packaging: PackagingConfig, spec: DeployConfig,
+                    task: str, settings: Settings, out_dir: Path | None, bless: Bless | None,
+                    events: Emitter) -> DeployResult:
     from sluicegate.packaging import package_model
 
     serving = serving_version(settings, project) if spec.target == "local" else None
@@ -204,6 +211,9 @@ def _release(tracker: Any, project: str, version: str, packaging: PackagingConfi
             try:
                 undo()
                 note = "; aliases moved back"
+                back = _alias_version(tracker, project, CHAMPION)
+                if back is not None and back != version:
+                    events.emit(project, MODEL_ROLLED_BACK, rolled_back_payload(project, back, version, "deploy failed"))
             except Exception as undo_exc:
                 note = f"; moving the aliases back FAILED ({type(undo_exc).__name__}: {undo_exc}), check them"
         fail.reraise(exc, note=note)

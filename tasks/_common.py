@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import sluicegate
-from sluicegate.settings import Settings, load_settings
+from sluicegate.settings import Settings, load_settings, make_private
 
 
 def settings() -> Settings:
-    return load_settings()
+    """Runtime settings; SLUICE_HOME made private (0700, umask 077) before a task writes there."""
+    s = load_settings()
+    _private(s.home)
+    return s
+
+
+@functools.cache
+def _private(home: Path) -> None:
+    make_private(home)
 
 
 @functools.cache

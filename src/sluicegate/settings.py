@@ -59,16 +59,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-_SECRET_PARAM = re.compile(r"([?&;](?:[^=&;#\s]*(?:key|token|secret|pass|pwd|auth|signature|credential)[^=&;#\s]*)=)[^&;#\s]+",
+_SECRET_PARAM = re.compile(r"""([?&;](?:[^=&;#\s]*(?:key|token|secret|pass|pwd|auth|signature|credential)[^=&;#\s]*)=)[^&;#\s'"]+""",
                            re.IGNORECASE)
 
 
 def redact(url: str) -> str:
     """A URL safe to print: its password and secret-looking query values masked.
 
-    `postgresql://user:***@host/db`, `https://host/x?apikey=***&region=eu`.
+    `postgresql://user:***@host/db`, `https://host/x?apikey=***&region=eu`. Works on a URL
+    inside a longer text too (a driver's error message quoting it).
     """
-    url = re.sub(r"://([^/:@\s]+):[^/@\s]+@", r"://\1:***@", str(url))
+    # `//user:password@`, also in a malformed URL (`postgres//...`) and with an `@` inside the password
+    url = re.sub(r"""//([^/:@\s'"]+):[^/\s'"]+@""", r"//\1:***@", str(url))
     return _SECRET_PARAM.sub(r"\1***", url)
 
 

@@ -579,12 +579,18 @@ class Tracker:
 
 
 def _dead_owner(tags: dict[str, str]) -> str | None:
-    """Why the process that owns a run (tags sluice.pid / sluice.host) is known to be gone, else None.
+    """Why the process that owns a run (tags sluice.pid / sluice.host) is known to be gone, else None."""
+    return process_gone(tags.get("sluice.pid"), tags.get("sluice.host"))
 
-    A run of another host, of this very process, or without owner tags is never declared dead.
+
+def process_gone(pid: str | int | None, host: str | None) -> str | None:
+    """Why process `pid` of `host` is known to be gone, else None.
+
+    A process of another host, this very process, or a missing pid is never declared gone:
+    only what can be checked from here is.
     """
-    pid, host = tags.get("sluice.pid"), tags.get("sluice.host")
-    if not pid or not pid.isdigit() or host != socket.gethostname() or int(pid) == os.getpid():
+    pid = str(pid or "")
+    if not pid.isdigit() or host != socket.gethostname() or int(pid) == os.getpid():
         return None
     try:
         os.kill(int(pid), 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -33,14 +34,15 @@ RUN_LIMIT_S = 420  # one `sluice run` of a 1,200-row project, temporary Prefect 
 # Runs `sluice run CONFIG` with one fault: after MLflow registers the version, the process stops
 # making progress (as if the machine froze), so the test can SIGKILL it at exactly that point.
 KILLED_DRIVER = """
-import sys, time
+import os, sys, time
 import mlflow
 
 _register = mlflow.register_model
 
 def register_then_freeze(*args, **kwargs):
     mv = _register(*args, **kwargs)
-    print(f"FAULT: created version {mv.version}, waiting for SIGKILL", flush=True)
+    # straight to the file descriptor: inside a flow, Prefect turns print() into log records
+    os.write(1, f"FAULT: created version {mv.version}, waiting for SIGKILL\\n".encode())
     time.sleep(3600)
     return mv
 
@@ -78,7 +80,7 @@ def killed_then_rerun(tmp_path_factory):
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + RUN_LIMIT_S
-        while "FAULT: created version" not in log1.read_text():
+        while not re.search(r"^FAULT: created version \d+", log1.read_text(), re.MULTILINE):
             assert proc.poll() is None, f"the run ended before registering:\n{log1.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"no version registered in time:\n{log1.read_text()[-3000:]}"
             time.sleep(0.5)
@@ -118,7 +120,7 @@ def test_the_fault_left_half_finished_work(killed_then_rerun):
 def test_identical_rerun_adopts_the_unfinished_version(killed_then_rerun, monkeypatch, capsys):
     rerun = killed_then_rerun["rerun"]
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert "adopting churn v1" in rerun.stdout + rerun.stderr
+    assert "churn: v1 had no verdict (interrupted run): adopted" in rerun.stderr, rerun.stderr[-3000:]
     tr = _tracker(killed_then_rerun["home"], monkeypatch)
     versions = tr.versions("churn")
     assert [v.version for v in versions] == ["1"], "the re-run registered a second copy"
@@ -193,3 +195,14 @@ def test_the_version_that_lost_a_promotion_race_is_tagged_conflict(tmp_path, mon
     assert tr.version("p", one.version).tags["sluice.verdict"] == "promoted"
     status = tr.status("p")["last_verdict"]
     assert status["verdict"] == "conflict" and status["summary"].startswith("conflict: ")
+
+
+def test_no_flow_run_is_left_running(killed_then_rerun):
+    """The killed process's flow run is marked Crashed by the re-run (read from Prefect's own database)."""
+    import sqlite3
+
+    db = killed_then_rerun["home"] / "prefect" / "prefect.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        runs = conn.execute("SELECT name, state_type, state_name FROM flow_run").fetchall()
+    assert len(runs) == 2, runs
+    assert sorted(r[1] for r in runs) == ["COMPLETED", "CRASHED"], runs

@@ -15,6 +15,7 @@ from sluicegate.config.loader import resolve_path
 from sluicegate.config.schema import CsvSource, ParquetSource, ProjectConfig, SqlSource
 from sluicegate.errors import ConfigError
 from sluicegate.schema_base import did_you_mean
+from sluicegate.settings import redact
 
 
 def check_sources(cfg: ProjectConfig, connect: bool = False) -> list[str]:
@@ -84,13 +85,13 @@ def read_sql_header(source: SqlSource) -> list[str]:
     try:
         engine = sa.create_engine(url)
     except Exception as exc:
-        raise ConfigError([f"data.source.url: not a usable SQLAlchemy URL: {exc}"]) from None
+        raise ConfigError([f"data.source.url: not a usable SQLAlchemy URL: {redact(str(exc))}"]) from None
     query = source.query.strip().rstrip(";")
     try:
         with engine.connect() as conn:
             return [str(c) for c in conn.execute(sa.text(f"SELECT * FROM ({query}) AS sluice_check WHERE 1 = 0")).keys()]
     except Exception as exc:  # drivers raise their own types
-        raise ConfigError([f"data.source.query: cannot run it: {str(exc).splitlines()[0]}"]) from None
+        raise ConfigError([f"data.source.query: cannot run it: {redact(str(exc).splitlines()[0])}"]) from None
     finally:
         engine.dispose()
 

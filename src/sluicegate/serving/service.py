@@ -97,7 +97,8 @@ class TaggedRecord(RecordBase):
 
 
 class GuardMiddleware:
-    """JSON-only bodies under a size limit, an optional bearer token, and GET /metadata.
+    """An optional bearer token on every route but the health probes; JSON-only bodies with one
+    Content-Type, under a size and nesting limit; GET /metadata.
 
     The token is read from the environment variable the config names, at start-up; when that
     variable is unset the guarded routes answer 401 (fail closed) instead of serving openly.

@@ -153,7 +153,7 @@ def test_bearer_token_on_every_route(served):
     answer = _post(f"{url}/predict", _records(served["frame"], 1))
     assert answer.status_code == 200, answer.text
     pid = answer.json()[0]["prediction_id"]
-    routes = [("GET", "/", None), ("GET", "/docs", None), ("GET", "/docs.json", None), ("GET", "/metrics", None),
+    routes = [("GET", "/", None), ("GET", "/docs.json", None), ("GET", "/metrics", None),
               ("GET", "/metadata", None), ("POST", "/predict", _records(served["frame"], 2)),
               ("POST", "/predict_proba", _records(served["frame"], 2)),
               ("POST", "/feedback", [{"prediction_id": pid, "label": 1}])]

@@ -44,7 +44,7 @@ CONFIG_ENV = "SLUICE_SERVICE_CONFIG"
 # `packaging.metrics_public`) asks for the bearer token.
 PUBLIC_PATHS = ("/readyz", "/livez", "/healthz")
 # routes BentoML answers itself; past the token check they go straight through
-INFO_PATHS = ("/metrics", "/docs.json", "/", "/docs")
+INFO_PATHS = ("/metrics", "/docs.json", "/")
 MAX_JSON_DEPTH = 32  # records are flat objects in a list: depth 2; deeper bodies are refused before parsing
 LATE_DAYS_ENV = "SLUICE_FEEDBACK_LATE_DAYS"
 # The request's traffic tag (X-Sluice-Traffic), set by the middleware. Adaptive batching runs the

@@ -245,15 +245,6 @@ if CONFIG is not None:
     CLASSES = LABELS.get("classes", (CONFIG.get("metadata") or {}).get("classes"))
     LABEL_SCHEMA = LabelSchema(CONFIG["task"], LABELS.get("target"),
                                tuple(CLASSES) if CLASSES is not None else None, ID_COLUMN, VERSION)
-    # on /metrics beside BentoML's own: a full disk must show as a number, not only as a log line
-    LOG_WRITTEN = bentoml.metrics.Counter(name="sluice_prediction_log_written",
-                                          documentation="Predictions written to the prediction log")
-    LOG_DROPPED = bentoml.metrics.Counter(name="sluice_prediction_log_dropped",
-                                          documentation="Answered predictions the prediction log could not store "
-                                                        "(disk full or unwritable)")
-    FALLBACKS = bentoml.metrics.Counter(name="sluice_fallback_answers",
-                                        documentation="Records answered by the fallback because the model failed",
-                                        labelnames=["kind"])
 
     @bentoml.service(
         name=CONFIG["service_name"],
@@ -286,6 +277,7 @@ if CONFIG is not None:
                     self.previous = joblib.load(prev_file)
                 except Exception:  # a broken fallback must not stop the main model from serving
                     log.exception("previous model v%s could not be loaded; no fallback", self.previous_version)
+            self.metrics = service_metrics()
             self.plog = None
             self.feedback_db = None
             self.feedback_lock = threading.Lock()
@@ -294,7 +286,8 @@ if CONFIG is not None:
                 from sluicegate.settings import load_settings, make_private
 
                 path = log_path(make_private(load_settings().home), CONFIG["project"])  # raw inputs: owner only
-                self.plog = PredictionLog(path, on_written=LOG_WRITTEN.inc, on_dropped=LOG_DROPPED.inc)
+                self.plog = PredictionLog(path, on_written=self.metrics["written"].inc,
+                                          on_dropped=self.metrics["dropped"].inc)
                 atexit.register(self.plog.close)
                 self.feedback_db = connect_log(path)  # its own connection: the log writer owns the other
                 register_label_schema(self.feedback_db, LABEL_SCHEMA)
@@ -338,14 +331,14 @@ if CONFIG is not None:
                 try:
                     out = self._format(self.previous, getattr(self.previous, method)(row), method,
                                        str(self.previous_version), True)[0]
-                    FALLBACKS.labels(kind="previous").inc()
+                    self.metrics["fallback"].labels(kind="previous").inc()
                     log.warning("fallback: v%s could not score a record (%s); previous v%s answered",
                                 VERSION, error[:200], self.previous_version)
                     return out
                 except Exception as exc:
                     error += f"; previous v{self.previous_version} failed too: {type(exc).__name__}: {exc}"
             if PACK["fallback"] == "constant" and method == "predict":
-                FALLBACKS.labels(kind="constant").inc()
+                self.metrics["fallback"].labels(kind="constant").inc()
                 log.warning("fallback: v%s could not score a record (%s); answered the constant %r",
                             VERSION, error[:200], PACK["fallback_value"])
                 return {"prediction": PACK["fallback_value"], "model_version": "constant", "fallback": True}
@@ -431,6 +424,28 @@ if CONFIG is not None:
         GuardMiddleware, max_bytes=int(PACK["request_max_bytes"]), token_env=PACK.get("auth_token_env"),
         metadata=CONFIG["metadata"], metrics_public=bool(PACK.get("metrics_public", False)),
     )
+
+
+def service_metrics() -> dict[str, Any]:
+    """Sluicegate's counters on /metrics beside BentoML's own: a full disk must show as a number.
+
+    Made on first use in the serving worker, once per process: `bentoml build` imports this
+    module too, sometimes several times in one process, and Prometheus refuses a second
+    registration of the same name.
+    """
+    import sluicegate.serving as home
+
+    made = home.__dict__.setdefault("_service_metrics", {})
+    if not made:
+        made["written"] = bentoml.metrics.Counter(name="sluice_prediction_log_written",
+                                                  documentation="Predictions written to the prediction log")
+        made["dropped"] = bentoml.metrics.Counter(
+            name="sluice_prediction_log_dropped",
+            documentation="Answered predictions the prediction log could not store (disk full or unwritable)")
+        made["fallback"] = bentoml.metrics.Counter(
+            name="sluice_fallback_answers", documentation="Records answered by the fallback because the model failed",
+            labelnames=["kind"])
+    return made
 
 
 def _plain(value: Any) -> Any:

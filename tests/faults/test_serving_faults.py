@@ -219,6 +219,18 @@ def test_previous_version_answers_when_the_model_raises(served):
     assert _metric(url, 'sluice_fallback_answers_total{kind="previous"}') >= 2
 
 
+def test_prediction_log_and_home_are_private(served):
+    """Raw request inputs live in the prediction log: the server made it 0600 in a 0700 folder."""
+    import stat
+
+    db = served["home"] / "predictions" / "churn" / "predictions.sqlite"
+    assert db.exists()
+    for path in db.parent.iterdir():  # the database, its WAL and shared-memory files
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(served["home"].stat().st_mode) == 0o700
+
+
 def test_full_disk_drops_log_rows_counted_while_answers_continue(served):
     folder = served["tmpfs"]
     if folder is None:

@@ -21,7 +21,7 @@ from sluicegate.gates import decide_outcome
 from sluicegate.tracking import run_tags
 from sluicegate.training import TrainingOutcome, candidate_key, training_outcome
 from sluicegate.validation import ValidationReport
-from tasks._common import artifact_key, reap_crashed_flow_runs
+from tasks._common import artifact_key, reap_crashed_flow_runs, recover_interrupted_runs
 from tasks.deploy import release_model
 from tasks.evaluate import evaluate_model, score_champion
 from tasks.events import emit
@@ -68,10 +68,11 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
         reason: why this run started (manual, schedule, drift event); stored with the run.
     """
     logger = get_run_logger()
-    for line in reap_crashed_flow_runs("training-pipeline"):  # runs a killed process left Running
-        logger.warning(line)
     cfg = load_config(config_path, overrides or [])
     project = cfg.project
+    # what a killed earlier run left Running: its flow run (Prefect) and its MLflow run
+    for line in reap_crashed_flow_runs("training-pipeline") + recover_interrupted_runs(project):
+        logger.warning(line)
     logger.info("project %s: %s model, %s task (reason: %s)", project, cfg.model.kind, cfg.task, reason or "manual")
 
     dataset, checked, split, features = prepare_features(cfg)

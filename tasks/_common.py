@@ -173,3 +173,12 @@ def reap_crashed_flow_runs(flow_name: str) -> list[str]:
     except Exception as exc:  # housekeeping never stops a run
         done.append(f"could not check for crashed flow runs: {type(exc).__name__}: {exc}")
     return done
+
+
+def recover_interrupted_runs(project: str) -> list[str]:
+    """MLflow runs of `project` left RUNNING by a dead process, marked KILLED (versions wait for
+    `register-candidate`, which knows whether to adopt them)."""
+    try:
+        return tracker().recover_interrupted(project, versions=False)
+    except Exception as exc:  # housekeeping never stops a run; the registry's own errors come later
+        return [f"could not check for interrupted MLflow runs: {type(exc).__name__}: {exc}"]

@@ -254,7 +254,7 @@ class Tracker:
             return None
         return self.version(project, str(max(int(m.version) for m in found)))
 
-    def recover_interrupted(self, project: str, candidate_key: str | None = None) -> list[str]:
+    def recover_interrupted(self, project: str, candidate_key: str | None = None, versions: bool = True) -> list[str]:
         """Finish what a killed process left half-done, before a new run of `project` starts.
 
         - Runs left RUNNING by a process that no longer exists on this host are terminated
@@ -262,6 +262,7 @@ class Tracker:
           its process cannot be checked from here).
         - Versions with no verdict whose registering process is gone are tagged
           `sluice.verdict=abandoned`, except the one with `candidate_key`: the caller adopts it.
+          Skipped with `versions=False` (at the start of a run, before its candidate key is known).
 
         Returns:
             One line per thing repaired (also logged).
@@ -280,7 +281,7 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, "KILLED")
             dead_runs.add(run.info.run_id)
             done.append(f"run {run.info.run_id} was left RUNNING ({why}): marked KILLED")
-        for mv in self._search_versions(project):
+        for mv in self._search_versions(project) if versions else []:
             tags = dict(mv.tags or {})
             if tags.get("sluice.verdict") or tags.get("sluice.candidate_key") == candidate_key:
                 continue

@@ -21,7 +21,7 @@ from sluicegate.gates import approval_required, decide_outcome
 from sluicegate.tracking import run_tags
 from sluicegate.training import TrainingOutcome, candidate_key, training_outcome
 from sluicegate.validation import ValidationReport
-from tasks._common import artifact_key
+from tasks._common import artifact_key, reap_crashed_flow_runs, recover_interrupted_runs
 from tasks.approve import record_approval, require_persistent_api, wait_for_approval
 from tasks.deploy import release_model
 from tasks.evaluate import evaluate_model, score_champion
@@ -80,6 +80,9 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     logger = get_run_logger()
     cfg = load_config(config_path, overrides or [])
     project = cfg.project
+    # what a killed earlier run left Running: its flow run (Prefect) and its MLflow run
+    for line in reap_crashed_flow_runs("training-pipeline") + recover_interrupted_runs(project):
+        logger.warning(line)
     logger.info("project %s: %s model, %s task (reason: %s)", project, cfg.model.kind, cfg.task, reason or "manual")
     approval = approval_required(cfg.gates.approval, reason)
     require_persistent_api(project, approval)  # before any work: nobody could answer a pause on a temporary API

@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import sluicegate
-from sluicegate.settings import Settings, load_settings
+from sluicegate.settings import Settings, load_settings, make_private
 
 
 def settings() -> Settings:
-    return load_settings()
+    """Runtime settings; SLUICE_HOME made private (0700, umask 077) before a task writes there."""
+    s = load_settings()
+    _private(s.home)
+    return s
+
+
+@functools.cache
+def _private(home: Path) -> None:
+    make_private(home)
 
 
 @functools.cache
@@ -114,3 +122,63 @@ def artifact_key(project: str, name: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     raw = f"{project}-{name}".lower()
     return "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in raw)
+
+
+OWNER_TAG = "sluice-pid"
+
+
+def reap_crashed_flow_runs(flow_name: str) -> list[str]:
+    """Tag the current flow run with its process; mark runs of `flow_name` whose process died Crashed.
+
+    A SIGKILLed process cannot report its own end, so its flow run would stay Running for good.
+    Only runs tagged by this function on this host are judged (see `process_gone`).
+
+    Returns:
+        One line per flow run marked Crashed.
+    """
+    import os
+    import socket
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.runtime import flow_run
+    from prefect.states import Crashed
+
+    from sluicegate.tracking import process_gone
+
+    me = f"{OWNER_TAG}:{socket.gethostname()}:{os.getpid()}"
+    done: list[str] = []
+    try:
+        with get_client(sync_client=True) as client:
+            if flow_run.id:
+                current = client.read_flow_run(flow_run.id)
+                client.update_flow_run(flow_run.id, tags=[*current.tags, me])
+            running = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.RUNNING]))),
+                limit=200)
+            for run in running:
+                owner = next((t for t in run.tags if t.startswith(f"{OWNER_TAG}:")), None)
+                if owner is None or str(run.id) == str(flow_run.id):
+                    continue
+                _, host, pid = owner.split(":", 2)
+                why = process_gone(pid, host)
+                if why is not None:
+                    client.set_flow_run_state(run.id, Crashed(message=f"{why}; marked crashed by the next run"),
+                                              force=True)
+                    done.append(f"flow run {run.name} ({run.id}) was left Running ({why}): marked Crashed")
+    except Exception as exc:  # housekeeping never stops a run
+        done.append(f"could not check for crashed flow runs: {type(exc).__name__}: {exc}")
+    return done
+
+
+def recover_interrupted_runs(project: str) -> list[str]:
+    """MLflow runs of `project` left RUNNING by a dead process, marked KILLED (versions wait for
+    `register-candidate`, which knows whether to adopt them)."""
+    try:
+        return tracker().recover_interrupted(project, versions=False)
+    except Exception as exc:  # housekeeping never stops a run; the registry's own errors come later
+        return [f"could not check for interrupted MLflow runs: {type(exc).__name__}: {exc}"]

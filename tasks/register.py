@@ -23,9 +23,14 @@ def register_candidate(
 ) -> ModelRecord:
     """Register the candidate once per candidate key (a re-run of the same inputs reuses it)."""
     tr = tracker()
+    for line in tr.recover_interrupted(project, key):  # what a killed earlier run left half-done
+        print(f"recovered: {line}")
     existing = tr.find_candidate(project, key)
     if existing is not None:
-        print(f"candidate unchanged: reusing {project} v{existing.version}")
+        if tr.adopt_unfinished(existing):
+            print(f"adopting {project} v{existing.version}: registered by an interrupted run, no verdict yet")
+        else:
+            print(f"candidate unchanged: reusing {project} v{existing.version}")
         return existing
     model = load_model_file(trained.model_path)
     example = pd.read_parquet(test_path).drop(columns=[tags["sluice.target"]]).head(5)

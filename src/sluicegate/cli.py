@@ -33,10 +33,11 @@ def prepare_runtime_env(env: dict[str, str] | None = None, use_server: bool = Tr
     With `use_server`, the local Prefect server (started once, reused by later commands) becomes
     this process's API unless PREFECT_API_URL is set or SLUICE_PREFECT_SERVER=off.
     """
-    from sluicegate.settings import load_settings
+    from sluicegate.settings import load_settings, make_private
 
     env = os.environ if env is None else env
     s = load_settings(env)
+    make_private(s.home)
     if not env.get("PREFECT_API_URL") and not env.get("PREFECT_HOME"):
         env["PREFECT_HOME"] = str(s.home / "prefect")
     if env.get("PREFECT_HOME"):
@@ -164,7 +165,8 @@ def status(
     typer.echo(f"  data fingerprint {info['data_fingerprint']}")
     lv = info["last_verdict"]
     if lv:
-        typer.echo(f"  last verdict: v{lv['version']} {lv['verdict']}: {lv['summary']}")
+        said = lv["summary"] if lv["verdict"] in ("none", "pending") else f"{lv['verdict']}: {lv['summary']}"
+        typer.echo(f"  last verdict: v{lv['version']} {said}")
 
 
 # ---------------------------------------------------------------- serving: deploy, rollback, serve, predict
@@ -580,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in argv
+    os.umask(0o077)  # state files (registry, prediction log, snapshots, prefect.db) are the user's only
     try:
         app(args=argv, prog_name="sluice", standalone_mode=False)
         return 0

@@ -170,16 +170,18 @@ def _read_sql(source: SqlSource, secrets: SecretLoader | None = None, now: float
     import sqlalchemy as sa
 
     params = sql_params(source, now)
+    from sluicegate.settings import redact  # driver messages may echo the URL: mask its secrets
+
     url = resolve_secret(source.url, "data.source.url", secrets)
     try:
         engine = sa.create_engine(url)
     except Exception as exc:
-        raise DataSourceError(f"data.source.url: not a usable SQLAlchemy URL: {exc}") from exc
+        raise DataSourceError(f"data.source.url: not a usable SQLAlchemy URL: {redact(str(exc))}") from None
     try:
         with engine.connect() as conn:
             return pd.read_sql_query(sa.text(source.query), conn, params=params)
     except Exception as exc:
-        raise DataSourceError(f"data.source.query: query failed: {str(exc).splitlines()[0]}") from exc
+        raise DataSourceError(f"data.source.query: query failed: {redact(str(exc).splitlines()[0])}") from None
     finally:
         engine.dispose()
 

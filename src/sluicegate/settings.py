@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -58,14 +59,44 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-_SECRET_PARAM = re.compile(r"([?&;](?:[^=&;#\s]*(?:key|token|secret|pass|pwd|auth|signature|credential)[^=&;#\s]*)=)[^&;#\s]+",
+_SECRET_PARAM = re.compile(r"""([?&;](?:[^=&;#\s]*(?:key|token|secret|pass|pwd|auth|signature|credential)[^=&;#\s]*)=)[^&;#\s'"]+""",
                            re.IGNORECASE)
 
 
 def redact(url: str) -> str:
     """A URL safe to print: its password and secret-looking query values masked.
 
-    `postgresql://user:***@host/db`, `https://host/x?apikey=***&region=eu`.
+    `postgresql://user:***@host/db`, `https://host/x?apikey=***&region=eu`. Works on a URL
+    inside a longer text too (a driver's error message quoting it).
     """
-    url = re.sub(r"://([^/:@\s]+):[^/@\s]+@", r"://\1:***@", str(url))
+    # `//user:password@`, also in a malformed URL (`postgres//...`) and with an `@` inside the password
+    url = re.sub(r"""//([^/:@\s'"]+):[^/\s'"]+@""", r"//\1:***@", str(url))
     return _SECRET_PARAM.sub(r"\1***", url)
+
+
+PRIVATE_UMASK = 0o077
+
+
+def make_private(home: Path) -> Path:
+    """Keep local state readable by its owner only: umask 077, SLUICE_HOME mode 0700.
+
+    The MLflow DB, the prediction log (raw request inputs), data snapshots and Prefect's
+    database all live under SLUICE_HOME. Called where a process starts working (the CLI, the
+    model server, the tasks), never at import. The umask is process-wide and inherited by the
+    servers started from here, so every file made afterwards is 0600 and every folder 0700.
+    A shared folder used as SLUICE_HOME (world-writable with the sticky bit, like /tmp) is
+    left as it is; the files made in it are still private.
+
+    Returns:
+        `home`, created if missing.
+    """
+    os.umask(PRIVATE_UMASK)
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        st = home.stat()
+        if not st.st_mode & stat.S_ISVTX and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) != 0o700:
+            home.chmod(0o700)
+    except OSError:  # not ours to change: the umask still protects what we write
+        pass
+    return home

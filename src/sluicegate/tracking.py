@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import re
+import socket
 import sqlite3
 import subprocess
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from sluicegate.errors import PromotionConflictError, RegistryError
-from sluicegate.settings import Settings, redact
+from sluicegate.settings import Settings, make_private, redact
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
+        make_private(settings.home)
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         for uri in dict.fromkeys((settings.tracking_uri, settings.registry_uri)):
@@ -237,18 +238,84 @@ class Tracker:
             return self.client.get_experiment_by_name(project).experiment_id
 
     def find_candidate(self, project: str, candidate_key: str) -> ModelRecord | None:
-        """A version already registered for exactly this data, config and code, if any."""
+        """The newest version registered for exactly this data, config and code, if any.
+
+        Found by the version's own tags, so a version whose registering process was killed
+        before it could tag its run is found too (and adopted: see `adopt_unfinished`).
+        """
+        try:
+            found = list(self.client.search_model_versions(
+                f"name = '{project}' and tags.`sluice.candidate_key` = '{candidate_key}'"))
+        except Exception as exc:
+            if _is_absent(exc):
+                return None
+            raise RegistryError(f"{project}: could not search versions in {redact(self.registry_uri)}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        if not found:
+            return None
+        return self.version(project, str(max(int(m.version) for m in found)))
+
+    def recover_interrupted(self, project: str, candidate_key: str | None = None, versions: bool = True) -> list[str]:
+        """Finish what a killed process left half-done, before a new run of `project` starts.
+
+        - Runs left RUNNING by a process that no longer exists on this host are terminated
+          as KILLED and tagged `sluice.interrupted` (a run of another host is left alone:
+          its process cannot be checked from here).
+        - Versions with no verdict whose registering process is gone are tagged
+          `sluice.verdict=abandoned`, except the one with `candidate_key`: the caller adopts it.
+          Skipped with `versions=False` (at the start of a run, before its candidate key is known).
+
+        Returns:
+            One line per thing repaired (also logged).
+        """
         exp = self.client.get_experiment_by_name(project)
         if exp is None:
-            return None
-        runs = self.client.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.`sluice.candidate_key` = '{candidate_key}' and tags.`sluice.version` != ''",
-            max_results=1, order_by=["attributes.start_time DESC"],
-        )
-        if not runs:
-            return None
-        return self.version(project, runs[0].data.tags["sluice.version"])
+            return []
+        done: list[str] = []
+        dead_runs: set[str] = set()
+        for run in self.client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                           max_results=1000):
+            why = _dead_owner(run.data.tags)
+            if why is None:
+                continue
+            self.client.set_tag(run.info.run_id, "sluice.interrupted", f"{why}; marked KILLED by the next run")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+            dead_runs.add(run.info.run_id)
+            done.append(f"run {run.info.run_id} was left RUNNING ({why}): marked KILLED")
+        for mv in self._search_versions(project) if versions else []:
+            tags = dict(mv.tags or {})
+            if tags.get("sluice.verdict") or tags.get("sluice.candidate_key") == candidate_key:
+                continue
+            why = None if mv.run_id not in dead_runs else "its run was interrupted"
+            if why is None:
+                try:
+                    run = self.client.get_run(mv.run_id)
+                except Exception:  # the run was deleted: the version can never be decided
+                    why = "its run is gone"
+                else:
+                    why = _dead_owner(run.data.tags)
+            if why is None:
+                continue
+            summary = f"abandoned: the process that registered v{mv.version} stopped before the gates decided ({why})"
+            self._set_verdict(project, str(mv.version), mv.run_id, "abandoned", summary)
+            done.append(f"v{mv.version} had no verdict ({why}): tagged abandoned")
+        for line in done:
+            log.warning("%s: %s", project, line)
+        return done
+
+    def adopt_unfinished(self, record: ModelRecord) -> bool:
+        """Whether `record` was left without a verdict by an interrupted run (and is now adopted).
+
+        The caller decides its gates as if it had just registered it; its run is tagged so the
+        history says which run finished it.
+        """
+        if record.tags.get("sluice.verdict"):
+            return False
+        note = f"adopted by pid {os.getpid()} on {socket.gethostname()} after an interrupted run"
+        self.client.set_tag(record.run_id, "sluice.adopted", note)
+        self.client.set_tag(record.run_id, "sluice.version", record.version)
+        log.warning("%s: v%s had no verdict (interrupted run): %s", record.project, record.version, note)
+        return True
 
     def register_candidate(
         self,
@@ -279,7 +346,9 @@ class Tracker:
 
         exp_id = self.experiment_id(project)
         self._activate()
-        with self.mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        # who owns the run, so the next run can tell a killed process from a running one
+        owner = {"sluice.pid": str(os.getpid()), "sluice.host": socket.gethostname()}
+        with self.mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=owner) as run:
             self.mlflow.log_params({k: _param(v) for k, v in params.items()})
             self.mlflow.log_metrics(metrics)
             self.mlflow.set_tags(tags)
@@ -301,10 +370,14 @@ class Tracker:
         """Store the gate verdicts with the run and as version tags."""
         verdict = "promoted" if decision["promote"] else "rejected"
         self.client.log_dict(record.run_id, decision, "gate_decision.json")
-        self.client.set_tag(record.run_id, "sluice.verdict", verdict)
-        self.client.set_tag(record.run_id, "sluice.verdict_summary", decision["summary"][:4900])
-        self.client.set_model_version_tag(record.project, record.version, "sluice.verdict", verdict)
-        self.client.set_model_version_tag(record.project, record.version, "sluice.verdict_summary", decision["summary"][:4900])
+        self._set_verdict(record.project, record.version, record.run_id, verdict, decision["summary"])
+
+    def _set_verdict(self, project: str, version: str, run_id: str | None, verdict: str, summary: str) -> None:
+        if run_id:
+            self.client.set_tag(run_id, "sluice.verdict", verdict)
+            self.client.set_tag(run_id, "sluice.verdict_summary", summary[:4900])
+        self.client.set_model_version_tag(project, version, "sluice.verdict", verdict)
+        self.client.set_model_version_tag(project, version, "sluice.verdict_summary", summary[:4900])
 
     def record_approval(self, record: ModelRecord, decision: dict) -> None:
         """Store a person's answer (or the timeout) with the run and as version tags.
@@ -488,14 +561,23 @@ class Tracker:
         current = self.champion(project)
         current_version = current.version if current else None
         if current_version != expected_champion:
-            raise PromotionConflictError(
-                f"{project}: champion moved from v{expected_champion} to v{current_version} while this run "
-                f"was deciding; v{version} was not promoted (re-run to compare against the new champion)"
-            )
+            message = (f"{project}: champion moved from v{expected_champion} to v{current_version} while this run "
+                       f"was deciding; v{version} was not promoted (re-run to compare against the new champion)")
+            # the gates said "promoted"; the history must say it lost the race instead
+            try:
+                mv = self.client.get_model_version(project, str(version))
+                self._set_verdict(project, str(version), mv.run_id, "conflict", f"conflict: {message}")
+            except Exception as exc:  # the conflict is the error to report, not the tagging
+                log.warning("%s: v%s could not be tagged conflict: %s", project, version, exc)
+            raise PromotionConflictError(message)
         if current_version is not None:
             self.client.set_registered_model_alias(project, PREVIOUS, current_version)
         self.client.set_registered_model_alias(project, CHAMPION, str(version))
         self.client.set_model_version_tag(project, str(version), "sluice.promoted_from", str(current_version))
+        mv = self.client.get_model_version(project, str(version))
+        if (mv.tags or {}).get("sluice.verdict") in ("conflict", None):  # promoted after all, on a later try
+            self._set_verdict(project, str(version), mv.run_id, "promoted",
+                              f"promoted over v{current_version}" if current_version else "promoted: first champion")
         log.info("%s: champion v%s -> v%s", project, current_version, version)
 
     def set_alias(self, project: str, alias: str, version: str) -> None:
@@ -554,11 +636,54 @@ class Tracker:
             "latest_version": int(latest.version) if latest else None,
             "last_verdict": {
                 "version": int(latest.version),
-                "verdict": latest.tags.get("sluice.verdict"),
-                "summary": latest.tags.get("sluice.verdict_summary"),
+                **self._verdict_of(latest),
                 "checks": (last_decision or {}).get("checks"),
             } if latest else None,
         }
+
+
+    def _verdict_of(self, record: ModelRecord) -> dict[str, str]:
+        """A version's verdict and summary; never None: an undecided version says why it has none."""
+        verdict = record.tags.get("sluice.verdict")
+        if verdict:
+            return {"verdict": verdict, "summary": record.tags.get("sluice.verdict_summary") or verdict}
+        try:
+            run = self.client.get_run(record.run_id)
+            running = run.info.status == "RUNNING" and _dead_owner(run.data.tags) is None
+        except Exception:
+            running = False
+        if running:
+            return {"verdict": "pending", "summary": "no verdict yet (its training run is still in progress)"}
+        return {"verdict": "none", "summary": "no verdict (interrupted run): re-run `sluice run` with the same "
+                                              "config to finish it"}
+
+
+def _dead_owner(tags: dict[str, str]) -> str | None:
+    """Why the process that owns a run (tags sluice.pid / sluice.host) is known to be gone, else None."""
+    return process_gone(tags.get("sluice.pid"), tags.get("sluice.host"))
+
+
+def process_gone(pid: str | int | None, host: str | None) -> str | None:
+    """Why process `pid` of `host` is known to be gone, else None.
+
+    A process of another host, this very process, or a missing pid is never declared gone:
+    only what can be checked from here is.
+    """
+    pid = str(pid or "")
+    if not pid.isdigit() or host != socket.gethostname() or int(pid) == os.getpid():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return f"process {pid} on {host} is gone"
+    except PermissionError:  # alive, another user's
+        return None
+    try:  # killed but not yet reaped by its parent: as dead as it gets
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return f"process {pid} on {host} was killed"
+    except (OSError, IndexError):
+        pass
+    return None
 
 
 def _param(value: Any) -> Any:

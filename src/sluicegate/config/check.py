@@ -16,6 +16,7 @@ from sluicegate.config.schema import CsvSource, ParquetSource, ProjectConfig, Sq
 from sluicegate.config.sources import is_glob, source_files, sql_params
 from sluicegate.errors import ConfigError, DataSourceError
 from sluicegate.schema_base import did_you_mean
+from sluicegate.settings import redact
 
 
 def check_sources(cfg: ProjectConfig, connect: bool = False) -> list[str]:
@@ -89,14 +90,14 @@ def read_sql_header(source: SqlSource) -> list[str]:
     try:
         engine = sa.create_engine(url)
     except Exception as exc:
-        raise ConfigError([f"data.source.url: not a usable SQLAlchemy URL: {exc}"]) from None
+        raise ConfigError([f"data.source.url: not a usable SQLAlchemy URL: {redact(str(exc))}"]) from None
     query = source.query.strip().rstrip(";")
     try:
         with engine.connect() as conn:
             return [str(c) for c in conn.execute(sa.text(f"SELECT * FROM ({query}) AS sluice_check WHERE 1 = 0"),
                                                  sql_params(source)).keys()]
     except Exception as exc:  # drivers raise their own types
-        raise ConfigError([f"data.source.query: cannot run it: {str(exc).splitlines()[0]}"]) from None
+        raise ConfigError([f"data.source.query: cannot run it: {redact(str(exc).splitlines()[0])}"]) from None
     finally:
         engine.dispose()
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from sluicegate.config.crosscheck import CrossCheckError
 from sluicegate.config.schema import ProjectConfig
 from sluicegate.schema_base import did_you_mean, unknown_choice
+from sluicegate.settings import redact
 
 
 def format_errors(exc: ValidationError, raw: dict) -> list[str]:
@@ -85,7 +86,7 @@ def _message(err: dict, loc: tuple, raw: dict) -> str:
     msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
     msg = msg[0].lower() + msg[1:] if msg else msg
     if not isinstance(got, (dict, list)) and "(got" not in msg:
-        msg += f" (got {got!r})"
+        msg += f" (got {redact(repr(got))})"  # a refused URL may hold the very password it is refused for
     return msg
 
 

@@ -339,6 +339,8 @@ class PackagingConfig(StrictModel):
     timeout_s: float = Field(default=30, gt=0)
     request_max_bytes: int = Field(default=1_000_000, ge=1024)
     auth_token: SecretRef | None = Field(default=None, description="bearer token, as {env: VAR}")
+    metrics_public: bool = Field(default=False, description="serve /metrics without the token (a scraper that "
+                                 "cannot send one); other routes but /livez and /readyz always need it")
     fallback: Literal["none", "previous", "constant"] = "none"
     fallback_value: float | int | str | None = None
     log_predictions: bool = True

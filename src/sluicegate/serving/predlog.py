@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -163,11 +163,17 @@ class PredictionLog:
     far is on disk; `close` drains the queue and waits for the last write (graceful shutdown).
     """
 
-    def __init__(self, path: Path, flush_interval_s: float = 0.2, max_queue: int = 100_000):
+    def __init__(self, path: Path, flush_interval_s: float = 0.2, max_queue: int = 100_000,
+                 on_written: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None):
         self.path = path
         self.flush_interval_s = flush_interval_s
         self.dropped = 0
         self.written = 0
+        # counters for /metrics (the service passes Prometheus counters' inc); called from the writer thread
+        self._on_written = on_written or (lambda n: None)
+        self._on_dropped = on_dropped or (lambda n: None)
+        self._failing_since: float | None = None  # first drop of the current outage
+        self._last_alarm = 0.0
         self._queue: queue.Queue[PredictionEvent | _Flush | None] = queue.Queue(maxsize=max_queue)
         self._conn = connect_log(path)
         self._closed = False
@@ -189,8 +195,7 @@ class PredictionLog:
                 return
             except queue.Full:
                 if not self._thread.is_alive():  # nobody will ever drain it
-                    self.dropped += 1
-                    log.error("prediction log writer is not running; event dropped")
+                    self._drop(1, "the prediction log writer is not running")
                     return
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -243,15 +248,38 @@ class PredictionLog:
                         " prediction_id, traffic, label, probabilities, id_value)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 self.written += len(rows)
+                self._on_written(len(rows))
+                if self._failing_since is not None:
+                    log.warning("prediction log %s: writing again (%d predictions were dropped in all)",
+                                self.path, self.dropped)
+                    self._failing_since = None
                 return
-            except sqlite3.OperationalError as exc:  # locked by another worker: wait and retry
-                attempt += 1
-                if attempt >= 50:  # the disk is gone or full, not busy: say so loudly
-                    log.error("prediction log: %d events could not be written (%s)", len(rows), exc)
-                    self.dropped += len(rows)
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if "full" in text:  # waiting will not free space: drop now, say so, keep answering
+                    self._drop(len(rows), f"the disk is full ({exc})")
                     return
-                log.warning("prediction log write failed (%s), retry %d", exc, attempt)
+                attempt += 1
+                if attempt >= 50 or ("locked" not in text and "busy" not in text and attempt >= 3):
+                    self._drop(len(rows), f"{exc}: is the disk full, gone or read-only?")
+                    return
+                log.warning("prediction log write failed (%s), retry %d", exc, attempt)  # locked by another worker
                 time.sleep(min(2.0, 0.2 * attempt))
+            except sqlite3.Error as exc:  # corrupt or unreadable file: never kill the writer thread
+                self._drop(len(rows), f"{type(exc).__name__}: {exc}")
+                return
+
+    def _drop(self, n: int, why: str) -> None:
+        """Count predictions that could not be logged, and say so: at once, then at most once a minute."""
+        self.dropped += n
+        self._on_dropped(n)
+        now = time.monotonic()
+        if self._failing_since is None or now - self._last_alarm >= 60:
+            log.error("prediction log %s: %d predictions not logged, %d dropped so far: %s (the answers were sent; "
+                      "logging resumes when it can write)", self.path, n, self.dropped, why)
+            self._last_alarm = now
+        if self._failing_since is None:
+            self._failing_since = now
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Write everything queued, then stop the thread; safe to call twice."""

@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -38,7 +39,13 @@ log = logging.getLogger("sluicegate.service")
 
 CONFIG_FILE = "sluice_service.json"
 CONFIG_ENV = "SLUICE_SERVICE_CONFIG"
-OPEN_PATHS = ("/readyz", "/livez", "/healthz", "/metrics", "/docs.json", "/", "/docs")
+# Health probes are the only routes open to anyone: with `packaging.auth_token` set, everything
+# else (the API, /metadata, /docs.json with its input schema and categories, /, /metrics unless
+# `packaging.metrics_public`) asks for the bearer token.
+PUBLIC_PATHS = ("/readyz", "/livez", "/healthz")
+# routes BentoML answers itself; past the token check they go straight through
+INFO_PATHS = ("/metrics", "/docs.json", "/")
+MAX_JSON_DEPTH = 32  # records are flat objects in a list: depth 2; deeper bodies are refused before parsing
 LATE_DAYS_ENV = "SLUICE_FEEDBACK_LATE_DAYS"
 # The request's traffic tag (X-Sluice-Traffic), set by the middleware. Adaptive batching runs the
 # API method in another task, so records are stamped with it when they are validated (below),
@@ -90,23 +97,40 @@ class TaggedRecord(RecordBase):
 
 
 class GuardMiddleware:
-    """JSON-only bodies under a size limit, an optional bearer token, and GET /metadata.
+    """An optional bearer token on every route but the health probes; JSON-only bodies with one
+    Content-Type, under a size and nesting limit; GET /metadata.
 
     The token is read from the environment variable the config names, at start-up; when that
     variable is unset the guarded routes answer 401 (fail closed) instead of serving openly.
     """
 
-    def __init__(self, app: Any, max_bytes: int, token_env: Optional[str], metadata: dict):
+    def __init__(self, app: Any, max_bytes: int, token_env: Optional[str], metadata: dict,
+                 metrics_public: bool = False):
         self.app = app
         self.max_bytes = max_bytes
         self.token_env = token_env
         self.token = os.environ.get(token_env, "") if token_env else None
         self.metadata = json.dumps(metadata).encode()
+        self.metrics_public = metrics_public
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] == "websocket" and self.token_env is not None:  # no websocket routes: refuse
+            await receive()
+            return await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        raw_headers = scope.get("headers", [])
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+        if self.token_env is not None and not (self.metrics_public and scope["path"] == "/metrics"):
+            refused = self._unauthorized(headers)
+            if refused is not None:
+                return await _json(send, 401, refused, extra=[(b"www-authenticate", b"Bearer")])
+        if scope["path"] in INFO_PATHS:
+            return await self.app(scope, receive, send)
+        ctypes = [v.decode("latin-1") for k, v in raw_headers if k.lower() == b"content-type"]
+        if len(ctypes) > 1:  # this guard and BentoML could each read a different one
+            return await _json(send, 400, {"error": "ambiguous content type", "detail":
+                                           f"send one Content-Type header (got {len(ctypes)}: {', '.join(ctypes)})"})
         tag = headers.get(TRAFFIC_HEADER, "live").strip().lower() or "live"
         if tag not in TRAFFIC_TAGS:
             return await _json(send, 400, {"error": "unknown traffic tag", "detail":
@@ -117,15 +141,16 @@ class GuardMiddleware:
         finally:
             TRAFFIC.reset(token)
 
+    def _unauthorized(self, headers: dict[str, str]) -> Optional[dict]:
+        """The 401 body when the request lacks the right bearer token, else None."""
+        given = headers.get("authorization", "")
+        expected = f"Bearer {self.token}"
+        if self.token and hmac.compare_digest(given.encode(), expected.encode()):
+            return None
+        why = f"server has no token: set {self.token_env}" if not self.token else "missing or wrong bearer token"
+        return {"error": "unauthorized", "detail": why}
+
     async def _guarded(self, scope: dict, receive: Any, send: Any, headers: dict[str, str]) -> None:
-        if self.token_env is not None:
-            given = headers.get("authorization", "")
-            expected = f"Bearer {self.token}"
-            if not self.token or not hmac.compare_digest(given.encode(), expected.encode()):
-                why = (f"server has no token: set {self.token_env}" if not self.token
-                       else "missing or wrong bearer token")
-                return await _json(send, 401, {"error": "unauthorized", "detail": why},
-                                   extra=[(b"www-authenticate", b"Bearer")])
         if scope["method"] == "GET" and scope["path"] == "/metadata":
             return await _raw(send, 200, self.metadata)
         if scope["method"] != "POST":
@@ -151,10 +176,13 @@ class GuardMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        if json_too_deep(body, MAX_JSON_DEPTH):  # counted before parsing: deep nesting costs the parsers dearly
+            return await _json(send, 400, {"error": "invalid JSON", "detail": f"nested deeper than {MAX_JSON_DEPTH} "
+                                           "levels; send a JSON list of flat records"})
         try:  # BentoML answers malformed JSON with a bare 500; say what is wrong instead
             json.loads(body or b"null")
-        except ValueError as exc:
-            return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)})
+        except (ValueError, RecursionError) as exc:
+            return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)[:300]})
         replayed = False
 
         async def replay() -> dict:
@@ -165,6 +193,29 @@ class GuardMiddleware:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_too_deep(body: bytes, limit: int) -> bool:
+    """Whether a JSON text nests arrays/objects more than `limit` deep, without parsing it.
+
+    Strings are cut out first (a bracket inside a string does not nest); what remains is only
+    brackets, counted in one pass that stops at the first level over the limit.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for b in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        if b in (91, 123):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _too_large(size: int, limit: int) -> dict:
@@ -226,15 +277,17 @@ if CONFIG is not None:
                     self.previous = joblib.load(prev_file)
                 except Exception:  # a broken fallback must not stop the main model from serving
                     log.exception("previous model v%s could not be loaded; no fallback", self.previous_version)
+            self.metrics = service_metrics()
             self.plog = None
             self.feedback_db = None
             self.feedback_lock = threading.Lock()
             self.late_after_days = float(os.environ.get(LATE_DAYS_ENV) or LATE_AFTER_DAYS)
             if PACK["log_predictions"]:
-                from sluicegate.settings import load_settings
+                from sluicegate.settings import load_settings, make_private
 
-                path = log_path(load_settings().home, CONFIG["project"])
-                self.plog = PredictionLog(path)
+                path = log_path(make_private(load_settings().home), CONFIG["project"])  # raw inputs: owner only
+                self.plog = PredictionLog(path, on_written=self.metrics["written"].inc,
+                                          on_dropped=self.metrics["dropped"].inc)
                 atexit.register(self.plog.close)
                 self.feedback_db = connect_log(path)  # its own connection: the log writer owns the other
                 register_label_schema(self.feedback_db, LABEL_SCHEMA)
@@ -276,11 +329,18 @@ if CONFIG is not None:
         def _fallback(self, row: Any, method: str, error: str) -> dict:
             if PACK["fallback"] == "previous" and self.previous is not None:
                 try:
-                    return self._format(self.previous, getattr(self.previous, method)(row), method,
-                                        str(self.previous_version), True)[0]
+                    out = self._format(self.previous, getattr(self.previous, method)(row), method,
+                                       str(self.previous_version), True)[0]
+                    self.metrics["fallback"].labels(kind="previous").inc()
+                    log.warning("fallback: v%s could not score a record (%s); previous v%s answered",
+                                VERSION, error[:200], self.previous_version)
+                    return out
                 except Exception as exc:
                     error += f"; previous v{self.previous_version} failed too: {type(exc).__name__}: {exc}"
             if PACK["fallback"] == "constant" and method == "predict":
+                self.metrics["fallback"].labels(kind="constant").inc()
+                log.warning("fallback: v%s could not score a record (%s); answered the constant %r",
+                            VERSION, error[:200], PACK["fallback_value"])
                 return {"prediction": PACK["fallback_value"], "model_version": "constant", "fallback": True}
             key = "prediction" if method == "predict" else "probabilities"
             return {key: None, "model_version": VERSION, "fallback": False,
@@ -362,8 +422,30 @@ if CONFIG is not None:
 
     SluiceService.add_asgi_middleware(
         GuardMiddleware, max_bytes=int(PACK["request_max_bytes"]), token_env=PACK.get("auth_token_env"),
-        metadata=CONFIG["metadata"],
+        metadata=CONFIG["metadata"], metrics_public=bool(PACK.get("metrics_public", False)),
     )
+
+
+def service_metrics() -> dict[str, Any]:
+    """Sluicegate's counters on /metrics beside BentoML's own: a full disk must show as a number.
+
+    Made on first use in the serving worker, once per process: `bentoml build` imports this
+    module too, sometimes several times in one process, and Prometheus refuses a second
+    registration of the same name.
+    """
+    import sluicegate.serving as home
+
+    made = home.__dict__.setdefault("_service_metrics", {})
+    if not made:
+        made["written"] = bentoml.metrics.Counter(name="sluice_prediction_log_written",
+                                                  documentation="Predictions written to the prediction log")
+        made["dropped"] = bentoml.metrics.Counter(
+            name="sluice_prediction_log_dropped",
+            documentation="Answered predictions the prediction log could not store (disk full or unwritable)")
+        made["fallback"] = bentoml.metrics.Counter(
+            name="sluice_fallback_answers", documentation="Records answered by the fallback because the model failed",
+            labelnames=["kind"])
+    return made
 
 
 def _plain(value: Any) -> Any:

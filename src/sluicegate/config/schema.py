@@ -366,6 +366,35 @@ class HpaConfig(StrictModel):
         return self
 
 
+class ShadowConfig(StrictModel):
+    """`deploy.strategy: shadow`: the candidate scores a copy of live requests off the request path."""
+
+    share: float = Field(default=1.0, gt=0, le=1, description="share of live scoring requests copied to the candidate")
+
+
+class CanaryTrafficConfig(StrictModel):
+    """`deploy.strategy: canary`: the candidate answers a share of live requests until it holds or breaches."""
+
+    share: float = Field(default=0.1, gt=0, lt=1, description="share of live scoring requests the candidate answers")
+    window_requests: int | None = Field(default=200, ge=1,
+                                        description="candidate requests that make a full window (None: time only)")
+    window_minutes: float | None = Field(default=None, gt=0, description="and/or minutes since the rollout began")
+    min_requests: int = Field(default=20, ge=1, description="candidate requests before any verdict on errors/latency")
+    max_error_rate_increase: float = Field(default=0.02, ge=0, le=1,
+                                           description="breach: candidate error rate > champion's + this")
+    max_p95_ratio: float = Field(default=2.0, ge=1, description="breach: candidate p95 latency > this x champion's")
+    max_metric_drop: float = Field(default=0.05, ge=0,
+                                   description="breach: candidate live metric worse than champion's by more than this")
+    min_labels: int = Field(default=30, ge=1, description="labelled predictions per side before the metric counts")
+    check_interval_s: float = Field(default=1.0, gt=0, le=60, description="how often the front checks for a breach")
+
+    @model_validator(mode="after")
+    def _some_window(self) -> CanaryTrafficConfig:
+        if self.window_requests is None and self.window_minutes is None:
+            raise ValueError("give window_requests, window_minutes or both")
+        return self
+
+
 class DeployConfig(StrictModel):
     """Where the champion goes after a promotion: a local process, a container, or Kubernetes manifests."""
 
@@ -380,6 +409,17 @@ class DeployConfig(StrictModel):
     image: str | None = Field(default=None, description="container image (default <project>:<bento version>)")
     replicas: int = Field(default=2, ge=1)
     hpa: HpaConfig = HpaConfig()
+    strategy: Literal["direct", "shadow", "canary"] = Field(
+        default="direct", description="direct: switch at once; shadow/canary: run beside the champion first (local)")
+    shadow: ShadowConfig = ShadowConfig()
+    canary: CanaryTrafficConfig = CanaryTrafficConfig()
+
+    @model_validator(mode="after")
+    def _strategy_target(self) -> DeployConfig:
+        if self.strategy != "direct" and self.target != "local":
+            raise ValueError(f"strategy: {self.strategy} needs target: local (got target: {self.target}); the front "
+                             "process that splits traffic runs only with the local target")
+        return self
 
 
 # ---------------------------------------------------------------- monitoring

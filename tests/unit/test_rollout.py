@@ -1,0 +1,90 @@
+"""The canary verdict (pure): hold, breach on errors / latency / metric, promote after the window, too little traffic."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sluicegate.config import DeployConfig
+from sluicegate.errors import ConfigError
+from sluicegate.rollout import (
+    BREACH, HOLD, PROMOTE, CanaryLimits, LiveMetric, SideStats, compare_shadow, decide_canary, percentile,
+)
+
+LIMITS = CanaryLimits(window_requests=100, min_requests=20, max_error_rate_increase=0.02, max_p95_ratio=2.0,
+                      max_metric_drop=0.05, min_labels=30)
+CHAMP = SideStats(requests=900, errors=9, p50_ms=3.0, p95_ms=6.0)
+
+
+def _checks(decision):
+    return {c.name: c.passed for c in decision.checks}
+
+
+def test_holds_inside_the_window():
+    d = decide_canary(CHAMP, SideStats(50, 1, 3.1, 6.5), LIMITS, elapsed_minutes=1)
+    assert d.verdict == HOLD and "window not full" in d.reason
+    assert _checks(d) == {"errors": True, "latency": True, "metric": None, "window": False}
+
+
+def test_breach_on_errors():
+    d = decide_canary(CHAMP, SideStats(40, 4, 3.0, 6.0), LIMITS, elapsed_minutes=1)
+    assert d.verdict == BREACH and _checks(d)["errors"] is False
+    assert d.reason.startswith("errors: candidate error rate 10.0% (4/40)")
+
+
+def test_breach_on_latency():
+    d = decide_canary(CHAMP, SideStats(40, 0, 9.0, 12.5), LIMITS, elapsed_minutes=1)
+    assert d.verdict == BREACH and _checks(d) == {"errors": True, "latency": False, "metric": None}
+    assert "allowed 12.0 ms (2x)" in d.reason
+
+
+def test_breach_on_the_live_metric_once_enough_labels():
+    worse = LiveMetric("accuracy", champion=0.90, candidate=0.80, champion_n=40, candidate_n=30)
+    d = decide_canary(CHAMP, SideStats(40, 0, 3.0, 6.0), LIMITS, elapsed_minutes=1, metric=worse)
+    assert d.verdict == BREACH and _checks(d)["metric"] is False
+    few = LiveMetric("accuracy", 0.90, 0.50, champion_n=40, candidate_n=29)
+    assert decide_canary(CHAMP, SideStats(40, 0, 3.0, 6.0), LIMITS, elapsed_minutes=1, metric=few).verdict == HOLD
+    mae = LiveMetric("mae", champion=1.0, candidate=1.04, champion_n=40, candidate_n=40, higher_is_better=False)
+    assert decide_canary(CHAMP, SideStats(40, 0, 3.0, 6.0), LIMITS, elapsed_minutes=1, metric=mae).verdict == HOLD
+
+
+def test_promotes_after_the_window():
+    d = decide_canary(CHAMP, SideStats(100, 1, 3.0, 7.0), LIMITS, elapsed_minutes=1,
+                      metric=LiveMetric("accuracy", 0.9, 0.88, 40, 40))
+    assert d.verdict == PROMOTE and all(c.passed for c in d.checks)
+    timed = CanaryLimits(window_requests=None, window_minutes=10, min_requests=20)
+    assert decide_canary(CHAMP, SideStats(30, 0, 3, 6), timed, elapsed_minutes=9.9).verdict == HOLD
+    assert decide_canary(CHAMP, SideStats(30, 0, 3, 6), timed, elapsed_minutes=10).verdict == PROMOTE
+
+
+def test_not_enough_traffic_is_never_a_verdict():
+    few = SideStats(5, 5, 500.0, 900.0)  # every request failed, but 5 < min_requests
+    d = decide_canary(CHAMP, few, LIMITS, elapsed_minutes=60)
+    assert d.verdict == HOLD and _checks(d)["errors"] is None and _checks(d)["latency"] is None
+    timed = CanaryLimits(window_requests=None, window_minutes=1, min_requests=20)
+    d = decide_canary(CHAMP, SideStats(3, 0, 3, 6), timed, elapsed_minutes=5)
+    assert d.verdict == HOLD and d.reason.startswith("not enough traffic")
+
+
+def test_limits_from_config_and_strategy_needs_the_local_target():
+    spec = DeployConfig(strategy="canary", canary={"share": 0.2, "window_requests": 50})
+    assert CanaryLimits.from_dict(spec.canary.model_dump()).window_requests == 50
+    with pytest.raises(ValueError, match="strategy: shadow needs target: local"):
+        DeployConfig(strategy="shadow", target="docker")
+    with pytest.raises(ValueError, match="window_requests, window_minutes or both"):
+        DeployConfig(canary={"window_requests": None})
+    assert ConfigError  # the loader turns these into `deploy.strategy: ...` lines
+
+
+def test_compare_shadow_pairs_by_prediction_id():
+    log = pd.DataFrame({"prediction_id": ["a", "b", "c", "a", "b", "c", "d"],
+                        "endpoint": ["predict"] * 7, "model_version": ["1", "1", "1", "2", "2", "2", "1"],
+                        "traffic": ["live"] * 3 + ["shadow"] * 3 + ["live"], "prediction": [1, 0, 1, 1, 1, 1, 0]})
+    labelled = log.assign(churned=[1, 1, 1, 1, 1, 1, 0])
+    out = compare_shadow(log, labelled, "1", "2", "churned", "classification",
+                         {"champion": {"requests": 4, "p50_ms": 2.0, "p95_ms": 4.0}, "candidate": {"requests": 3}})
+    assert out.pairs == 3 and out.agreement == pytest.approx(2 / 3)
+    assert (out.metric.champion, out.metric.champion_n) == (pytest.approx(3 / 4), 4)
+    assert (out.metric.candidate, out.metric.candidate_n) == (1.0, 3)
+    assert "Agreement on 3 paired predictions" in out.markdown("churn")
+    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([], 95) is None

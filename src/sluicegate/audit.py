@@ -24,10 +24,15 @@ MANUAL_PROMOTE = "manual_promote"  # `sluice promote`
 DEPLOY = "deploy"
 DEPLOY_FAILED = "deploy_failed"
 ROLLBACK = "rollback"
-ACTIONS = (PROMOTE, REJECT, APPROVE, APPROVAL_REQUESTED, MANUAL_PROMOTE, DEPLOY, DEPLOY_FAILED, ROLLBACK)
+ROLLOUT_START = "rollout_start"    # a candidate began serving beside the champion (shadow or canary)
+CANARY_BREACH = "canary_breached"  # a canary breached its limits and was rolled back to share 0
+ROLLOUT_ABORT = "rollout_abort"    # `sluice rollout abort`
+ACTIONS = (PROMOTE, REJECT, APPROVE, APPROVAL_REQUESTED, MANUAL_PROMOTE, DEPLOY, DEPLOY_FAILED, ROLLBACK,
+           ROLLOUT_START, CANARY_BREACH, ROLLOUT_ABORT)
 # events the emitter's audit hook records (the rest are recorded where they are decided, or are not audit matters)
 AUDITED_EVENTS = frozenset({events.MODEL_DEPLOYED, events.DEPLOY_FAILED, events.MODEL_ROLLED_BACK,
-                            events.APPROVAL_PENDING})
+                            events.APPROVAL_PENDING, events.ROLLOUT_STARTED, events.CANARY_BREACHED,
+                            events.ROLLOUT_ABORTED})
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,15 @@ def record_from_event(project: str, name: str, payload: dict[str, Any], who: str
     if name == events.MODEL_ROLLED_BACK:
         return new_record(project, ROLLBACK, payload.get("champion"), payload.get("reason") or "rollback", who,
                           flow_run_id, details={"from": payload.get("from")})
+    if name == events.ROLLOUT_STARTED:
+        return new_record(project, ROLLOUT_START, payload.get("version"), payload.get("text") or "", who, flow_run_id,
+                          details={k: payload.get(k) for k in ("strategy", "share", "champion")})
+    if name == events.CANARY_BREACHED:
+        return new_record(project, CANARY_BREACH, payload.get("version"), payload.get("reason") or "", who,
+                          flow_run_id, details={"champion": payload.get("champion"), "stats": payload.get("stats")})
+    if name == events.ROLLOUT_ABORTED:
+        return new_record(project, ROLLOUT_ABORT, payload.get("version"), payload.get("reason") or "", who,
+                          flow_run_id, details={"champion": payload.get("champion")})
     if name == events.APPROVAL_PENDING:
         return new_record(project, APPROVAL_REQUESTED, payload.get("version"), payload.get("summary") or "", who,
                           flow_run_id, details={"timeout_minutes": payload.get("timeout_minutes"),

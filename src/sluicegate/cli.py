@@ -18,6 +18,8 @@ config_app = typer.Typer(no_args_is_help=True, help="Check project YAML files an
 app.add_typer(config_app, name="config")
 server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server that commands share (UI included).")
 app.add_typer(server_app, name="server")
+rollout_app = typer.Typer(no_args_is_help=True, help="Shadow and canary rollouts (deploy.strategy): check, promote, abort.")
+app.add_typer(rollout_app, name="rollout")
 
 _state: dict[str, Any] = {"debug": False}
 
@@ -151,14 +153,19 @@ def status(
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     _probe_registry()
-    info = Tracker(load_settings()).status(resolve(project)[0])
+    from sluicegate.deploy.traffic import rollout_status
+
+    settings = load_settings()
+    info = Tracker(settings).status(resolve(project)[0])
     project = info["project"]
+    info["serving"] = rollout_status(settings, project)
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
     if info["versions"] == 0:
         typer.echo(f"{project}: no versions registered yet ({info['tracking_uri']})")
         return
+    _echo_serving(info["serving"])
     typer.echo(f"{project}: champion v{info['champion']}  ({info['versions']} versions)")
     for k, v in sorted(info["metrics"].items()):
         typer.echo(f"  {k} = {v:.4f}")
@@ -167,6 +174,30 @@ def status(
     if lv:
         said = lv["summary"] if lv["verdict"] in ("none", "pending") else f"{lv['verdict']}: {lv['summary']}"
         typer.echo(f"  last verdict: v{lv['version']} {said}")
+
+
+def _echo_serving(serving: Optional[dict]) -> None:
+    """The local deployment and its rollout: who serves what share since when."""
+    if not serving:
+        return
+    rollout = serving.get("rollout") or {}
+    if rollout.get("status") == "active":
+        share = float(rollout.get("share") or 0)
+        cand, champ = rollout["candidate_version"], rollout["champion_version"]
+        what = f"mirrored to v{cand} ({share:.0%} copied)" if rollout["strategy"] == "shadow" \
+            else f"v{cand} answers {share:.0%}, v{champ} {1 - share:.0%}"
+        typer.echo(f"  serving v{serving['version']} at {serving['url']}; {rollout['strategy']} since "
+                   f"{rollout['since']}: {what}" + (" (BREACHED, rolled back)" if rollout.get("breach") else ""))
+        for side in ("champion", "candidate"):
+            st = (rollout.get("stats") or {}).get(side)
+            if st:
+                p95 = f"{st['p95_ms']:.1f} ms" if st.get("p95_ms") is not None else "n/a"
+                typer.echo(f"    {side}: {st['requests']} requests, {st['errors']} errors, p95 {p95}")
+    else:
+        typer.echo(f"  serving v{serving['version']} at {serving['url']} since {serving['since']}")
+        if rollout:
+            typer.echo(f"  last rollout: {rollout.get('strategy')} of v{rollout.get('candidate_version')} "
+                       f"{rollout.get('status')} at {rollout.get('ended')}: {rollout.get('reason')}")
 
 
 # ---------------------------------------------------------------- serving: deploy, rollback, serve, predict
@@ -245,6 +276,113 @@ def rollback(
     back_to, back_from, result = rollback_release(tracker, name, packaging, spec, task, settings, out_dir,
                                                   events=_emitter(notifications))
     typer.echo(f"{name}: rolled back to v{back_to} (from v{back_from}). {result.message}")
+
+
+def _rollout_emitter(notifications: Any, who: Optional[str] = None) -> Any:
+    """The CLI's emitter; outside a checkout (the front starts `rollout check` wherever the deploy ran),
+    the library's own: the audit trail and webhooks, no Prefect event."""
+    try:
+        return _emitter(notifications, who)
+    except Exception:
+        from sluicegate import audit
+        from sluicegate.events import Emitter
+        from sluicegate.settings import load_settings
+        from sluicegate.tracking import Tracker
+
+        return Emitter(notifications=notifications, record=audit.audit_recorder(Tracker(load_settings()), who))
+
+
+@rollout_app.command("check")
+def rollout_check(project: str = typer.Argument(..., help="Project name or its YAML file.")) -> None:
+    """Judge the canary now: roll back a breach, promote one that held for its window, else report."""
+    from sluicegate.deploy.traffic import check_rollout
+    from sluicegate.gates import approval_required
+
+    name, packaging, spec, task, out_dir, settings, tracker, notifications = _release_context(project)
+    cfg_path = resolve(project)[1]
+    policy = "never"
+    if cfg_path is not None:
+        from sluicegate.config import load_config
+
+        policy = load_config(cfg_path).gates.approval
+    from sluicegate.deploy.processes import read_state
+
+    state = read_state(settings, name)
+    reason = None
+    if state is not None and state.rollout:
+        try:
+            reason = tracker.version(name, str(state.rollout["candidate_version"])).tags.get("sluice.reason")
+        except SluiceError:
+            pass
+    needed = approval_required(policy, reason).required
+    out = check_rollout(tracker, settings, name, packaging, task, approval_needed=needed,
+                        events=_rollout_emitter(notifications))
+    typer.echo(out.message)
+    if out.decision is not None:
+        for c in out.decision.checks:
+            mark = {True: "ok", False: "FAILED", None: "-"}[c.passed]
+            typer.echo(f"  {c.name:<8} {mark:<6} {c.detail}")
+
+
+@rollout_app.command("promote")
+def rollout_promote(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who promotes (default: the OS user)."),
+) -> None:
+    """Make the shadow or canary candidate the champion (compare-and-set) and send it all traffic."""
+    from sluicegate.deploy.traffic import promote_rollout
+
+    name, packaging, spec, task, out_dir, settings, tracker, notifications = _release_context(project)
+    result = promote_rollout(tracker, settings, name, packaging, events=_rollout_emitter(notifications, by),
+                             reason=f"promoted by {(by or '').strip() or 'hand'}")
+    typer.echo(result.message)
+
+
+@rollout_app.command("abort")
+def rollout_abort(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    reason: str = typer.Option("aborted by hand", "--reason", help="Why (recorded in the audit trail)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who aborts (default: the OS user)."),
+) -> None:
+    """Stop the shadow or canary candidate; the champion serves everything, no alias moves."""
+    from sluicegate.deploy.traffic import abort_rollout
+    from sluicegate.settings import load_settings
+
+    name = resolve(project)[0]
+    notifications = None
+    cfg_path = resolve(project)[1]
+    if cfg_path is not None:
+        from sluicegate.config import load_config
+
+        notifications = load_config(cfg_path).notifications
+    ended = abort_rollout(load_settings(), name, reason, events=_rollout_emitter(notifications, by))
+    typer.echo(f"{name}: {ended['strategy']} of v{ended['candidate_version']} aborted; "
+               f"v{ended['champion_version']} serves everything")
+
+
+@app.command()
+def compare(
+    project: str = typer.Argument(..., help="Project name or its YAML file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the comparison as markdown here."),
+) -> None:
+    """Champion vs the shadow (or canary) candidate: agreement, p50/p95 latency per side, live metric."""
+    from sluicegate.deploy.processes import read_state
+    from sluicegate.deploy.traffic import compare_rollout
+    from sluicegate.settings import load_settings
+
+    name = resolve(project)[0]
+    settings = load_settings()
+    state = read_state(settings, name)
+    if state is None or not state.rollout:
+        raise SluiceError(f"{name}: no shadow or canary rollout to compare; set deploy.strategy and deploy a version")
+    out = compare_rollout(settings, name, state.rollout)
+    if markdown is not None:
+        markdown.write_text(out.markdown(name))
+    if as_json:
+        typer.echo(json.dumps(out.to_dict(), indent=2, default=str))
+    else:
+        typer.echo(out.markdown(name).rstrip())
 
 
 # ---------------------------------------------------------------- approval, manual promotion, audit trail

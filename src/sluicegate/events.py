@@ -27,7 +27,9 @@ MODEL_DEPLOYED = f"{EVENT_PREFIX}.model.deployed"
 MODEL_ROLLED_BACK = f"{EVENT_PREFIX}.model.rolled_back"
 DEPLOY_FAILED = f"{EVENT_PREFIX}.deploy.failed"
 APPROVAL_PENDING = f"{EVENT_PREFIX}.approval.pending"
-CANARY_BREACHED = f"{EVENT_PREFIX}.canary.breached"  # reserved for shadow/canary traffic splitting
+CANARY_BREACHED = f"{EVENT_PREFIX}.canary.breached"  # a canary rolled back to share 0 (sluicegate.deploy.traffic)
+ROLLOUT_STARTED = f"{EVENT_PREFIX}.rollout.started"  # a candidate runs beside the champion (shadow or canary)
+ROLLOUT_ABORTED = f"{EVENT_PREFIX}.rollout.aborted"  # `sluice rollout abort`: the candidate was stopped
 
 # event name -> the `notifications.events` key that selects it (events without a key never notify)
 NOTIFY_KEYS: dict[str, str] = {

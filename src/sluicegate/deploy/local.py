@@ -95,7 +95,7 @@ def stage_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingConf
         raise
     cand = LocalCandidate(bento, proc, cand_port, report, state if old_backend else None, front_ok)
     return Staged("local", lambda: switch_traffic(cand, spec, packaging, settings),
-                  lambda: _discard(settings, bento.project, proc))
+                  lambda: _discard(settings, bento.project, proc), cand)
 
 
 def _discard(settings: Settings, project: str, proc: subprocess.Popen) -> None:
@@ -191,6 +191,9 @@ def stop_local(settings: Settings, project: str) -> ServingState | None:
         if state is None:
             return None
         folder = state_dir(settings, project)
+        from sluicegate.deploy.traffic import stop_candidate
+
+        stop_candidate(settings, state)  # a shadow or canary candidate first: the front sends it nothing more
         if pid_alive(state.front_pid, FRONT_MARKER):
             # the front exits once its connections are done (bounded by its own drain timeout)
             stop_process_group(state.front_pid, FRONT_MARKER, timeout_s=DEFAULT_DRAIN_S + 10)

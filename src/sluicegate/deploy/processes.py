@@ -46,6 +46,9 @@ class ServingState:
     backend_port: int
     started_at: str
     front_token: str = ""  # what the front answers on GET /__sluice/front (empty in older state files)
+    # a shadow or canary rollout beside this version: strategy, status (active, breached, aborted,
+    # promoted), share, since, candidate version/pid/port (see `sluicegate.deploy.traffic`)
+    rollout: dict | None = None
 
 
 def state_dir(settings: Settings, project: str) -> Path:

@@ -14,6 +14,27 @@ rest may finish for at most DRAIN_S seconds. Then it exits, and only then is the
 stopped (see `local.stop_local`). The one race left is HTTP's own: a keep-alive client that
 sends its next request on an idle connection just as it is closed gets no answer (nor was the
 request taken).
+
+Shadow and canary rollouts. While ROUTING_FILE (`routing.json`, beside BACKEND_FILE, written by
+`sluicegate.deploy.traffic`) names a `shadow` or `canary` rollout, new connections are handled
+request by request (HTTP/1.1, keep-alive, Content-Length or chunked bodies) instead of piped:
+
+- canary: each live scoring request (POST /predict or /predict_proba without another traffic
+  tag) goes to the candidate with probability `share` (sticky per `X-Sluice-Client` header when
+  the client sends one), else to the champion. A candidate that gives no answer or a 5xx is
+  counted as an error and the request is answered by the champion, so no request is lost.
+- shadow: the champion answers; then, off the request path, a copy of `share` of the live
+  scoring requests goes to the candidate with `X-Sluice-Traffic: shadow` and the champion's
+  prediction ids (`X-Sluice-Prediction-Id`), so both rows of the prediction log share an id.
+  At most MAX_SHADOW_INFLIGHT copies are in flight; beyond that copies are dropped (counted).
+
+Per side it counts requests, errors (no answer, 5xx, or an answer holding an `error` or a
+`fallback` record) and latency, writes them to STATS_FILE every second, and for a canary
+evaluates `sluicegate.rollout.decide_canary` on them every `check_interval_s`: on a breach it
+sends nothing more to the candidate at once (share 0, recorded in the routing file), then starts
+`sluice rollout check PROJECT`, which stops the candidate, emits `canary.breached` and records
+it in the audit trail. Promotion is never decided here (it needs the labelled log and the
+registry): `sluice rollout check` does that.
 """
 
 from __future__ import annotations
@@ -21,6 +42,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
@@ -31,11 +54,24 @@ from typing import Any
 
 from sluicegate.deploy.processes import BACKEND_FILE, stop_process_group, tail_log
 from sluicegate.errors import DeployError
+from sluicegate.rollout import BREACH, CanaryLimits, SideStats, decide_canary, percentile
 
 IDENTITY_PATH = "/__sluice/front"
 TOKEN_ENV = "SLUICE_FRONT_TOKEN"
 DEFAULT_DRAIN_S = 30.0
 IDLE_AFTER_RESPONSE_S = 0.5  # a connection quiet this long after the backend last spoke is between requests
+ROUTING_FILE = "routing.json"
+STATS_FILE = "traffic-stats.json"
+SCORING_PATHS = (b"/predict", b"/predict_proba")
+PREDICTION_ID_HEADER = b"x-sluice-prediction-id"
+TRAFFIC_HEADER = b"x-sluice-traffic"
+CLIENT_HEADER = b"x-sluice-client"
+MAX_SHADOW_INFLIGHT = 16
+SHADOW_TIMEOUT_S = 30.0
+UPSTREAM_TIMEOUT_S = 300.0
+LATENCY_SAMPLES = 10_000
+_PREDICTION_ID = re.compile(rb'"prediction_id"\s*:\s*"([^"]+)"')
+_RECORD_FAILED = re.compile(rb'"error"\s*:\s*"|"fallback"\s*:\s*true')
 NO_BACKEND = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
               b"content-length: 33\r\nconnection: close\r\n\r\n{\"error\": \"no backend available\"}")
 
@@ -71,6 +107,115 @@ def _close_after(head: bytes) -> bytes:
     return head[:end + 2] + b"connection: close\r\n" + head[end + 2:]
 
 
+class _Meter:
+    """One side's counters since the rollout began: requests, errors, recent latencies."""
+
+    def __init__(self) -> None:
+        self.requests = self.errors = self.failed = self.dropped = 0
+        self.latencies: list[float] = []
+
+    def add(self, latency_ms: float | None, error: bool) -> None:
+        self.requests += 1
+        self.errors += int(error)
+        if latency_ms is None:
+            self.failed += 1
+        else:
+            self.latencies.append(latency_ms)
+            if len(self.latencies) > 2 * LATENCY_SAMPLES:
+                del self.latencies[:LATENCY_SAMPLES]
+
+    def snapshot(self) -> dict[str, Any]:
+        recent = self.latencies[-LATENCY_SAMPLES:]
+        return {"requests": self.requests, "errors": self.errors, "no_answer": self.failed, "dropped": self.dropped,
+                "p50_ms": percentile(recent, 50), "p95_ms": percentile(recent, 95)}
+
+
+def _headers(head: bytes) -> dict[bytes, bytes]:
+    """Header names (lower case) -> values of a request or response head (the last of repeated ones)."""
+    out: dict[bytes, bytes] = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return out
+
+
+def _rewrite(head: bytes, drop: tuple[bytes, ...], add: list[tuple[bytes, bytes]]) -> bytes:
+    """A head without the headers named in `drop` (lower case) and with `add` appended."""
+    lines = head.rstrip(b"\r\n").split(b"\r\n")
+    kept = [lines[0]] + [ln for ln in lines[1:] if ln.partition(b":")[0].strip().lower() not in drop]
+    return b"\r\n".join(kept + [k + b": " + v for k, v in add]) + b"\r\n\r\n"
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[bytes, bytes], response: bool) -> tuple[bytes, bool]:
+    """The raw body (chunked framing kept) and whether it ran to the end of the connection."""
+    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        parts = []
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ConnectionError("connection closed inside a chunked body")
+            parts.append(line)
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while True:  # trailers, then the empty line
+                    trailer = await reader.readline()
+                    parts.append(trailer)
+                    if trailer in (b"\r\n", b"\n", b""):
+                        return b"".join(parts), False
+            parts.append(await reader.readexactly(size + 2))
+    if b"content-length" in headers:
+        return await reader.readexactly(int(headers[b"content-length"])), False
+    if response:
+        return await reader.read(), True
+    return b"", False
+
+
+class _Upstream:
+    """Keep-alive connections to one backend port, reused request after request."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def exchange(self, head: bytes, body: bytes, timeout_s: float) -> tuple[int, bytes, bytes] | None:
+        """Send one request; (status, response head, response body), or None when no answer came."""
+        for attempt in range(2):  # a reused connection the backend closed meanwhile is retried once, fresh
+            reused = bool(self.idle)
+            try:
+                if reused:
+                    reader, writer = self.idle.pop()
+                else:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port, limit=2 ** 20)
+                    sock = writer.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                writer.write(head + body)
+                await writer.drain()
+                resp_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+                if reused and attempt == 0:
+                    continue
+                return None
+            try:
+                status = int(resp_head.split(b" ", 2)[1])
+                headers = _headers(resp_head)
+                resp_body, to_eof = await asyncio.wait_for(_read_body(reader, headers, True), timeout_s)
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+                writer.close()
+                return None
+            if to_eof or headers.get(b"connection", b"").lower() == b"close":
+                writer.close()
+            else:
+                self.idle.append((reader, writer))
+            return status, resp_head, resp_body
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
 class Front:
     """The forwarding server and its graceful stop."""
 
@@ -79,6 +224,38 @@ class Front:
         self.cache: dict[str, Any] = {"mtime": None, "port": None}
         self.conns: dict[asyncio.Task, _Conn] = {}
         self.draining = False
+        self.routing_file = backend_file.parent / ROUTING_FILE
+        self.stats_file = backend_file.parent / STATS_FILE
+        self.route: dict[str, Any] = {"mtime": None, "routing": None}
+        self.meters: dict[str, _Meter] = {}
+        self.started_at: float | None = None
+        self.shadow_inflight = 0
+        self.shadow_pool: _Upstream | None = None
+        self.breach: dict[str, Any] | None = None
+        self.last_check = 0.0
+        self.dirty = False
+
+    def routing(self) -> dict[str, Any] | None:
+        """The rollout in ROUTING_FILE (re-read when the file changes), or None: plain forwarding."""
+        try:
+            mtime = self.routing_file.stat().st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime != self.route["mtime"]:
+            found = None
+            if mtime is not None:
+                try:
+                    found = json.loads(self.routing_file.read_text())
+                except (OSError, ValueError):
+                    found = self.route["routing"]  # half-written: keep the last good one
+            self.route["mtime"], self.route["routing"] = mtime, found
+            if found is not None and found.get("started_at") != self.started_at:  # a new rollout: fresh counters
+                self.started_at = found.get("started_at")
+                self.meters = {"champion": _Meter(), "candidate": _Meter()}
+                self.breach = found.get("breach")
+                self.shadow_pool = None
+        routing = self.route["routing"]
+        return routing if routing and routing.get("mode") in ("shadow", "canary") else None
 
     def backend(self) -> int:
         mtime = self.backend_file.stat().st_mtime_ns
@@ -108,6 +285,9 @@ class Front:
                 await writer.drain()
                 writer.close()
                 return
+            if self.routing() is not None:
+                await self.routed(first, reader, writer, conn)
+                return
             try:
                 up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend())
             except (OSError, ValueError):
@@ -126,6 +306,186 @@ class Front:
             pass
         finally:
             self.conns.pop(task, None)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------ shadow and canary: request by request
+    async def routed(self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     conn: _Conn) -> None:
+        """Answer a client connection request by request while a rollout is on (see the module docstring)."""
+        ups: dict[int, _Upstream] = {}
+        try:
+            while first:
+                conn.awaiting, conn.last_from, conn.last_at = True, "client", time.monotonic()
+                lines = [first]
+                while lines[-1] not in (b"\r\n", b"\n"):
+                    line = await reader.readline()
+                    if not line:
+                        return
+                    lines.append(line)
+                head = b"".join(lines)
+                headers = _headers(head)
+                body, _ = await _read_body(reader, headers, False)
+                answer = await self.answer(head, headers, body, ups)
+                if answer is None:
+                    writer.write(NO_BACKEND)
+                    await writer.drain()
+                    return
+                status, resp_head, resp_body = answer
+                closing = self.draining or headers.get(b"connection", b"").lower() == b"close" \
+                    or _headers(resp_head).get(b"connection", b"").lower() == b"close"
+                if self.draining:
+                    resp_head = _close_after(resp_head)
+                writer.write(resp_head + resp_body)
+                conn.awaiting, conn.last_from, conn.last_at = False, "backend", time.monotonic()
+                await writer.drain()
+                if closing:
+                    return
+                first = await reader.readline()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            for up in ups.values():
+                up.close()
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    async def answer(self, head: bytes, headers: dict[bytes, bytes], body: bytes,
+                     ups: dict[int, _Upstream]) -> tuple[int, bytes, bytes] | None:
+        """Route one request, measure it, and start its shadow copy; the answer for the client."""
+        routing = self.routing()
+        champion_port = self.backend()
+        method, target = head.split(b" ", 2)[:2]
+        path = target.split(b"?")[0]
+        scoring = method == b"POST" and path in SCORING_PATHS \
+            and headers.get(TRAFFIC_HEADER, b"live").strip().lower() in (b"", b"live")
+        head = _rewrite(head, (PREDICTION_ID_HEADER,), []) if PREDICTION_ID_HEADER in headers else head
+        if routing is None or not scoring:
+            return await self._up(ups, champion_port).exchange(head, body, UPSTREAM_TIMEOUT_S)
+        share = 0.0 if self.breach else float(routing.get("share", 0.0))
+        cand_port = int(routing["candidate_port"])
+        if routing["mode"] == "canary" and self._to_candidate(headers, share):
+            got = await self._measured("candidate", self._up(ups, cand_port), head, body)
+            if got is not None and got[0] < 500:
+                return got
+            # no answer or a 5xx from the candidate: counted against it, answered by the champion
+        got = await self._measured("champion", self._up(ups, champion_port), head, body)
+        if routing["mode"] == "shadow" and got is not None and got[0] == 200 and share > 0 \
+                and (share >= 1 or random.random() < share):
+            ids = b",".join(_PREDICTION_ID.findall(got[2]))
+            self._mirror(cand_port, head, body, ids)
+        return got
+
+    @staticmethod
+    def _to_candidate(headers: dict[bytes, bytes], share: float) -> bool:
+        if share <= 0:
+            return False
+        client = headers.get(CLIENT_HEADER)
+        if client:  # sticky: the same client id lands on the same side for a given share
+            import zlib
+
+            return (zlib.crc32(client) % 10_000) < share * 10_000
+        return random.random() < share
+
+    @staticmethod
+    def _up(ups: dict[int, _Upstream], port: int) -> _Upstream:
+        if port not in ups:
+            ups[port] = _Upstream(port)
+        return ups[port]
+
+    async def _measured(self, side: str, up: _Upstream, head: bytes, body: bytes) -> tuple[int, bytes, bytes] | None:
+        start = time.perf_counter()
+        got = await up.exchange(head, body, UPSTREAM_TIMEOUT_S)
+        took = (time.perf_counter() - start) * 1000
+        self._count(side, got, took)
+        return got
+
+    def _count(self, side: str, got: tuple[int, bytes, bytes] | None, took_ms: float) -> None:
+        meter = self.meters.setdefault(side, _Meter())
+        if got is None:
+            meter.add(None, True)
+        else:
+            meter.add(took_ms, got[0] >= 500 or bool(_RECORD_FAILED.search(got[2])))
+        self.dirty = True
+
+    def _mirror(self, port: int, head: bytes, body: bytes, ids: bytes) -> None:
+        """Send the candidate a copy of a request the champion answered, without waiting for it."""
+        if self.shadow_inflight >= MAX_SHADOW_INFLIGHT:
+            self.meters.setdefault("candidate", _Meter()).dropped += 1
+            self.dirty = True
+            return
+        add = [(b"X-Sluice-Traffic", b"shadow")] + ([(b"X-Sluice-Prediction-Id", ids)] if ids else [])
+        copy = _rewrite(head, (TRAFFIC_HEADER, PREDICTION_ID_HEADER, b"connection"), add)
+        if self.shadow_pool is None or self.shadow_pool.port != port:
+            self.shadow_pool = _Upstream(port)
+        self.shadow_inflight += 1
+        asyncio.ensure_future(self._shadow(self.shadow_pool, copy, body))
+
+    async def _shadow(self, pool: _Upstream, head: bytes, body: bytes) -> None:
+        try:
+            start = time.perf_counter()
+            got = await pool.exchange(head, body, SHADOW_TIMEOUT_S)
+            self._count("candidate", got, (time.perf_counter() - start) * 1000)
+        except Exception:  # a shadow never fails anything but itself
+            self._count("candidate", None, 0.0)
+        finally:
+            self.shadow_inflight -= 1
+
+    async def supervise(self) -> None:
+        """Every second: write the counters; for a canary, roll back at once on a breach."""
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                routing = self.routing()
+                if routing is None:
+                    continue
+                now = time.time()
+                if routing["mode"] == "canary" and not self.breach \
+                        and now - self.last_check >= float(routing.get("check_interval_s", 1.0)):
+                    self.last_check = now
+                    self.check_breach(routing, now)
+                if self.dirty or now - self.last_check > 5:
+                    self.dirty = False
+                    self.write_stats(routing, now)
+            except Exception as exc:  # the front keeps forwarding whatever happens to its bookkeeping
+                print(f"front: rollout bookkeeping failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    def stats(self, routing: dict[str, Any], now: float) -> dict[str, Any]:
+        return {"mode": routing.get("mode"), "started_at": self.started_at, "updated_at": now,
+                "share": 0.0 if self.breach else routing.get("share"), "breach": self.breach,
+                "champion_version": routing.get("champion_version"),
+                "candidate_version": routing.get("candidate_version"),
+                "shadow_inflight": self.shadow_inflight,
+                **{side: m.snapshot() for side, m in self.meters.items()}}
+
+    def write_stats(self, routing: dict[str, Any], now: float) -> None:
+        tmp = self.stats_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.stats(routing, now)))
+        os.replace(tmp, self.stats_file)
+
+    def check_breach(self, routing: dict[str, Any], now: float) -> None:
+        snap = {side: m.snapshot() for side, m in self.meters.items()}
+        elapsed = (now - float(routing.get("started_at") or now)) / 60
+        decision = decide_canary(SideStats.from_dict(snap.get("champion")), SideStats.from_dict(snap.get("candidate")),
+                                 CanaryLimits.from_dict(routing.get("limits") or {}), elapsed_minutes=elapsed)
+        if decision.verdict != BREACH:
+            return
+        self.breach = {"at": now, "reason": decision.reason, "decision": decision.to_dict(), "stats": snap}
+        routed = {**routing, "share": 0.0, "breach": self.breach}
+        tmp = self.routing_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(routed, indent=2))
+        os.replace(tmp, self.routing_file)
+        self.write_stats(routing, now)
+        print(f"front: canary breached, share 0: {decision.reason}", file=sys.stderr, flush=True)
+        self.finish_breach(routing)
+
+    def finish_breach(self, routing: dict[str, Any]) -> None:
+        """Start `sluice rollout check PROJECT`: it stops the candidate, emits the event, writes the audit."""
+        project = routing.get("project") or self.backend_file.parent.name
+        with open(self.backend_file.parent / "rollout.log", "ab") as out:
+            subprocess.Popen([sys.executable, "-m", "sluicegate.cli", "rollout", "check", project],
+                             cwd=routing.get("cwd") or None, stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
 
     async def pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn, side: str) -> None:
         try:
@@ -154,7 +514,9 @@ class Front:
         stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        supervisor = asyncio.ensure_future(self.supervise())
         await stop
+        supervisor.cancel()
         self.draining = True
         await self.stop_accepting(server)
         await self.drain()

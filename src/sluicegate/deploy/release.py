@@ -2,7 +2,10 @@
 
 A release packages a version, stages it on its target (local: a model server on a free
 port that must pass the canary), and only then moves the aliases (`champion`, as a
-compare-and-set) and switches traffic. Any failure before the switch leaves aliases and
+compare-and-set) and switches traffic. With `deploy.strategy: shadow|canary` (local target,
+a champion serving) the candidate instead starts a rollout beside the champion and the
+aliases wait for its end (`sluicegate.deploy.traffic`); releasing the rollout's candidate
+again (`sluice promote PROJECT VERSION`) promotes it. Any failure before the switch leaves aliases and
 traffic as they were; a failed switch moves the aliases back. Every outcome is emitted
 (`model.deployed`, `deploy.failed`, `model.rolled_back`) through one `Emitter`.
 """
@@ -16,7 +19,7 @@ from typing import Any, Callable, NoReturn
 
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.local import serving_version, stage_local
-from sluicegate.deploy.processes import project_lock, state_dir
+from sluicegate.deploy.processes import project_lock, read_state, state_dir
 from sluicegate.deploy.staged import DeployResult, Staged
 from sluicegate.deploy.targets import stage_docker, stage_kubernetes
 from sluicegate.errors import DeployError, PromotionConflictError, RegistryError, SluiceError
@@ -174,6 +177,7 @@ def rollback_release(tracker: Any, project: str, packaging: PackagingConfig, spe
     if previous is None or (current is not None and previous.version == current.version):
         raise RegistryError(f"{project}: no previous champion to roll back to")
     back_from = current.version if current is not None else None
+    spec = spec.model_copy(update={"strategy": "direct"})  # a rollback switches at once, never a rollout
     result = _release(tracker, project, previous.version, packaging, spec, task, settings, out_dir,
                       _swap_back(tracker, project, previous.version, back_from), events)
     events.emit(project, MODEL_ROLLED_BACK, rolled_back_payload(project, previous.version, back_from, "rollback"))
@@ -189,15 +193,32 @@ def _release(tracker: Any, project: str, version: str, packaging: PackagingConfi
 def _release_locked(tracker: Any, project: str, version: str, packaging: PackagingConfig, spec: DeployConfig,
                     task: str, settings: Settings, out_dir: Path | None, bless: Bless | None,
                     events: Emitter) -> DeployResult:
+    from sluicegate.deploy import traffic
     from sluicegate.packaging import package_model
 
     serving = serving_version(settings, project) if spec.target == "local" else None
+    rollout = traffic.active_rollout(read_state(settings, project)) if spec.target == "local" else None
+    if rollout is not None:
+        if str(rollout["candidate_version"]) == str(version) and bless is not None:  # promote the rollout
+            return traffic.promote_rollout(tracker, settings, project, packaging, bless, events,
+                                           f"promoted during its {rollout['strategy']}")
+        raise DeployError(f"{project}: a {rollout['strategy']} rollout of v{rollout['candidate_version']} beside "
+                          f"v{rollout['champion_version']} is under way; finish it first with `sluice rollout "
+                          f"promote {project}` or `sluice rollout abort {project}`")
     fail = _Failure(tracker, project, version, serving, events)
     try:
         bento = package_model(tracker, project, version, packaging, spec, task, settings)
         staged = stage_bento(bento, spec, packaging, settings, out_dir)
     except BaseException as exc:
         fail.reraise(exc, restore=bless is None)
+    if spec.strategy != "direct" and staged.candidate is not None and serving is not None and serving != version:
+        try:  # the aliases wait for the rollout's end
+            # the promotion at its end is a compare-and-set against the champion of now
+            expected = _alias_version(tracker, project, CHAMPION)
+            return traffic.begin_rollout(staged.candidate, spec, settings, expected, events)
+        except BaseException as exc:
+            staged.abort()
+            fail.reraise(exc)
     try:
         undo = bless() if bless is not None else None
     except BaseException as exc:

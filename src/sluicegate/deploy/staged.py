@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -32,3 +32,4 @@ class Staged:
     target: str
     commit: Callable[[], DeployResult]
     abort: Callable[[], None]
+    candidate: Any = None  # the local target's running candidate (a shadow or canary rollout starts from it)

@@ -51,6 +51,9 @@ LATE_DAYS_ENV = "SLUICE_FEEDBACK_LATE_DAYS"
 # API method in another task, so records are stamped with it when they are validated (below),
 # still inside the request's context, and the tag travels with each record into the batch.
 TRAFFIC: contextvars.ContextVar[str] = contextvars.ContextVar("sluice_traffic", default="live")
+# Shadow copies carry the champion's prediction ids (X-Sluice-Prediction-Id, comma-separated, one
+# per record), so both rows of a prediction share its id; honoured for shadow traffic only.
+GIVEN_IDS: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("sluice_given_ids", default=None)
 
 
 def load_service_config() -> Optional[dict]:
@@ -91,9 +94,12 @@ class TaggedRecord(RecordBase):
     """An input record that remembers the traffic tag of the request it came in."""
 
     _traffic: str = PrivateAttr(default="live")
+    _given_id: Optional[str] = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any) -> None:
         self._traffic = TRAFFIC.get()
+        given = GIVEN_IDS.get()
+        self._given_id = given.pop(0) if given else None
 
 
 class GuardMiddleware:
@@ -136,10 +142,13 @@ class GuardMiddleware:
             return await _json(send, 400, {"error": "unknown traffic tag", "detail":
                                            f"X-Sluice-Traffic must be one of {', '.join(TRAFFIC_TAGS)} (got {tag!r})"})
         token = TRAFFIC.set(tag)
+        ids = headers.get("x-sluice-prediction-id", "") if tag == "shadow" else ""
+        ids_token = GIVEN_IDS.set([i.strip() for i in ids.split(",") if i.strip()][:100_000] or None)
         try:
             return await self._guarded(scope, receive, send, headers)
         finally:
             TRAFFIC.reset(token)
+            GIVEN_IDS.reset(ids_token)
 
     def _unauthorized(self, headers: dict[str, str]) -> Optional[dict]:
         """The 401 body when the request lacks the right bearer token, else None."""
@@ -306,8 +315,8 @@ if CONFIG is not None:
             if not records:
                 return []
             outputs = self._score_rows(records, method)
-            for o in outputs:
-                o["prediction_id"] = str(uuid.uuid4())
+            for r, o in zip(records, outputs):
+                o["prediction_id"] = getattr(r, "_given_id", None) or str(uuid.uuid4())
             return outputs
 
         def _score_rows(self, records: list, method: str) -> list[dict]:

@@ -1,0 +1,143 @@
+"""The front's shadow and canary routing against stdlib stand-in backends (no model server: seconds, not minutes)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sluicegate.deploy.processes import stop_process_group
+from sluicegate.deploy.proxy import ROUTING_FILE, STATS_FILE, start_front, write_backend
+from sluicegate.deploy import free_port
+
+
+class Backend:
+    """A stand-in model server: answers POST /predict with one prediction per record; records what it got."""
+
+    def __init__(self, name: str, status: int = 200, gate: threading.Event | None = None):
+        self.name, self.status, self.gate, self.seen = name, status, gate, []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if outer.gate is not None:
+                    outer.gate.wait(30)
+                given = (self.headers.get("X-Sluice-Prediction-Id") or "").split(",")
+                answer = [{"prediction": 1, "model_version": outer.name, "fallback": False, "error": None,
+                           "prediction_id": given[i] if i < len(given) and given[i] else str(uuid.uuid4())}
+                          for i in range(len(body))]
+                data = json.dumps(answer).encode()
+                self.send_response(outer.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def front(tmp_path):
+    made = {}
+
+    def make(routing: dict, champion: Backend):
+        folder = tmp_path / "deploy" / "proj"
+        folder.mkdir(parents=True)
+        write_backend(folder, champion.port)
+        (folder / ROUTING_FILE).write_text(json.dumps({"project": "proj", "started_at": time.time(),
+                                                        "cwd": str(tmp_path), **routing}))
+        port = free_port()
+        made["proc"] = start_front("127.0.0.1", port, folder, secrets.token_hex(8), 5)
+        return f"http://127.0.0.1:{port}", folder
+
+    yield make
+    if "proc" in made:
+        stop_process_group(made["proc"].pid)
+
+
+def _stats(folder: Path, until, timeout_s: float = 20) -> dict:
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            stats = json.loads((folder / STATS_FILE).read_text())
+            if until(stats) or time.monotonic() > end:
+                return stats
+        except (OSError, ValueError):
+            if time.monotonic() > end:
+                raise
+        time.sleep(0.1)
+
+
+def test_shadow_copies_off_the_request_path_with_the_champions_ids(front):
+    gate = threading.Event()  # the candidate answers nothing until the clients got every answer
+    champ, cand = Backend("1"), Backend("2", gate=gate)
+    try:
+        url, folder = front({"mode": "shadow", "share": 1.0, "candidate_port": cand.port}, champ)
+        answers = []
+        with httpx.Client(timeout=10) as client:  # keep-alive: request after request on one connection
+            for i in range(20):
+                resp = client.post(f"{url}/predict", json=[{"x": i}, {"x": i + 1}])
+                assert resp.status_code == 200
+                answers.append(resp.json())
+        assert all(a[0]["model_version"] == "1" for a in answers)  # only the champion answers
+        assert not gate.is_set()
+        gate.set()
+        stats = _stats(folder, lambda s: s.get("candidate", {}).get("requests", 0) >= 16)
+        assert stats["champion"]["requests"] == 20
+        assert stats["candidate"]["requests"] == 16 and stats["candidate"]["dropped"] == 4  # 16 in flight at most
+        copies = [(h, b) for h, b in cand.seen]
+        assert len(copies) == 16
+        sent = {tuple(a["prediction_id"] for a in ans) for ans in answers}
+        assert all(h["x-sluice-traffic"] == "shadow" for h, _ in copies)
+        assert {tuple(h["x-sluice-prediction-id"].split(",")) for h, _ in copies} <= sent
+        assert all(len(b) == 2 for _, b in copies)
+        assert all("x-sluice-traffic" not in h for h, _ in champ.seen)
+    finally:
+        gate.set()
+        champ.close()
+        cand.close()
+
+
+def test_canary_breach_rolls_back_to_the_champion_and_answers_every_request(front):
+    champ, cand = Backend("1"), Backend("2", status=500)
+    try:
+        limits = {"window_requests": 1000, "min_requests": 5, "max_error_rate_increase": 0.02, "max_p95_ratio": 100}
+        url, folder = front({"mode": "canary", "share": 0.5, "candidate_port": cand.port, "limits": limits,
+                             "check_interval_s": 0.2}, champ)
+        statuses = []
+        with httpx.Client(timeout=10) as client:
+            for i in range(40):
+                statuses.append(client.post(f"{url}/predict", json=[{"x": i}]).status_code)
+            stats = _stats(folder, lambda s: s.get("breach") is not None)
+            tried = len(cand.seen)
+            for i in range(40):
+                statuses.append(client.post(f"{url}/predict", json=[{"x": i}]).status_code)
+        assert statuses == [200] * 80  # the candidate's 5xx were answered by the champion
+        assert stats["share"] == 0.0 and "errors: candidate error rate 100.0%" in stats["breach"]["reason"]
+        assert len(cand.seen) == tried  # nothing more went to the candidate after the breach
+        assert json.loads((folder / ROUTING_FILE).read_text())["breach"]["reason"] == stats["breach"]["reason"]
+        assert len(champ.seen) == 80
+    finally:
+        champ.close()
+        cand.close()

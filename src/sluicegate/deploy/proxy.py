@@ -21,8 +21,10 @@ request by request (HTTP/1.1, keep-alive, Content-Length or chunked bodies) inst
 
 - canary: each live scoring request (POST /predict or /predict_proba without another traffic
   tag) goes to the candidate with probability `share` (sticky per `X-Sluice-Client` header when
-  the client sends one), else to the champion. A candidate that gives no answer or a 5xx is
-  counted as an error and the request is answered by the champion, so no request is lost.
+  the client sends one), else to the champion. A candidate that gives no answer, a 5xx, or an
+  answer with a record it could not score is counted as an error and the request is answered by
+  the champion, so a canary never costs a user an answer (its fallback answers are passed on,
+  and counted as errors too).
 - shadow: the champion answers; then, off the request path, a copy of `share` of the live
   scoring requests goes to the candidate with `X-Sluice-Traffic: shadow` and the champion's
   prediction ids (`X-Sluice-Prediction-Id`), so both rows of the prediction log share an id.
@@ -72,6 +74,7 @@ UPSTREAM_TIMEOUT_S = 300.0
 LATENCY_SAMPLES = 10_000
 _PREDICTION_ID = re.compile(rb'"prediction_id"\s*:\s*"([^"]+)"')
 _RECORD_FAILED = re.compile(rb'"error"\s*:\s*"|"fallback"\s*:\s*true')
+_RECORD_ERROR = re.compile(rb'"error"\s*:\s*"')
 NO_BACKEND = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
               b"content-length: 33\r\nconnection: close\r\n\r\n{\"error\": \"no backend available\"}")
 
@@ -366,9 +369,9 @@ class Front:
         cand_port = int(routing["candidate_port"])
         if routing["mode"] == "canary" and self._to_candidate(headers, share):
             got = await self._measured("candidate", self._up(ups, cand_port), head, body)
-            if got is not None and got[0] < 500:
+            if got is not None and got[0] < 500 and not _RECORD_ERROR.search(got[2]):
                 return got
-            # no answer or a 5xx from the candidate: counted against it, answered by the champion
+            # no answer, a 5xx, or a record it could not score: counted against it, answered by the champion
         got = await self._measured("champion", self._up(ups, champion_port), head, body)
         if routing["mode"] == "shadow" and got is not None and got[0] == 200 and share > 0 \
                 and (share >= 1 or random.random() < share):

@@ -1,0 +1,190 @@
+"""Shadow and canary rollouts on real served models, through the front: compare, breach, hold and promote.
+
+One registry, four model servers in all (each start costs 10-16 s): v1 serves; v2 shadows it
+and is promoted by hand; v3 (raises on a sentinel input) is a canary that breaches; v1 comes back
+as a canary that holds for its window and is promoted by `sluice rollout check`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from sluicegate import audit
+from sluicegate.cli import main
+from sluicegate.config import DeployConfig, PackagingConfig
+from sluicegate.deploy import free_port, stop_local
+from sluicegate.deploy.processes import BACKEND_MARKER, pid_alive, read_state
+from sluicegate.deploy.release import release_version
+from sluicegate.deploy.traffic import read_routing
+from sluicegate.serving.predlog import read_prediction_log
+from tests.faults.sentinel import SENTINEL
+from tests.faults.test_serving_faults import _pipeline
+from tests.integration.test_serving import FEATURES, Registry, _records, _served_version
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    import os
+
+    home = tmp_path_factory.mktemp("rollout") / "home"
+    old = os.environ.get("SLUICE_HOME")
+    os.environ["SLUICE_HOME"] = str(home)
+    reg = Registry(home)
+    reg.v1, reg.v2 = reg.register(1.0), reg.register(0.01)
+    tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": reg.snapshot,
+            "sluice.data_fingerprint": "fp-test", "sluice.git_sha": "test", "sluice.config_path": reg.config_path}
+    reg.v3 = reg.tracker.register_candidate("churn", _pipeline(reg.frame, 1.0, guard=True), reg.frame[FEATURES].head(3),
+                                            {"C": 1.0}, {"test_roc_auc": 0.7}, tags).version
+    reg.promote(reg.v1)
+    reg.port = free_port()
+    try:
+        yield reg
+    finally:
+        stop_local(reg.settings, "churn")
+        if old is not None:
+            os.environ["SLUICE_HOME"] = old
+
+
+def _spec(port: int, **changes) -> DeployConfig:
+    return DeployConfig(port=port, canary_rows=10, readiness_timeout_s=120, **changes)
+
+
+def _release(reg, version: str, **changes):
+    return release_version(reg.tracker, "churn", version, PackagingConfig(), _spec(reg.port, **changes),
+                           "classification", reg.settings)
+
+
+def _wait(check, timeout_s: float = 60, every: float = 0.2):
+    end = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if (got is not None if hasattr(got, "empty") else bool(got)) or time.monotonic() > end:
+            return got
+        time.sleep(every)
+
+
+def _cli_json(capsys, argv: list[str]) -> dict:
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_shadow_logs_both_sides_under_one_id_and_compares_with_labels(registry, capsys):
+    reg = registry
+    url = _release(reg, reg.v1).url
+    result = _release(reg, reg.v2, strategy="shadow")
+    assert "in shadow beside" in result.message
+    state = read_state(reg.settings, "churn")
+    assert state.version == reg.v1 and state.rollout["status"] == "active" and state.rollout["strategy"] == "shadow"
+    assert reg.champion() == reg.v1  # the alias waits for the promotion
+
+    rows = _records(reg.frame, 40)
+    truth = reg.frame.tail(40).churned.tolist()
+    ids, labels = [], []
+    with httpx.Client(timeout=30) as client:
+        for i in range(0, 40, 2):  # 20 requests of 2 records, on one keep-alive connection
+            resp = client.post(f"{url}/predict", json=rows[i:i + 2])
+            assert resp.status_code == 200, resp.text
+            assert {a["model_version"] for a in resp.json()} == {reg.v1}  # only the champion answers
+            ids += [a["prediction_id"] for a in resp.json()]
+            labels += truth[i:i + 2]
+
+    def both_sides():
+        log = read_prediction_log("churn", traffic=None)
+        shadow = log[log["traffic"] == "shadow"]
+        return log if set(ids) <= set(shadow["prediction_id"]) and set(ids) <= set(log["prediction_id"]) else None
+    log = _wait(both_sides)
+    assert log is not None, "the shadow rows did not arrive"
+    mine = log[log["prediction_id"].isin(ids)]
+    assert sorted(mine.groupby("traffic")["model_version"].unique().map(tuple).items()) == \
+        [("live", (reg.v1,)), ("shadow", (reg.v2,))]
+    assert mine.groupby("prediction_id").size().eq(2).all()
+
+    resp = httpx.post(f"{url}/feedback", json=[{"prediction_id": p, "label": y} for p, y in zip(ids, labels)], timeout=30)
+    assert resp.status_code == 200 and resp.json()["summary"]["accepted"] == 40, resp.text
+
+    out = _cli_json(capsys, ["compare", reg.config_path, "--json"])
+    assert (out["champion_version"], out["candidate_version"], out["pairs"]) == (reg.v1, reg.v2, 40)
+    assert 0.0 <= out["agreement"] <= 1.0
+    metric = out["metric"]
+    assert (metric["name"], metric["champion_n"], metric["candidate_n"]) == ("accuracy", 40, 40)
+    by_id = dict(zip(ids, labels))
+    live = mine[mine["traffic"] == "live"]
+    assert metric["champion"] == pytest.approx((live["prediction"] == live["prediction_id"].map(by_id)).mean())
+    assert out["requests"]["champion"] == 20 and out["requests"]["candidate"] == 20
+    assert out["latency_ms"]["champion"]["p50"] > 0 and out["latency_ms"]["candidate"]["p95"] > 0
+
+    old_backend = state.backend_pid
+    assert main(["rollout", "promote", reg.config_path]) == 0
+    assert reg.champion() == reg.v2 and _served_version(url) == reg.v2
+    state = read_state(reg.settings, "churn")
+    assert state.version == reg.v2 and state.rollout["status"] == "promoted"
+    assert _wait(lambda: not pid_alive(old_backend), 30)
+    status = _cli_json(capsys, ["status", reg.config_path, "--json"])
+    assert status["serving"]["version"] == reg.v2 and status["serving"]["rollout"]["status"] == "promoted"
+
+
+def test_canary_breach_rolls_back_answers_and_logs_everything(registry):
+    reg = registry
+    url = f"http://127.0.0.1:{reg.port}"
+    canary = {"share": 0.5, "window_requests": 1000, "min_requests": 8, "max_p95_ratio": 1000, "check_interval_s": 0.5}
+    result = _release(reg, reg.v3, strategy="canary", canary=canary)
+    assert "in canary beside" in result.message
+    cand_pid = read_state(reg.settings, "churn").rollout["candidate_pid"]
+
+    rows = [{**r, "monthly_charges": SENTINEL} for r in _records(reg.frame, 60)]  # v3 cannot score these
+    ids = []
+    with httpx.Client(timeout=30) as client:
+        for row in rows:
+            resp = client.post(f"{url}/predict", json=[row])
+            assert resp.status_code == 200, resp.text
+            answer = resp.json()[0]
+            assert answer["error"] is None and answer["prediction"] is not None  # the champion answered for v3
+            ids.append(answer["prediction_id"])
+    assert _wait(lambda: (read_routing(reg.settings, "churn") or {}).get("breach") or
+                 read_state(reg.settings, "churn").rollout["status"] == "breached")
+    state = _wait(lambda: (s := read_state(reg.settings, "churn")).rollout["status"] == "breached" and s, 90)
+    assert state, "sluice rollout check (started by the front) did not finish the breach"
+    assert state.version == reg.v2 and reg.champion() == reg.v2
+    assert "errors: candidate error rate" in state.rollout["reason"]
+    assert _wait(lambda: not pid_alive(cand_pid, BACKEND_MARKER), 30)
+    assert _served_version(url) == reg.v2
+    log = _wait(lambda: lg if set(ids) <= set((lg := read_prediction_log("churn"))["prediction_id"]) else None)
+    assert log is not None and set(ids) <= set(log["prediction_id"])  # every answered request is logged
+    assert set(log[log["prediction_id"].isin(ids)]["model_version"]) == {reg.v2}
+    records = _wait(lambda: [r for r in audit.read_history(reg.tracker, "churn") if r.action == audit.CANARY_BREACH], 30)
+    assert records and records[0].version == reg.v3 and "error rate" in records[0].why
+
+
+def test_canary_that_holds_for_its_window_is_promoted_by_rollout_check(registry, capsys):
+    reg = registry
+    url = f"http://127.0.0.1:{reg.port}"
+    canary = {"share": 0.5, "window_requests": 10, "min_requests": 5, "max_p95_ratio": 1000,
+              "max_error_rate_increase": 0.5}
+    _release(reg, reg.v1, strategy="canary", canary=canary)
+    rows = _records(reg.frame, 80)
+    seen = set()
+    with httpx.Client(timeout=30) as client:
+        for row in rows:
+            resp = client.post(f"{url}/predict", json=[row])
+            assert resp.status_code == 200
+            seen.add(resp.json()[0]["model_version"])
+    assert seen == {reg.v1, reg.v2}  # both answer during the canary
+    _wait(lambda: read_state(reg.settings, "churn").rollout.get("status") != "active"
+          or json.loads((reg.settings.home / "deploy" / "churn" / "traffic-stats.json").read_text())
+          .get("candidate", {}).get("requests", 0) >= 10, 10)
+    capsys.readouterr()
+    assert main(["rollout", "check", reg.config_path]) == 0
+    said = capsys.readouterr().out
+    assert "serving at" in said and "held for the window" in said
+    assert reg.champion() == reg.v1 and _served_version(url) == reg.v1
+    state = read_state(reg.settings, "churn")
+    assert state.version == reg.v1 and state.rollout["status"] == "promoted"
+    deploys = [r for r in audit.read_history(reg.tracker, "churn") if r.action == audit.DEPLOY]
+    assert deploys and deploys[0].version == reg.v1 and "held for the window" in deploys[0].why

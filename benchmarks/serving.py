@@ -5,6 +5,9 @@ n_jobs=1) on loopback, one worker process each. The FastAPI app validates with t
 pydantic record model as the Bento; the raw floor does no validation (json.loads + DataFrame +
 predict). The load generator is a minimal asyncio HTTP/1.1 client with keep-alive connections.
 Each scenario is bounded in time and in requests. Run: `.venv/bin/python benchmarks/serving.py`.
+
+`--shadow-overhead` runs only `shadow_overhead()`: the champion's p50 through the front at c=1
+with prediction logging on, plain forwarding vs mirroring 100% of requests to a shadow candidate.
 """
 
 from __future__ import annotations
@@ -181,7 +184,7 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def prepare(workdir: Path):
+def prepare(workdir: Path, log_predictions: bool = False):
     """Fit the model, write it for the baselines, and build the Bento."""
     import joblib
     from sklearn.pipeline import Pipeline
@@ -207,11 +210,80 @@ def prepare(workdir: Path):
     (workdir / "schema.json").write_text(json.dumps(schema.to_dict()))
     settings = load_settings({"SLUICE_HOME": str(workdir / "home"), "BENTOML_HOME": str(workdir / "bentoml")})
     record = ModelRecord("bench", "1", "bench-run", "models:/bench/1", {}, {})
-    packaging = PackagingConfig(max_batch_size=1000, max_latency_ms=1000, log_predictions=False)
+    packaging = PackagingConfig(max_batch_size=1000, max_latency_ms=1000, log_predictions=log_predictions)
     bento = build_bento(PackageInputs(record, model, None, schema, X.tail(5), "2026-01-01T00:00:00+00:00"),
                         packaging, DeployConfig(), "classification", settings)
     rows = json.loads(X.head(100).to_json(orient="records"))
     return bento, settings, rows
+
+
+# ---------------------------------------------------------------- shadow mirroring through the front
+def shadow_overhead(seconds: float = 4.0, rounds: int = 3, max_requests: int = 5000) -> dict:
+    """The champion's p50 through the front at c=1 (one row, prediction logging on): plain forwarding
+    (`deploy.strategy: direct`) vs shadow mirroring of 100% of live requests to a candidate.
+
+    Two `bentoml serve` processes of the same Bento share the prediction log; the front is the
+    real one (`sluicegate.deploy.proxy`). Rounds alternate direct / shadow so the machine's other
+    load falls on both alike; the medians of the rounds are compared. Goal: shadow adds <= 10%.
+    """
+    import secrets
+
+    from sluicegate.config import ShadowConfig
+    from sluicegate.deploy.processes import renice_tree
+    from sluicegate.deploy.proxy import ROUTING_FILE, start_front, write_backend
+    from sluicegate.packaging import bentoml_env
+
+    workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-shadow-"))
+    print(f"workdir {workdir}", flush=True)
+    bento, settings, rows = prepare(workdir, log_predictions=True)
+    env = {**os.environ, **bentoml_env(settings), "SLUICE_HOME": str(settings.home)}
+    ports = {side: _free_port() for side in ("champion", "candidate", "front")}
+    folder = workdir / "front"
+    folder.mkdir()
+    procs = [_start([sys.executable, "-m", "bentoml", "serve", bento.bento_tag, "--host", "127.0.0.1", "--port",
+                     str(ports[side])], env) for side in ("champion", "candidate")]
+    front = None
+    try:
+        for side in ("champion", "candidate"):
+            _wait(ports[side], "/readyz")
+        renice_tree(procs[1].pid, ShadowConfig().nice)  # as a shadow rollout does (deploy.shadow.nice)
+        write_backend(folder, ports["champion"])
+        front = start_front("127.0.0.1", ports["front"], folder, secrets.token_hex(8), 5)
+        routing = {"mode": "shadow", "project": "bench", "share": 1.0, "candidate_port": ports["candidate"],
+                   "started_at": time.time()}
+        body = json.dumps(rows[:1]).encode()
+        # "routed": the front's request-by-request path with nothing mirrored (share 0), to tell its own
+        # cost from the candidate's (which shares the CPUs with the champion)
+        p50: dict[str, list[float]] = {"direct": [], "routed": [], "shadow": []}
+        for _ in range(rounds):
+            for mode in p50:
+                if mode != "direct":
+                    (folder / ROUTING_FILE).write_text(json.dumps({**routing, "share": 1.0 if mode == "shadow" else 0}))
+                else:
+                    (folder / ROUTING_FILE).unlink(missing_ok=True)
+                time.sleep(0.2)
+                load(ports["front"], body, 1, 1.0, 500)  # warm-up; new connections see the new mode
+                r = load(ports["front"], body, 1, seconds, max_requests)
+                p50[mode].append(r["p50_ms"])
+                print(f"front {mode:6s} c=1 rows=1 p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+                      f"{r['rps']:7.1f} req/s ({r['requests']} ok)", flush=True)
+        stats = json.loads((folder / "traffic-stats.json").read_text()) if (folder / "traffic-stats.json").exists() else {}
+    finally:
+        if front is not None:
+            _stop(front)
+        for proc in procs:
+            _stop(proc)
+    direct, shadow = sorted(p50["direct"])[rounds // 2], sorted(p50["shadow"])[rounds // 2]
+    routed = sorted(p50["routed"])[rounds // 2]
+    ratio = shadow / direct
+    cand = stats.get("candidate", {})
+    print(f"shadow copies answered: {cand.get('requests', 0)} (dropped {cand.get('dropped', 0)}, errors "
+          f"{cand.get('errors', 0)}, statuses {cand.get('statuses')}), candidate p50 "
+          f"{cand.get('p50_ms') or float('nan'):.2f} ms")
+    print(f"the front's routed path alone (nothing mirrored): median p50 {routed:.2f} ms = {routed / direct:.2f}x direct")
+    print(f"goal shadow mirroring of 100% adds <= 10% to the champion's p50 at c=1: median p50 direct {direct:.2f} ms,"
+          f" shadow {shadow:.2f} ms = {ratio:.2f}x -> {'met' if ratio <= 1.10 else 'NOT met'}")
+    return {"direct_p50_ms": direct, "routed_p50_ms": routed, "shadow_p50_ms": shadow, "ratio": ratio, "rounds": p50}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--role", choices=["fastapi", "raw"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--shadow-overhead", action="store_true",
+                        help="only measure shadow mirroring through the front (see shadow_overhead)")
     args = parser.parse_args(argv)
+    if args.shadow_overhead:
+        shadow_overhead(args.seconds)
+        return 0
     if args.role == "fastapi":
         run_fastapi(args.workdir, args.port)
         return 0

@@ -370,6 +370,8 @@ class ShadowConfig(StrictModel):
     """`deploy.strategy: shadow`: the candidate scores a copy of live requests off the request path."""
 
     share: float = Field(default=1.0, gt=0, le=1, description="share of live scoring requests copied to the candidate")
+    nice: int = Field(default=10, ge=0, le=19, description="CPU niceness of the shadow candidate: the champion "
+                                                           "wins the CPUs they share (back to 0 on promotion)")
 
 
 class CanaryTrafficConfig(StrictModel):

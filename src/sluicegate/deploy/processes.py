@@ -164,6 +164,18 @@ def stop_process_group(pid: int, marker: str | None = None, timeout_s: float = 2
     _reap(pid)
 
 
+def renice_tree(pid: int, niceness: int) -> bool:
+    """Set the CPU niceness of `pid` and its descendants; False when not allowed (raising it back
+    towards 0 needs privileges) or the process is gone."""
+    ok = True
+    for p in [pid, *process_tree(pid)]:
+        try:
+            os.setpriority(os.PRIO_PROCESS, p, niceness)
+        except (ProcessLookupError, PermissionError, OSError):
+            ok = False
+    return ok
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)

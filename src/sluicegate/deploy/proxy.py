@@ -116,10 +116,13 @@ class _Meter:
     def __init__(self) -> None:
         self.requests = self.errors = self.failed = self.dropped = 0
         self.latencies: list[float] = []
+        self.statuses: dict[str, int] = {}
 
-    def add(self, latency_ms: float | None, error: bool) -> None:
+    def add(self, latency_ms: float | None, error: bool, status: int | None = None) -> None:
         self.requests += 1
         self.errors += int(error)
+        key = str(status) if status is not None else "no answer"
+        self.statuses[key] = self.statuses.get(key, 0) + 1
         if latency_ms is None:
             self.failed += 1
         else:
@@ -130,6 +133,7 @@ class _Meter:
     def snapshot(self) -> dict[str, Any]:
         recent = self.latencies[-LATENCY_SAMPLES:]
         return {"requests": self.requests, "errors": self.errors, "no_answer": self.failed, "dropped": self.dropped,
+                "statuses": dict(self.statuses),
                 "p50_ms": percentile(recent, 50), "p95_ms": percentile(recent, 95)}
 
 
@@ -184,7 +188,9 @@ class _Upstream:
     async def exchange(self, head: bytes, body: bytes, timeout_s: float) -> tuple[int, bytes, bytes] | None:
         """Send one request; (status, response head, response body), or None when no answer came."""
         for attempt in range(2):  # a reused connection the backend closed meanwhile is retried once, fresh
-            reused = bool(self.idle)
+            reused = bool(self.idle) and attempt == 0
+            if attempt:
+                self.close()  # the backend closed one idle connection: the others are as old
             try:
                 if reused:
                     reader, writer = self.idle.pop()
@@ -408,7 +414,7 @@ class Front:
         if got is None:
             meter.add(None, True)
         else:
-            meter.add(took_ms, got[0] >= 500 or bool(_RECORD_FAILED.search(got[2])))
+            meter.add(took_ms, got[0] >= 500 or bool(_RECORD_FAILED.search(got[2])), got[0])
         self.dirty = True
 
     def _mirror(self, port: int, head: bytes, body: bytes, ids: bytes) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.processes import (
-    BACKEND_MARKER, ServingState, pid_alive, project_lock, read_state, record_candidate, state_dir,
+    BACKEND_MARKER, ServingState, pid_alive, project_lock, read_state, record_candidate, renice_tree, state_dir,
     stop_process_group, write_state,
 )
 from sluicegate.deploy.proxy import ROUTING_FILE, STATS_FILE, write_backend
@@ -102,6 +102,8 @@ def begin_rollout(cand: Any, spec: DeployConfig, settings: Settings, expected_ch
                "limits": spec.canary.model_dump(), "check_interval_s": spec.canary.check_interval_s,
                "cwd": os.getcwd()}
     (folder / STATS_FILE).unlink(missing_ok=True)
+    if spec.strategy == "shadow" and spec.shadow.nice:  # the champion wins the CPUs the two share
+        renice_tree(cand.proc.pid, spec.shadow.nice)
     _write_json(folder / ROUTING_FILE, routing)
     rollout = {"strategy": spec.strategy, "status": ACTIVE, "share": share, "since": _now_iso(), "started_at": started,
                "champion_version": state.version, "candidate_version": cand.bento.version,
@@ -242,6 +244,8 @@ def _promote_locked(tracker: Any, settings: Settings, project: str, packaging: P
             tracker.promote(project, version, expected)  # compare-and-set
             return lambda: tracker.promote(project, str(expected), version) if expected else None
     undo = bless()
+    if rollout["strategy"] == "shadow" and not renice_tree(int(rollout["candidate_pid"]), 0):
+        log.warning("%s: v%s keeps the shadow's CPU niceness (raising it back needs privileges)", project, version)
     url = f"http://{state.host}:{state.port}"
     write_backend(folder, int(rollout["candidate_port"]))
     (folder / ROUTING_FILE).unlink(missing_ok=True)

@@ -7,6 +7,7 @@
     local      the local target: stage a candidate, switch traffic, stop
     targets    the docker and kubernetes targets
     release    the one release procedure (release, rollback, restore champion) the flow and the CLI call
+    traffic    shadow and canary rollouts beside the champion: start, check, promote, abort
 
 The names below are re-exported for the callers of the former `sluicegate/deploy.py`; they
 load on first use, so the front process imports only what it runs.

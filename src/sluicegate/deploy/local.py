@@ -12,7 +12,8 @@ from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.canary import CanaryReport, probe_headers, run_canary
 from sluicegate.deploy.processes import (
     BACKEND_MARKER, FRONT_MARKER, STATE_FILE, ServingState, free_port, pid_alive, port_is_free, project_lock,
-    read_state, record_candidate, start_backend, state_dir, stop_process_group, wait_ready, write_state,
+    read_state, record_candidate, start_backend, state_dir, stop_process_group, stop_rollout_candidate, wait_ready,
+    write_state,
 )
 from sluicegate.deploy.proxy import DEFAULT_DRAIN_S, is_our_front, start_front, write_backend
 from sluicegate.deploy.staged import DeployResult, Staged
@@ -191,9 +192,7 @@ def stop_local(settings: Settings, project: str) -> ServingState | None:
         if state is None:
             return None
         folder = state_dir(settings, project)
-        from sluicegate.deploy.traffic import stop_candidate
-
-        stop_candidate(settings, state)  # a shadow or canary candidate first: the front sends it nothing more
+        stop_rollout_candidate(settings, state)  # a shadow or canary candidate first: the front sends it nothing more
         if pid_alive(state.front_pid, FRONT_MARKER):
             # the front exits once its connections are done (bounded by its own drain timeout)
             stop_process_group(state.front_pid, FRONT_MARKER, timeout_s=DEFAULT_DRAIN_S + 10)

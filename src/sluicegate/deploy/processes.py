@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 STATE_FILE = "state.json"
 BACKEND_FILE = "backend"
+ROUTING_FILE = "routing.json"  # a shadow or canary rollout the front applies (see `sluicegate.deploy.traffic`)
+STATS_FILE = "traffic-stats.json"  # the front's counters per side during a rollout
 LOCK_FILE = "deploy.lock"
 CANDIDATE_FILE = "candidate.pid"  # a model server started by a deploy that has not finished
 FRONT_MARKER = "sluicegate.deploy"  # in the front process's command line
@@ -162,6 +164,15 @@ def stop_process_group(pid: int, marker: str | None = None, timeout_s: float = 2
         time.sleep(0.1)
     _signal_tree(pid, tree, signal.SIGKILL)
     _reap(pid)
+
+
+def stop_rollout_candidate(settings: Settings, state: ServingState) -> None:
+    """Send a shadow or canary candidate nothing more (new connections) and stop it, if one runs."""
+    rollout = state.rollout or {}
+    (state_dir(settings, state.project) / ROUTING_FILE).unlink(missing_ok=True)
+    pid = int(rollout.get("candidate_pid") or 0)
+    if rollout.get("status") == "active" and pid and pid != state.backend_pid:
+        stop_process_group(pid, BACKEND_MARKER)
 
 
 def renice_tree(pid: int, niceness: int) -> bool:

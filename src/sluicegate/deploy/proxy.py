@@ -54,7 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sluicegate.deploy.processes import BACKEND_FILE, stop_process_group, tail_log
+from sluicegate.deploy.processes import BACKEND_FILE, ROUTING_FILE, STATS_FILE, stop_process_group, tail_log
 from sluicegate.errors import DeployError
 from sluicegate.rollout import BREACH, CanaryLimits, SideStats, decide_canary, percentile
 
@@ -62,8 +62,6 @@ IDENTITY_PATH = "/__sluice/front"
 TOKEN_ENV = "SLUICE_FRONT_TOKEN"
 DEFAULT_DRAIN_S = 30.0
 IDLE_AFTER_RESPONSE_S = 0.5  # a connection quiet this long after the backend last spoke is between requests
-ROUTING_FILE = "routing.json"
-STATS_FILE = "traffic-stats.json"
 SCORING_PATHS = (b"/predict", b"/predict_proba")
 PREDICTION_ID_HEADER = b"x-sluice-prediction-id"
 TRAFFIC_HEADER = b"x-sluice-traffic"

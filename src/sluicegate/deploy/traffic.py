@@ -32,16 +32,16 @@ from typing import Any, Callable
 
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.processes import (
-    BACKEND_MARKER, ServingState, pid_alive, project_lock, read_state, record_candidate, renice_tree, state_dir,
-    stop_process_group, write_state,
+    BACKEND_MARKER, ROUTING_FILE, STATS_FILE, ServingState, pid_alive, project_lock, read_state, record_candidate,
+    renice_tree, state_dir, stop_process_group, write_state,
 )
-from sluicegate.deploy.proxy import ROUTING_FILE, STATS_FILE, write_backend
+from sluicegate.deploy.proxy import write_backend
 from sluicegate.deploy.staged import DeployResult
 from sluicegate.errors import DeployError
 from sluicegate.events import (
     CANARY_BREACHED, MODEL_DEPLOYED, NO_EVENTS, ROLLOUT_ABORTED, ROLLOUT_STARTED, Emitter, deployed_payload,
 )
-from sluicegate.rollout import BREACH, HOLD, PROMOTE, CanaryDecision, CanaryLimits, LiveMetric, SideStats, decide_canary
+from sluicegate.rollout import BREACH, PROMOTE, CanaryDecision, CanaryLimits, LiveMetric, SideStats, decide_canary
 from sluicegate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,6 @@ def _end(settings: Settings, state: ServingState, status: str, reason: str, extr
                     "stats": read_stats(settings, state.project), **(extra or {})})
     write_state(settings, replace(state, rollout=rollout))
     return rollout
-
-
-def stop_candidate(settings: Settings, state: ServingState) -> None:
-    """Stop a rollout's candidate (used when the whole deployment stops)."""
-    rollout = active_rollout(state)
-    state_dir(settings, state.project).joinpath(ROUTING_FILE).unlink(missing_ok=True)
-    if rollout and rollout.get("candidate_pid") and pid_alive(int(rollout["candidate_pid"]), BACKEND_MARKER):
-        stop_process_group(int(rollout["candidate_pid"]), BACKEND_MARKER)
 
 
 @dataclass(frozen=True)

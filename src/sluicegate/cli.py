@@ -165,7 +165,6 @@ def status(
     if info["versions"] == 0:
         typer.echo(f"{project}: no versions registered yet ({info['tracking_uri']})")
         return
-    _echo_serving(info["serving"])
     typer.echo(f"{project}: champion v{info['champion']}  ({info['versions']} versions)")
     for k, v in sorted(info["metrics"].items()):
         typer.echo(f"  {k} = {v:.4f}")
@@ -174,6 +173,7 @@ def status(
     if lv:
         said = lv["summary"] if lv["verdict"] in ("none", "pending") else f"{lv['verdict']}: {lv['summary']}"
         typer.echo(f"  last verdict: v{lv['version']} {said}")
+    _echo_serving(info["serving"])
 
 
 def _echo_serving(serving: Optional[dict]) -> None:

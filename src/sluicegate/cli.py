@@ -129,15 +129,18 @@ def load_flow(root: Path, module: str, name: str) -> Any:
     raise SluiceError(f"cannot find {package}/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
 
 
-def resolve(arg: str, registered: bool = True) -> tuple[str, Optional[Path]]:
+def resolve(arg: str, registered: bool = True, known: Any = None) -> tuple[str, Optional[Path]]:
     """(name, YAML) of a project given as its name or as its YAML file, from the current checkout.
 
     With `registered`, a name that no YAML under configs/ declares is accepted when the model
     registry knows it (its YAML is then None); otherwise it is a ConfigError with a did-you-mean.
+    `known` lists the registered names instead of a full MLflow `Tracker` (the status reader).
     """
     from sluicegate.projects import resolve_project
 
     def names() -> list[str]:
+        if known is not None:
+            return known()
         from sluicegate.settings import load_settings
         from sluicegate.tracking import Tracker
 
@@ -182,12 +185,19 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the champion, its metrics and data fingerprint, and the last verdict."""
+    from sluicegate.registry_reader import reader_for
     from sluicegate.settings import load_settings
-    from sluicegate.tracking import Tracker
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    _probe_registry()
-    info = Tracker(load_settings()).status(resolve(project)[0])
+    settings = load_settings()
+    # SQLite and http(s) registries are read without importing MLflow (~4 s); others need the Tracker
+    reader = reader_for(settings)
+    if reader is None:
+        from sluicegate.tracking import Tracker
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        _probe_registry()
+        reader = Tracker(settings)
+    info = reader.status(resolve(project, known=reader.projects)[0])
     project = info["project"]
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))

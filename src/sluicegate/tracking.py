@@ -348,7 +348,10 @@ class Tracker:
             run = self.client.create_run(exp_id, run_name=f"{candidate}-trial-{t['number']}", tags={
                 "mlflow.parentRunId": pid, "sluice.study": study_name, "sluice.trial": str(t["number"]),
                 "sluice.trial_state": t["state"]})
-            metrics = [Metric(metric, float(t["value"]), now, 0)] if t.get("value") is not None else []
+            # a pruned trial has no score under the metric's name: its state says pruned, and where
+            metrics = [Metric(metric, float(t["value"]), now, 0)] if t.get("value") is not None and t["state"] == "COMPLETE" else []
+            if t["state"] == "PRUNED" and t.get("last_step") is not None:
+                metrics.append(Metric("pruned_at_step", float(t["last_step"]), now, 0))
             if t.get("duration_s") is not None:
                 metrics.append(Metric("duration_s", float(t["duration_s"]), now, 0))
             tags = [RunTag("sluice.trial_error", str(t["error"])[:4900])] if t.get("error") else []

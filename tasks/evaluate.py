@@ -27,6 +27,8 @@ def evaluate_model(trained: TrainResult, split: SplitResult, spec: EvaluationCon
     report = training.evaluate_model(load_model_file(trained.model_path), task_type, target, split.train_path,
                             split.valid_path, split.test_path, list(spec.slices), spec.min_slice_rows)
     print("holdout: " + ", ".join(f"{k}={v:.4f}" for k, v in report.test.items()))
+    for w in report.slice_warnings:
+        print(f"warning: {w}")
     return report
 
 

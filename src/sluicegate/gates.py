@@ -32,6 +32,7 @@ class GateDecision:
     champion_version: str | None
     summary: str
     unchanged: bool = False  # the candidate is the champion itself: nothing was decided
+    warnings: tuple[str, ...] = ()  # what the gates could not look at (slices not evaluated), recorded with the verdict
 
     @property
     def verdict(self) -> str:
@@ -44,6 +45,7 @@ class GateDecision:
             "champion_version": self.champion_version,
             "summary": self.summary,
             "checks": [asdict(c) for c in self.checks],
+            "warnings": list(self.warnings),
         }
 
     def to_json(self) -> str:
@@ -57,7 +59,8 @@ class GateDecision:
             for c in self.checks
         )
         verdict = self.verdict.upper()
-        return f"## Gate decision: {verdict}\n\n{self.summary}\n\n{head}{rows}"
+        notes = "".join(f"\n- warning: {w}" for w in self.warnings)
+        return f"## Gate decision: {verdict}\n\n{self.summary}\n\n{head}{rows}" + (f"\n{notes}\n" if notes else "")
 
 
 def _fmt(v: float | None) -> str:
@@ -155,7 +158,9 @@ def decide_promotion(
         summary = f"All {len(checks)} gates passed; {primary} = {_fmt(cand)}."
     else:
         summary = "Rejected: " + "; ".join(c.reason for c in failed) + "."
-    return GateDecision(promote, tuple(checks), champion_version, summary)
+    if candidate.slice_warnings:
+        summary += f" ({len(candidate.slice_warnings)} slice(s) not evaluated: see warnings)"
+    return GateDecision(promote, tuple(checks), champion_version, summary, warnings=tuple(candidate.slice_warnings))
 
 
 def same_model_decision(version: str) -> GateDecision:

@@ -55,7 +55,8 @@ def library_versions(names: tuple[str, ...] = MODEL_PACKAGES) -> dict[str, str]:
 
 
 def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_snapshot: str, config_hash: str,
-             config_path: str, root: Path, selected_candidate: str | None = None) -> dict[str, str]:
+             config_path: str, root: Path, selected_candidate: str | None = None,
+             request_rules: str | None = None) -> dict[str, str]:
     """The `sluice.*` tags of a training run: what it trained on, with which config, code and libraries.
 
     Args:
@@ -68,6 +69,8 @@ def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_s
         config_path: the project YAML.
         root: the project checkout (for the git SHA).
         selected_candidate: the candidate model selection chose, when there was a choice.
+        request_rules: `validation.columns` rules as JSON (`serving.schema.request_rules`): the served
+            model applies them to requests.
 
     Returns:
         Tag name to value.
@@ -83,6 +86,7 @@ def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_s
         "sluice.git_sha": git_sha(root),
         **{f"sluice.lib.{k}": v for k, v in library_versions().items()},
         **({"sluice.selected_candidate": selected_candidate} if selected_candidate else {}),
+        **({"sluice.request_rules": request_rules} if request_rules and request_rules != "{}" else {}),
     }
 
 

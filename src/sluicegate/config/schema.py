@@ -310,6 +310,8 @@ class PackagingConfig(StrictModel):
     fallback: Literal["none", "previous", "constant"] = "none"
     fallback_value: float | int | str | None = None
     log_predictions: bool = True
+    optional_fields: list[str] = Field(default=[], description="request fields that may be left out (others are "
+                                       "required; those with missing values in training may be null)")
 
     @model_validator(mode="after")
     def _fallback_and_token(self) -> PackagingConfig:

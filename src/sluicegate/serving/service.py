@@ -32,13 +32,21 @@ from sluicegate.serving.predlog import (
     log_path,
     register_label_schema,
 )
-from sluicegate.serving.schema import FeatureSchema, RecordBase, record_model, records_frame
+from sluicegate.serving.schema import (
+    FeatureSchema,
+    RecordBase,
+    record_model,
+    record_warnings,
+    records_frame,
+    request_problems,
+)
 
 log = logging.getLogger("sluicegate.service")
 
 CONFIG_FILE = "sluice_service.json"
 CONFIG_ENV = "SLUICE_SERVICE_CONFIG"
 OPEN_PATHS = ("/readyz", "/livez", "/healthz", "/metrics", "/docs.json", "/", "/docs")
+RECORD_ROUTES = ("/predict", "/predict_proba")  # bodies that are lists of input records
 LATE_DAYS_ENV = "SLUICE_FEEDBACK_LATE_DAYS"
 # The request's traffic tag (X-Sluice-Traffic), set by the middleware. Adaptive batching runs the
 # API method in another task, so records are stamped with it when they are validated (below),
@@ -68,6 +76,7 @@ class Prediction(BaseModel):
     fallback: bool = False
     error: Optional[str] = None
     prediction_id: Optional[str] = None
+    warnings: Optional[list[str]] = None  # warn-severity validation rules this record broke
 
 
 class Probabilities(BaseModel):
@@ -78,6 +87,7 @@ class Probabilities(BaseModel):
     fallback: bool = False
     error: Optional[str] = None
     prediction_id: Optional[str] = None
+    warnings: Optional[list[str]] = None  # warn-severity validation rules this record broke
 
 
 class TaggedRecord(RecordBase):
@@ -152,9 +162,13 @@ class GuardMiddleware:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:  # BentoML answers malformed JSON with a bare 500; say what is wrong instead
-            json.loads(body or b"null")
+            payload = json.loads(body or b"null")
         except ValueError as exc:
             return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)})
+        if scope["path"] in RECORD_ROUTES:  # refusals in the user's field names, not pydantic/BentoML internals
+            problems = request_problems(Record, payload)
+            if problems:
+                return await _json(send, 400, {"error": "invalid records", "detail": problems})
         replayed = False
 
         async def replay() -> dict:
@@ -253,8 +267,12 @@ if CONFIG is not None:
             if not records:
                 return []
             outputs = self._score_rows(records, method)
-            for o in outputs:
+            for r, o in zip(records, outputs):
                 o["prediction_id"] = str(uuid.uuid4())
+                warned = record_warnings(r.model_dump(by_alias=True), SCHEMA)
+                if warned:
+                    o["warnings"] = warned
+                    log.warning("prediction %s answered with warnings: %s", o["prediction_id"], "; ".join(warned))
             return outputs
 
         def _score_rows(self, records: list, method: str) -> list[dict]:

@@ -469,12 +469,14 @@ def validate_data(
     docs = None
     if not fatal:
         checks += check_column_rules(frame, spec.columns)
-        if spec.data_docs:  # the docs show the whole suite, column rules included: GX checks them there too
+        if spec.data_docs is True:  # the docs show the whole suite, column rules included: GX checks them there too
             gx_checks, docs = run_expectations(frame, expectations_from_config(spec), out_dir / "data_docs", suite_name)
             own = {(t, kw["column"]) for col, rule in spec.columns.items() for t, kw, _ in _column_expectations(col, rule)}
             checks += [c for c in gx_checks if (c.check, c.column) not in own and c.check != "expect_table_row_count_to_be_between"]
         else:
             checks += run_expectations(frame, raw_expectations(spec), None, suite_name)[0]
+            if spec.data_docs == "on_failure" and any(not c.success for c in checks):
+                docs = run_expectations(frame, expectations_from_config(spec), out_dir / "data_docs", suite_name)[1]
     passed = not any(not c.success and c.severity == "error" for c in checks)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "validation.json"

@@ -128,3 +128,14 @@ def test_column_rules_agree_with_great_expectations(tmp_path):
         assert not ours[key].success
         if isinstance(theirs[key].observed, int):
             assert ours[key].observed == theirs[key].observed, key
+
+
+def test_data_docs_on_failure_only_when_a_check_fails(tmp_path):
+    spec = ValidationConfig(data_docs="on_failure", columns={"tenure": {"min": 0, "max": 120}})
+    clean = validate_data(churn_frame(200), spec, "churned", "classification", tmp_path / "clean")
+    assert clean.passed and clean.docs_path is None
+    frame = churn_frame(200)
+    frame.loc[:2, "tenure"] = 900
+    bad = validate_data(frame, spec, "churned", "classification", tmp_path / "bad")
+    assert not bad.passed and bad.docs_path and Path(bad.docs_path).exists()
+    assert bad.errors[0].message == "3 values above max 120, e.g. 900"

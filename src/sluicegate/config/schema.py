@@ -118,7 +118,9 @@ class ValidationConfig(StrictModel):
     nan_severity: Severity = "error"
     columns: dict[str, ColumnCheck] = {}
     expectations: list[ExpectationSpec] = []
-    data_docs: bool = True
+    data_docs: bool | Literal["on_failure"] = Field(
+        default=True, description="Great Expectations Data Docs: true (every run), on_failure (only when a check "
+        "fails or warns; skips GX's fixed cost on clean data), false")
 
 
 # ---------------------------------------------------------------- features

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -65,6 +67,50 @@ def _probe_registry() -> None:
         probe_store(uri)
 
 
+def _sluice_error_names() -> set[str]:
+    names, todo = set(), [SluiceError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
+
+
+class ExpectedFailureFilter(logging.Filter):
+    """Keeps Prefect's console quiet about failures Sluicegate expects (a SluiceError).
+
+    Prefect's flow and task engines log a failing run's exception with its traceback, then its
+    Failed state; for a validation failure, a rejected gate or an unreadable source that is two
+    tracebacks before the CLI's own one line. This filter sits on console handlers only: the
+    Prefect API (and UI) still receives every record. `--debug` shows everything.
+    """
+
+    _FAILED_STATE = re.compile(r"Finished in state Failed\('.*?exception:? (\w+):")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _state["debug"]:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, SluiceError):
+            return False
+        if record.name.startswith("prefect.") and record.levelno >= logging.ERROR or "Failed(" in str(record.msg):
+            found = self._FAILED_STATE.search(record.getMessage())
+            if found and found.group(1) in _sluice_error_names():
+                return False
+        return True
+
+
+def quiet_expected_failures() -> None:
+    """Install `ExpectedFailureFilter` on the console handlers Prefect configured (idempotent)."""
+    loggers = [logging.getLogger(), logging.getLogger("prefect")]
+    loggers += [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict) if n.startswith("prefect.")]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if "API" in type(handler).__name__ or any(isinstance(f, ExpectedFailureFilter) for f in handler.filters):
+                continue
+            handler.addFilter(ExpectedFailureFilter())
+
+
 def load_flow(root: Path, module: str, name: str) -> Any:
     """Load a flow from the checkout's `flows/` by entrypoint, as a Prefect deployment would.
 
@@ -78,19 +124,24 @@ def load_flow(root: Path, module: str, name: str) -> Any:
         if (candidate / package / f"{module}.py").exists():
             if str(candidate) not in sys.path:
                 sys.path.insert(0, str(candidate))
-            return getattr(importlib.import_module(f"{package}.{module}"), name)
+            loaded = getattr(importlib.import_module(f"{package}.{module}"), name)
+            quiet_expected_failures()  # Prefect has configured its logging by now
+            return loaded
     raise SluiceError(f"cannot find {package}/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
 
 
-def resolve(arg: str, registered: bool = True) -> tuple[str, Optional[Path]]:
+def resolve(arg: str, registered: bool = True, known: Any = None) -> tuple[str, Optional[Path]]:
     """(name, YAML) of a project given as its name or as its YAML file, from the current checkout.
 
     With `registered`, a name that no YAML under configs/ declares is accepted when the model
     registry knows it (its YAML is then None); otherwise it is a ConfigError with a did-you-mean.
+    `known` lists the registered names instead of a full MLflow `Tracker` (the status reader).
     """
     from sluicegate.projects import resolve_project
 
     def names() -> list[str]:
+        if known is not None:
+            return known()
         from sluicegate.settings import load_settings
         from sluicegate.tracking import Tracker
 
@@ -146,12 +197,19 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the champion, its metrics and data fingerprint, and the last verdict."""
+    from sluicegate.registry_reader import reader_for
     from sluicegate.settings import load_settings
-    from sluicegate.tracking import Tracker
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    _probe_registry()
-    info = Tracker(load_settings()).status(resolve(project)[0])
+    settings = load_settings()
+    # SQLite and http(s) registries are read without importing MLflow (~4 s); others need the Tracker
+    reader = reader_for(settings)
+    if reader is None:
+        from sluicegate.tracking import Tracker
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        _probe_registry()
+        reader = Tracker(settings)
+    info = reader.status(resolve(project, known=reader.projects)[0])
     project = info["project"]
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
@@ -590,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
         if _state["debug"]:
             traceback.print_exc()
         lines = str(exc).splitlines() or [type(exc).__name__]
+        report = getattr(exc, "report_path", None)
+        if report and report not in str(exc):
+            lines[-1] += f" (report: {report})"
         for line in lines:
             typer.echo(f"error: {line}", err=True)
         return exc.exit_code

@@ -57,7 +57,8 @@ def library_versions(names: tuple[str, ...] = MODEL_PACKAGES) -> dict[str, str]:
 
 
 def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_snapshot: str, config_hash: str,
-             config_path: str, root: Path, selected_candidate: str | None = None) -> dict[str, str]:
+             config_path: str, root: Path, selected_candidate: str | None = None,
+             request_rules: str | None = None) -> dict[str, str]:
     """The `sluice.*` tags of a training run: what it trained on, with which config, code and libraries.
 
     Args:
@@ -70,6 +71,8 @@ def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_s
         config_path: the project YAML.
         root: the project checkout (for the git SHA).
         selected_candidate: the candidate model selection chose, when there was a choice.
+        request_rules: `validation.columns` rules as JSON (`serving.schema.request_rules`): the served
+            model applies them to requests.
 
     Returns:
         Tag name to value.
@@ -85,6 +88,7 @@ def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_s
         "sluice.git_sha": git_sha(root),
         **{f"sluice.lib.{k}": v for k, v in library_versions().items()},
         **({"sluice.selected_candidate": selected_candidate} if selected_candidate else {}),
+        **({"sluice.request_rules": request_rules} if request_rules and request_rules != "{}" else {}),
     }
 
 
@@ -500,7 +504,10 @@ class Tracker:
             run = self.client.create_run(exp_id, run_name=f"{candidate}-trial-{t['number']}", tags={
                 "mlflow.parentRunId": pid, "sluice.study": study_name, "sluice.trial": str(t["number"]),
                 "sluice.trial_state": t["state"]})
-            metrics = [Metric(metric, float(t["value"]), now, 0)] if t.get("value") is not None else []
+            # a pruned trial has no score under the metric's name: its state says pruned, and where
+            metrics = [Metric(metric, float(t["value"]), now, 0)] if t.get("value") is not None and t["state"] == "COMPLETE" else []
+            if t["state"] == "PRUNED" and t.get("last_step") is not None:
+                metrics.append(Metric("pruned_at_step", float(t["last_step"]), now, 0))
             if t.get("duration_s") is not None:
                 metrics.append(Metric("duration_s", float(t["duration_s"]), now, 0))
             tags = [RunTag("sluice.trial_error", str(t["error"])[:4900])] if t.get("error") else []

@@ -141,7 +141,9 @@ class ValidationConfig(StrictModel):
     nan_severity: Severity = "error"
     columns: dict[str, ColumnCheck] = {}
     expectations: list[ExpectationSpec] = []
-    data_docs: bool = True
+    data_docs: bool | Literal["on_failure"] = Field(
+        default=True, description="Great Expectations Data Docs: true (every run), on_failure (only when a check "
+        "fails or warns; skips GX's fixed cost on clean data), false")
 
 
 # ---------------------------------------------------------------- features
@@ -344,6 +346,8 @@ class PackagingConfig(StrictModel):
     fallback: Literal["none", "previous", "constant"] = "none"
     fallback_value: float | int | str | None = None
     log_predictions: bool = True
+    optional_fields: list[str] = Field(default=[], description="request fields that may be left out (others are "
+                                       "required; those with missing values in training may be null)")
 
     @model_validator(mode="after")
     def _fallback_and_token(self) -> PackagingConfig:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sluicegate.errors import RegistryError
+from sluicegate.procs import process_gone
 from sluicegate.settings import Settings, redact
 
 CHAMPION = "champion"  # the same names as tracking.CHAMPION (importing tracking would import pandas)
@@ -67,11 +68,22 @@ def _status(project: str, tracking_uri: str, champ: dict | None, versions: list[
         "latest_version": int(latest["version"]) if latest else None,
         "last_verdict": {
             "version": int(latest["version"]),
-            "verdict": latest["tags"].get("sluice.verdict"),
-            "summary": latest["tags"].get("sluice.verdict_summary"),
+            **_verdict_of(latest),
             "checks": (decision or {}).get("checks"),
         } if latest else None,
     }
+
+
+def _verdict_of(record: dict) -> dict[str, str]:
+    """As `Tracker._verdict_of`: never None; an undecided version says why it has none."""
+    verdict = record["tags"].get("sluice.verdict")
+    if verdict:
+        return {"verdict": verdict, "summary": record["tags"].get("sluice.verdict_summary") or verdict}
+    run_tags = record.get("run_tags") or {}
+    if record.get("run_status") == "RUNNING" and process_gone(run_tags.get("sluice.pid"), run_tags.get("sluice.host")) is None:
+        return {"verdict": "pending", "summary": "no verdict yet (its training run is still in progress)"}
+    return {"verdict": "none", "summary": "no verdict (interrupted run): re-run `sluice run` with the same "
+                                          "config to finish it"}
 
 
 def _local_artifact(artifact_uri: str, name: str) -> dict | None:
@@ -114,14 +126,17 @@ class SqliteRegistryReader:
         return sorted(r[0] for r in rows)
 
     def _record(self, conn: sqlite3.Connection, project: str, version: int) -> dict:
-        run_id, artifact_uri = conn.execute(
-            "SELECT mv.run_id, r.artifact_uri FROM model_versions mv LEFT JOIN runs r ON r.run_uuid = mv.run_id "
+        run_id, artifact_uri, run_status = conn.execute(
+            "SELECT mv.run_id, r.artifact_uri, r.status FROM model_versions mv LEFT JOIN runs r ON r.run_uuid = mv.run_id "
             "WHERE mv.workspace = ? AND mv.name = ? AND mv.version = ?", (WORKSPACE, project, version)).fetchone()
         tags = dict(conn.execute("SELECT key, value FROM model_version_tags WHERE workspace = ? AND name = ? AND version = ?",
                                  (WORKSPACE, project, version)).fetchall())
         metrics = {k: (float("nan") if is_nan else v) for k, v, is_nan in conn.execute(
             "SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ?", (run_id,)).fetchall()}
-        return {"version": version, "run_id": run_id, "artifact_uri": artifact_uri or "", "metrics": metrics, "tags": tags}
+        run_tags = dict(conn.execute("SELECT key, value FROM tags WHERE run_uuid = ? AND key IN ('sluice.pid', 'sluice.host')",
+                                     (run_id,)).fetchall())
+        return {"version": version, "run_id": run_id, "artifact_uri": artifact_uri or "", "metrics": metrics, "tags": tags,
+                "run_status": run_status, "run_tags": run_tags}
 
     def status(self, project: str) -> dict[str, Any]:
         conn = self._connect()
@@ -175,7 +190,9 @@ class HttpRegistryReader:
         run = (self._get("/api/2.0/mlflow/runs/get", run_id=mv["run_id"]) or {}).get("run", {})
         metrics = {m["key"]: m["value"] for m in run.get("data", {}).get("metrics", [])}
         return {"version": int(mv["version"]), "run_id": mv["run_id"], "metrics": metrics,
-                "tags": {t["key"]: t.get("value") for t in mv.get("tags", [])}}
+                "tags": {t["key"]: t.get("value") for t in mv.get("tags", [])},
+                "run_status": run.get("info", {}).get("status"),
+                "run_tags": {t["key"]: t.get("value") for t in run.get("data", {}).get("tags", [])}}
 
     def status(self, project: str) -> dict[str, Any]:
         versions: list[int] = []

@@ -193,8 +193,9 @@ class GuardMiddleware:
             payload = json.loads(body or b"null")
         except (ValueError, RecursionError) as exc:
             return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)[:300]})
-        if scope["path"] in RECORD_ROUTES:  # refusals in the user's field names, not pydantic/BentoML internals
-            problems = request_problems(Record, payload)
+        record_type = globals().get("Record")  # defined once the service config is loaded
+        if scope["path"] in RECORD_ROUTES and record_type is not None:  # refusals in the user's terms
+            problems = request_problems(record_type, payload)
             if problems:
                 return await _json(send, 400, {"error": "invalid records", "detail": problems})
         replayed = False

@@ -57,7 +57,7 @@ if ! podman image exists "$BASE"; then
   mirror="${mirror:-$(sed -n 's/^deb[[:space:]]\+\(http[^ ]*\).*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)}"
   [[ -n "$mirror" ]] || { echo "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list" >&2; exit 1; }
   rootfs="$(mktemp -d /var/tmp/sluicegate-rootfs.XXXXXX)"
-  trap 'rm -rf "$rootfs"' EXIT
+  trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
   step "debootstrap bookworm (minbase) from $mirror"
   debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -20 "$rootfs.log" >&2; exit 1; }
   rm -f "$rootfs.log"
@@ -92,14 +92,17 @@ if [[ "$have_sha" != "$lock_sha" ]]; then
     wheels=(--build-arg "TORCH_SOURCE=--extra-index-url https://download.pytorch.org/whl/cpu")
   fi
   ctx="$(mktemp -d /var/tmp/sluicegate-lock.XXXXXX)"
+  trap 'rm -rf "$ctx" "$ctx.log"' EXIT
   cp "$ROOT/requirements.lock" "$ctx/"
   cp "$(readlink -f "$uv")" "$ctx/uv"
   step "build $PYIMG (lock ${lock_sha:0:12})"
   podman build --pull=never -q -f "$ROOT/infra/Dockerfile.python" --label "sluicegate.lock-sha256=$lock_sha" \
     -v "$uv_cache:/root/.cache/uv" "${wheels[@]}" \
     -t "$PYIMG" "$ctx" >"$ctx.log" 2>&1 || { tail -30 "$ctx.log" >&2; exit 1; }
-  rm -f "$ctx.log"
-  rm -rf "$ctx"
+  rm -rf "$ctx" "$ctx.log"
+  trap - EXIT
+  # the lock image this one replaces (untagged now)
+  podman image prune -f --filter "label=sluicegate.lock-sha256" >/dev/null
 fi
 
 # 4. Postgres from Debian's packages

@@ -165,11 +165,15 @@ def test_a_deployment_runs_on_the_worker_container(stack):
         if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             break
         time.sleep(3)
-    logs = _podman("logs", "--tail", "60", worker).stdout
-    assert run["state_type"] == "COMPLETED", f"{run['state_type']}: {run['state']}\n{logs}"
-    # it ran in the worker container, from the pool, with the parameters given
+    worker_log = _podman("logs", "--tail", "60", worker)
+    worker_log = worker_log.stdout + worker_log.stderr
+    assert run["state_type"] == "COMPLETED", f"{run['state_type']}: {run['state']}\n{worker_log}"
+    # it ran from the pool, with the parameters given, submitted by the worker in that container
     assert run["work_pool_name"] == "sluicegate" and run["parameters"]["reason"] == "worker-e2e"
-    assert run_id in logs
+    worker_name = re.search(r"Worker '([^']+)' started", worker_log).group(1)
+    run_logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200},
+                          timeout=30).json()
+    assert any(f"Worker '{worker_name}' submitting flow run '{run_id}'" in log["message"] for log in run_logs)
 
 
 def test_down_leaves_nothing_running(stack):

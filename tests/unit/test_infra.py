@@ -244,3 +244,26 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     out = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "--profile", "model",
                           "config", "--quiet"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def _podman_compose() -> str | None:
+    from infra.podman.stack import StackError, podman_compose
+
+    try:
+        return podman_compose() if shutil.which("podman") else None
+    except StackError:
+        return None
+
+
+@pytest.mark.skipif(_podman_compose() is None, reason="podman or podman-compose is not installed "
+                                                      "(infra/podman/setup.sh installs both)")
+def test_podman_compose_config_accepts_the_file_with_every_profile():
+    cmd = [_podman_compose(), "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE)]
+    for profile in ("dask", "minio", "model"):
+        cmd += ["--profile", profile]
+    out = subprocess.run([*cmd, "config"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)["services"]
+    assert resolved["prefect-server"]["ports"][0].startswith("127.0.0.1:4200:")
+    assert resolved["mlflow"]["command"][resolved["mlflow"]["command"].index("--artifacts-destination") + 1] == \
+        "/data/mlflow-artifacts"

@@ -75,6 +75,8 @@ if ! podman image exists "$BASE"; then
   trap - EXIT
 fi
 
+# Builds use the host's network: apt and pip inside RUN then resolve names as the host does (a
+# container on podman's bridge could not reach this host's resolver once netavark was in use).
 # 3. the Python image: the lock installed once, shared by the servers and the worker. Rebuilt only
 # when requirements.lock or its Dockerfile changes (their hash is a label). uv's cache and
 # /opt/wheels (torch) are mounted into the build: wheels the host already has are not downloaded again.
@@ -96,7 +98,7 @@ if [[ "$have_sha" != "$lock_sha" ]]; then
   cp "$ROOT/requirements.lock" "$ctx/"
   cp "$(readlink -f "$uv")" "$ctx/uv"
   step "build $PYIMG (lock ${lock_sha:0:12})"
-  podman build --pull=never -q -f "$ROOT/infra/Dockerfile.python" --label "sluicegate.lock-sha256=$lock_sha" \
+  podman build --pull=never --network=host -q -f "$ROOT/infra/Dockerfile.python" --label "sluicegate.lock-sha256=$lock_sha" \
     -v "$uv_cache:/root/.cache/uv" "${wheels[@]}" \
     -t "$PYIMG" "$ctx" >"$ctx.log" 2>&1 || { tail -30 "$ctx.log" >&2; exit 1; }
   rm -rf "$ctx" "$ctx.log"
@@ -108,11 +110,11 @@ fi
 # 4. Postgres from Debian's packages
 if ! podman image exists "$PGIMG"; then
   step "build $PGIMG"
-  podman build --pull=never -q -f "$ROOT/infra/Dockerfile.postgres" -t "$PGIMG" "$ROOT/infra/postgres" >/dev/null
+  podman build --pull=never --network=host -q -f "$ROOT/infra/Dockerfile.postgres" -t "$PGIMG" "$ROOT/infra/postgres" >/dev/null
 fi
 
 # 5. the worker: the checkout on top of the Python image (layer cache: only changed sources rebuild)
 step "build $WORKER"
-podman build --pull=never -q -f "$ROOT/infra/Dockerfile.worker" --ignorefile "$ROOT/infra/Dockerfile.worker.dockerignore" \
+podman build --pull=never --network=host -q -f "$ROOT/infra/Dockerfile.worker" --ignorefile "$ROOT/infra/Dockerfile.worker.dockerignore" \
   -t "$WORKER" "$ROOT" >/dev/null
 step "ready: $(podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep sluicegate- | tr '\n' ' ')"

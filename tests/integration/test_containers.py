@@ -69,7 +69,7 @@ def stack(tmp_path_factory):
 
     # the worker image from this checkout (layer cache: seconds when only sources changed)
     version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
-    built = _podman("build", "--pull=never", "-q", "-f", str(ROOT / "infra" / "Dockerfile.worker"),
+    built = _podman("build", "--pull=never", "--network=host", "-q", "-f", str(ROOT / "infra" / "Dockerfile.worker"),
                     "--ignorefile", str(ROOT / "infra" / "Dockerfile.worker.dockerignore"),
                     "-t", f"localhost/sluicegate-worker:{version}", str(ROOT), timeout=900)
     assert built.returncode == 0, built.stderr[-3000:]

@@ -64,6 +64,7 @@ def test_services_cover_the_stack_and_each_has_a_healthcheck_or_is_one_shot():
     assert {"postgres", "minio", "prefect-server", "mlflow", "prefect-worker", "dask-scheduler", "dask-worker",
             "model"} <= set(services)
     assert services["dask-worker"]["deploy"]["replicas"] == 2
+    assert services["dask-worker"]["deploy"]["mode"] == "replicated"  # podman-compose ignores replicas without it
     for name in ("postgres", "minio", "prefect-server", "mlflow", "dask-scheduler", "model"):
         assert "test" in services[name]["healthcheck"], name
     assert services["model"]["profiles"] == ["model"]  # needs a built bento; not part of a plain `up`

@@ -3,15 +3,16 @@
 # and the images built here. Safe to re-run: each image is built once and reused while its inputs
 # are unchanged. Used by .ci/run; by hand:
 #
-#   infra/podman/setup.sh                  # installs what is missing, builds what is missing
+#   make install && infra/podman/setup.sh   # installs what is missing, builds what is missing
 #   export CONTAINERS_CONF=$PWD/infra/podman/containers.conf
-#   $(infra/podman/setup.sh --compose-path) -f infra/compose.yaml --env-file infra/.env up -d
+#   .venv/bin/python infra/podman/stack.py up --env-file infra/.env     # health-gated (see stack.py)
+#   infra/podman/setup.sh --compose-path    # prints where podman-compose is
 #
 # Images (all local, `localhost/...`):
 #   sluicegate-debian:bookworm  debootstrap minbase from this host's Debian mirror, plus its CA bundle
 #   sluicegate-python:lock      + Debian's python3.11 + requirements.lock in /opt/venv (Prefect server, MLflow server)
 #   sluicegate-postgres:15      + Debian's postgresql-15 (the official image cannot be pulled here)
-#   sluicegate-worker:VERSION   + this checkout (Prefect worker, Dask): the only layer a code change rebuilds
+#   sluicegate-worker:VERSION   + this checkout (Prefect worker, Dask): the only layers a code change rebuilds
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 STATE="${SLUICE_PODMAN_STATE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluicegate-podman}"
@@ -75,11 +76,11 @@ if ! podman image exists "$BASE"; then
   trap - EXIT
 fi
 
-# Builds use the host's network: apt and pip inside RUN then resolve names as the host does (a
-# container on podman's bridge could not reach this host's resolver once netavark was in use).
 # 3. the Python image: the lock installed once, shared by the servers and the worker. Rebuilt only
 # when requirements.lock or its Dockerfile changes (their hash is a label). uv's cache and
 # /opt/wheels (torch) are mounted into the build: wheels the host already has are not downloaded again.
+# Every build uses the host's network: apt and pip inside RUN resolve names as the host does (a
+# container on podman's bridge could not reach this host's resolver once netavark was in use).
 lock_sha="$(cat "$ROOT/requirements.lock" "$ROOT/infra/Dockerfile.python" | sha256sum | cut -c1-64)"
 have_sha="$(podman image inspect --format '{{index .Labels "sluicegate.lock-sha256"}}' "$PYIMG" 2>/dev/null || true)"
 if [[ "$have_sha" != "$lock_sha" ]]; then
@@ -107,10 +108,13 @@ if [[ "$have_sha" != "$lock_sha" ]]; then
   podman image prune -f --filter "label=sluicegate.lock-sha256" >/dev/null
 fi
 
-# 4. Postgres from Debian's packages
-if ! podman image exists "$PGIMG"; then
+# 4. Postgres from Debian's packages (rebuilt when its Dockerfile or entrypoint changes)
+pg_sha="$(cat "$ROOT/infra/Dockerfile.postgres" "$ROOT/infra/postgres/entrypoint.sh" | sha256sum | cut -c1-64)"
+if [[ "$(podman image inspect --format '{{index .Labels "sluicegate.postgres-sha256"}}' "$PGIMG" 2>/dev/null || true)" != "$pg_sha" ]]; then
   step "build $PGIMG"
-  podman build --pull=never --network=host -q -f "$ROOT/infra/Dockerfile.postgres" -t "$PGIMG" "$ROOT/infra/postgres" >/dev/null
+  podman build --pull=never --network=host -q -f "$ROOT/infra/Dockerfile.postgres" --label "sluicegate.postgres-sha256=$pg_sha" \
+    -t "$PGIMG" "$ROOT/infra/postgres" >/dev/null
+  podman image prune -f --filter "label=sluicegate.postgres-sha256" >/dev/null
 fi
 
 # 5. the worker: the checkout on top of the Python image (layer cache: only changed sources rebuild)

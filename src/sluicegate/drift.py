@@ -104,8 +104,8 @@ class DriftVerdict:
     def reason(self) -> str:
         fired = [c for c in self.checks if c.fired]
         if fired:
-            return "drift: " + "; ".join(f"[{c.rule}] {c.detail}" for c in fired)
-        return "no drift: " + "; ".join(f"[{c.rule}] {c.detail}" for c in self.checks)
+            return "; ".join(f"[{c.rule}] {c.detail}" for c in fired)
+        return "no rule fired: " + "; ".join(f"[{c.rule}] {c.detail}" for c in self.checks)
 
 
 def decide_drift(columns: tuple[ColumnDrift, ...] | list[ColumnDrift], spec: MonitoringConfig,

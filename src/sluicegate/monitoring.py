@@ -118,7 +118,7 @@ def load_windows(tracker: Any, project: str, target: str, id_column: str | None,
     labelled_path = None
     if labelled is not None:
         labelled_path = str(out_dir / "labelled.parquet")
-        labelled.drop(columns=[c for c in ("ts", "label_ts") if c in labelled.columns]).to_parquet(labelled_path, index=False)
+        labelled.to_parquet(labelled_path, index=False)
     return Windows(str(ref_path), str(cur_path), tuple(columns), champ.version, len(current), window,
                    str(ref_pred_path), labelled_path, importance, dict(champ.metrics), tuple(notes))
 

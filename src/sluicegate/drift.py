@@ -306,8 +306,8 @@ def importance_weights(importance: Mapping[str, float] | None, columns: list[str
     return weights, {c: i + 1 for i, c in enumerate(order)}
 
 
-def column_plan(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], spec: MonitoringConfig
-                ) -> list[tuple[str, str, float, float]]:
+def column_plan(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], spec: MonitoringConfig,
+                numeric: set[str] | None = None) -> list[tuple[str, str, float, float]]:
     """(column, method, threshold given to Evidently, threshold shown) per column.
 
     Evidently's chi-square takes the reference shares as exact; with a reference of n rows and a
@@ -315,9 +315,10 @@ def column_plan(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], spec: Mon
     small references cry wolf. The threshold given to Evidently is corrected for that (a
     two-sample test at the shown threshold); `_corrected_p` maps its p-value back.
     """
+    numeric = {c for c in cols if is_numeric(ref[c])} if numeric is None else numeric
     plan = []
     for col in cols:
-        method = spec.num_method if is_numeric(ref[col]) else spec.cat_method
+        method = spec.num_method if col in numeric else spec.cat_method
         shown = threshold_for(method, spec)
         given = shown
         if method == "chisquare":
@@ -331,8 +332,8 @@ def column_plan(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], spec: Mon
 
 
 def _chi_shape(ref: pd.Series, cur: pd.Series) -> tuple[int, float]:
-    r, c = ref.dropna().astype(str), cur.dropna().astype(str)
-    k = len(set(r.unique()) | set(c.unique()))
+    r, c = ref.dropna(), cur.dropna()
+    k = len(set(r.astype(str).unique()) | set(c.astype(str).unique()))
     return k, 1.0 + (len(c) / len(r) if len(r) else 0.0)
 
 
@@ -353,14 +354,17 @@ def _evidently_columns(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], sp
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    plan = column_plan(ref, cur, cols, spec)
     numeric = [c for c in cols if is_numeric(ref[c])]
     categorical = [c for c in cols if c not in numeric]
+    # categories as text once: what Evidently sees, and what the chi-square correction counts
+    ref = ref.assign(**{c: ref[c].astype(str) for c in categorical})
+    cur = cur.assign(**{c: cur[c].astype(str) for c in categorical})
+    plan = column_plan(ref, cur, cols, spec, set(numeric))
     metrics: list[Any] = [ValueDrift(column=col, method=METHODS[method], threshold=given) for col, method, given, _ in plan]
     # Declare column types so Evidently and the configured methods agree on them.
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    ref_ds = Dataset.from_pandas(ref.assign(**{c: ref[c].astype(str) for c in categorical}), data_definition=definition)
-    cur_ds = Dataset.from_pandas(cur.assign(**{c: cur[c].astype(str) for c in categorical}), data_definition=definition)
+    ref_ds = Dataset.from_pandas(ref, data_definition=definition)
+    cur_ds = Dataset.from_pandas(cur, data_definition=definition)
     snapshot = Report(metrics, include_tests=True).run(cur_ds, ref_ds)  # current first
     result = snapshot.dict()
     scores = _scores(result)
@@ -368,7 +372,7 @@ def _evidently_columns(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], sp
     for col, method, _given, shown in plan:
         score = scores.get(col, float("nan"))
         if method == "chisquare":
-            score = _corrected_p(score, ref[col].astype(str), cur[col].astype(str))
+            score = _corrected_p(score, ref[col], cur[col])
         out.append(ColumnDrift(col, method, score, shown, is_drifted(method, score, shown)))
     return out, snapshot, result
 
@@ -411,7 +415,7 @@ def fast_column_drift(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], spe
         if method == "ks":
             score = float(ks_2samp(ref[col].dropna().to_numpy(), cur[col].dropna().to_numpy())[1])
         elif method == "chisquare":
-            r, c = ref[col].dropna().astype(str), cur[col].dropna().astype(str)
+            r, c = ref[col].astype(str), cur[col].astype(str)  # a missing value is a category, as in Evidently
             keys = sorted(set(r.unique()) | set(c.unique()))
             rc, cc = r.value_counts().reindex(keys, fill_value=0), c.value_counts().reindex(keys, fill_value=0)
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -6,8 +6,8 @@ a holdout, as the scheduled check computes them. Then, at the defaults, 100 chec
   - random resamples of the training data (false alarms), and fresh draws of the same generator
     (false alarms when the reference's own sampling noise counts too);
   - x0 (the top input) shifted by 0.5, 1 and 2 std; x6 (an input the model ignores) shifted by 1 std;
-  - a categorical shift: 30% of rows move to plan "pro" (about the total-variation distance of a
-    0.75-std shift of a normal).
+  - a categorical shift: 30% of rows move to plan "pro" (total-variation distance 0.24, that of a
+    0.6-std shift of a normal).
 Each check uses `fast_column_drift` (the same per-column statistics as the Evidently path, checked
 equal first on one window) and the real verdict, `decide_drift`.
 

@@ -82,7 +82,8 @@ def load_windows(tracker: Any, project: str, target: str, id_column: str | None,
     else:
         since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=spec.window_hours) if spec.window_hours else None
         current = read_prediction_log(project, home, last_n=spec.window_rows, since=since)
-        window = f"last {spec.window_rows} live predictions" + (f" within {spec.window_hours} h" if since is not None else "")
+        window = (f"last {spec.window_rows} logged predictions" + (f" within {spec.window_hours} h" if since is not None else "")
+                  + " (live traffic only)")
         labelled = labelled_in_window(read_labelled_predictions(project, home, since=since), current)
     columns = drift_columns(reference, spec, {target, id_column, *LOG_COLUMNS})
     cache = champion_cache_dir(home, project, champ.version)

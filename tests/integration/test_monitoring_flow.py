@@ -156,3 +156,19 @@ def test_log_check_counts_live_rows_and_alerts_on_degraded_performance(monitored
     assert len(sent) == 1 and sent[0]["payload"]["reason"].startswith("performance: degraded on 100 labelled rows")
     text = results[-1]["text"]
     assert "performance: DEGRADED" in text and "drift: " in text and "report: " in text
+
+
+def test_sluice_drift_names_the_rule_the_columns_and_the_report(monitored, capsys):
+    from sluicegate.cli import main
+
+    root, path = monitored
+    batch = root / "data" / "cli.csv"
+    shifted = churn_frame(300, seed=12)
+    shifted.assign(tenure=(shifted.tenure + 20).clip(upper=119)).drop(columns=["churned"]).to_csv(batch, index=False)
+    capsys.readouterr()
+    assert main(["drift", str(path), "--current", str(batch)]) == 0
+    out = capsys.readouterr().out
+    assert "drift: DRIFT (rule: " in out and "top_k" in out
+    assert "tenure: ks p=" in out and "< 0.001 (importance rank 1" in out
+    report = next(line.split("report: ", 1)[1] for line in out.splitlines() if line.strip().startswith("report: "))
+    assert report.endswith("drift.html") and os.path.exists(report)

@@ -263,7 +263,9 @@ def check_drift(
     pred = pred_snapshot = None
     if reference_predictions is not None and PREDICTION in current.columns and current[PREDICTION].notna().any():
         ref_p = _sample(pd.DataFrame({PREDICTION: pd.Series(reference_predictions).reset_index(drop=True)}), spec.max_rows, seed)
-        cur_p = _sample(current[[PREDICTION]].reset_index(drop=True), spec.max_rows, seed)
+        cur_p = _sample(current[[PREDICTION]].dropna().reset_index(drop=True), spec.max_rows, seed)
+        if not pd.api.types.is_float_dtype(ref_p[PREDICTION]):  # classes, however many: a category test
+            ref_p, cur_p = ref_p.map(label_text), cur_p.map(label_text)
         if ref_p[PREDICTION].notna().any():
             found, pred_snapshot, pred_result = _evidently_columns(ref_p, cur_p, [PREDICTION], spec)
             pred = found[0] if found else None
@@ -287,6 +289,15 @@ def check_drift(
     return DriftReport(verdict.drifted, verdict.share, drifted, tuple(per_column), len(reference), len(current), True,
                        verdict.reason, html_path, json_path, verdict=verdict, prediction=pred,
                        prediction_html_path=pred_html, notes=tuple(notes))
+
+
+def label_text(value: Any) -> Any:
+    """One spelling per class (1, 1.0 and "1" are class "1"); missing stays missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return value
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value.item() if hasattr(value, "item") else value)
 
 
 def importance_weights(importance: Mapping[str, float] | None, columns: list[str]) -> tuple[dict[str, float], dict[str, int]]:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from sluicegate.config import MonitoringConfig
 from sluicegate.config.schema import PerformanceConfig
-from sluicegate.drift import DriftReport, RuleCheck
+from sluicegate.drift import DriftReport, RuleCheck, label_text
 from sluicegate.errors import RegistryError
 from sluicegate.evaluation import compute_metrics, higher_is_better
 from sluicegate.serving.feedback import read_labelled_predictions
@@ -256,13 +256,6 @@ def label_column(labelled: pd.DataFrame) -> str | None:
     return cols[cols.index("label_ts") - 1] if "label_ts" in cols and cols.index("label_ts") > 0 else None
 
 
-def _text(v: Any) -> str:
-    """One spelling per class: 1, 1.0 and "1" are the same label."""
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v.item() if hasattr(v, "item") else v)
-
-
 def _class_order(names: list[str]) -> list[str]:
     def key(name: str) -> tuple:
         try:
@@ -293,8 +286,8 @@ def logged_metrics(labelled: pd.DataFrame, task: str, label: str | None = None) 
         y = rows[label].astype(float).to_numpy()
         m = compute_metrics(task, _Logged(rows["prediction"].astype(float).to_numpy(), None), np.arange(len(rows)), y)
         return m, {k: len(rows) for k in m}
-    y = np.array([_text(v) for v in rows[label]], dtype=object)
-    pred = np.array([_text(v) for v in rows["prediction"]], dtype=object)
+    y = np.array([label_text(v) for v in rows[label]], dtype=object)
+    pred = np.array([label_text(v) for v in rows["prediction"]], dtype=object)
     proba_cols = [c for c in rows.columns if c.startswith("proba_")]
     classes = _class_order([c[len("proba_"):] for c in proba_cols] + list(y) + list(pred))
     metrics = compute_metrics(task, _Logged(pred, classes), np.arange(len(rows)), y)

@@ -256,3 +256,16 @@ def test_a_categorical_shift_in_an_important_input_alerts(champion):
         move = np.random.default_rng(seed).random(len(c)) < 0.3  # 30% of rows change plan
         currents.append(c.assign(plan=np.where(move, "pro", c.plan)))
     assert _alerts(train, currents, importance) == 20
+
+
+def test_prediction_drift_compares_classes_however_they_are_spelled(champion):
+    train, importance = champion
+    current = _inputs(300, 9)
+    ref_pred = pd.Series(np.random.default_rng(0).choice([0, 1, 2, 3, 4, 5, 6, 7], 300))  # 8 classes: still categories
+    same = check_drift(train, current.assign(prediction=ref_pred.astype(float).to_numpy()), INPUTS, MonitoringConfig(),
+                       None, importance=importance, reference_predictions=ref_pred)
+    assert same.prediction.method == "chisquare" and not same.prediction.drifted and not same.drifted
+    moved = check_drift(train, current.assign(prediction=np.where(ref_pred < 4, 0, ref_pred)), INPUTS, MonitoringConfig(),
+                        None, importance=importance, reference_predictions=ref_pred)
+    assert moved.prediction.drifted and moved.drifted and moved.rule == "prediction"
+    assert "prediction: chisquare p=" in moved.to_text()

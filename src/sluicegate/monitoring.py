@@ -100,16 +100,25 @@ def load_windows(tracker: Any, project: str, target: str, id_column: str | None,
     else:
         holdout_path, holdout_name = champ.tags["sluice.data_snapshot"], "its training snapshot (no holdout recorded)"
         notes.append(f"v{champ.version} records no holdout: importance and reference predictions use the training snapshot")
+    holdout_cache: list[pd.DataFrame] = []
+
+    def holdout() -> pd.DataFrame:  # read only when a per-champion result is not cached yet
+        if not holdout_cache:
+            holdout_cache.append(_head(pd.read_parquet(holdout_path), seed))
+        return holdout_cache[0]
+
     ref_pred_path = cache / "reference_predictions.parquet"
     if not ref_pred_path.exists():
-        holdout = _head(pd.read_parquet(holdout_path), seed)
         cache.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"prediction": model().predict(holdout.drop(columns=[target], errors="ignore"))}).to_parquet(ref_pred_path)
+        pd.DataFrame({"prediction": model().predict(holdout().drop(columns=[target], errors="ignore"))}).to_parquet(ref_pred_path)
     notes.append(f"prediction drift: against v{champ.version}'s predictions on {holdout_name}")
     importance = None
     if spec.importance == "permutation":
         importance = cached_importance(cache / "importance.json", lambda: champion_importance(
-            model(), _head(pd.read_parquet(holdout_path), seed), target, task, metric, columns, seed))
+            model(), holdout(), target, task, metric, columns, seed) if target in holdout().columns else {})
+        if not importance:
+            notes.append(f"no importance: {holdout_name} has no {target!r} column or no input matters to v{champ.version}")
+            importance = None
     if len(current) and "prediction" not in current.columns:  # a batch: the champion's predictions on it
         current = current.assign(prediction=model().predict(current.drop(columns=[target], errors="ignore")))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -172,3 +172,17 @@ def test_sluice_drift_names_the_rule_the_columns_and_the_report(monitored, capsy
     assert "tenure: ks p=" in out and "< 0.001 (importance rank 1" in out
     report = next(line.split("report: ", 1)[1] for line in out.splitlines() if line.strip().startswith("report: "))
     assert report.endswith("drift.html") and os.path.exists(report)
+
+
+def test_retraining_is_skipped_with_its_reason_when_monitoring_retrain_is_false(monitored):
+    import yaml
+
+    from flows.retraining import retraining_pipeline
+
+    root, path = monitored
+    cfg = yaml.safe_load(path.read_text())
+    cfg["monitoring"]["retrain"] = False
+    alerts_only = path.with_name("churn_alerts_only.yaml")
+    alerts_only.write_text(yaml.safe_dump(cfg))
+    result = retraining_pipeline(str(alerts_only), "drift: tenure")
+    assert result["outcome"] == "skipped" and "monitoring.retrain is false" in result["summary"]

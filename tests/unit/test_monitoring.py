@@ -163,3 +163,15 @@ def test_importance_is_computed_once_per_champion(tmp_path):
     assert cached_importance(path, lambda: calls.append(1) or {"x": 0.2}) == {"x": 0.2}
     assert cached_importance(path, lambda: calls.append(1) or {"x": 9.0}) == {"x": 0.2}
     assert calls == [1]
+
+
+def test_a_log_without_any_label_yet_reads_as_no_labelled_rows(tmp_path):
+    from sluicegate.serving.feedback import read_labelled_predictions
+    from sluicegate.serving.predlog import PredictionEvent, PredictionLog, log_path
+
+    plog = PredictionLog(log_path(tmp_path, "churn"))
+    plog.record([PredictionEvent(1.0, "churn", "1", "/predict", "model", {"x": 1.0}, 1, None, "p1")])
+    plog.close()
+    labelled = read_labelled_predictions("churn", tmp_path)
+    assert labelled.empty
+    assert logged_metrics(labelled, "classification") == ({}, {})

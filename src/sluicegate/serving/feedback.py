@@ -374,7 +374,7 @@ def read_labelled_predictions(
     if target in frame.columns:  # never overwrite a feature: the label is what was added
         target = f"{target}_label"
     fb = pd.DataFrame({
-        "prediction_id": [r[0] for r in labels],
+        "prediction_id": pd.Series([r[0] for r in labels], dtype=object),  # no labels yet: still text, so the merge works
         target: pd.Series([json.loads(r[1]) for r in labels], dtype=object),
         "label_ts": pd.to_datetime([r[2] for r in labels], unit="s", utc=True),
         "label_source": [r[3] for r in labels],

@@ -489,7 +489,11 @@ def drift(
     current: Optional[Path] = typer.Option(None, help="Check this CSV/Parquet batch instead of the prediction log."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Run the drift check once (what the scheduled deployment runs)."""
+    """Run the drift and performance check once (what the scheduled deployment runs).
+
+    Prints the verdict and the rule that decided it, each drifted column with its method,
+    statistic and threshold, the live performance, and the path of the HTML report.
+    """
     _, config = resolve(project, registered=False)
     prepare_runtime_env()
     drift_check = load_flow(Path.cwd(), "monitoring", "drift_check")
@@ -497,8 +501,7 @@ def drift(
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
-        typer.echo(f"{result['project']}: {'DRIFT' if result['drifted'] else 'no drift'} "
-                   f"(share {result['drift_share']:.2f}; {result['signal']})")
+        typer.echo(result["text"])
 
 
 feedback_app = typer.Typer(no_args_is_help=True, help="True labels for served predictions (what POST /feedback takes, in bulk).")

@@ -120,7 +120,7 @@ def load_flow(root: Path, module: str, name: str) -> Any:
     import importlib
 
     package, module = ("tasks", module[len("..tasks."):]) if module.startswith("..tasks.") else ("flows", module)
-    for candidate in (root, Path.cwd()):
+    for candidate in dict.fromkeys((root, Path.cwd(), _checkout())):
         if (candidate / package / f"{module}.py").exists():
             if str(candidate) not in sys.path:
                 sys.path.insert(0, str(candidate))
@@ -262,6 +262,11 @@ def _emitter(notifications: Any, who: Optional[str] = None) -> Any:
     """The CLI's events, through the checkout's tasks layer (the library imports no Prefect); release
     events are recorded in the audit trail as done by `who` (default: the OS user)."""
     return load_flow(Path.cwd(), "..tasks.events", "command_emitter")(notifications, who)
+
+
+def _checkout() -> Path:
+    """The checkout this sluicegate was installed from (editable install: src/sluicegate -> the root)."""
+    return Path(__file__).resolve().parents[2]
 
 
 @app.command()

@@ -422,7 +422,7 @@ def fast_column_drift(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], spe
     from scipy.stats import chisquare, ks_2samp
 
     out = []
-    for col, method, given, shown in column_plan(ref, cur, cols, spec):
+    for col, method, _given, shown in column_plan(ref, cur, cols, spec):
         if method == "ks":
             score = float(ks_2samp(ref[col].dropna().to_numpy(), cur[col].dropna().to_numpy())[1])
         elif method == "chisquare":

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from sluicegate.errors import PromotionConflictError, RegistryError
+from sluicegate.procs import process_gone
 from sluicegate.settings import Settings, make_private, redact
 
 log = logging.getLogger(__name__)

@@ -336,7 +336,7 @@ def test_canary_mismatch_keeps_old_model_and_champion(registry, served):
 
 
 def test_corrupted_artifact_aborts_deploy_and_old_model_answers(registry, served):
-    url, port = served["url"], str(served["port"])
+    url = served["url"]
     serving = _served_version(url)
     v4 = registry.register(2.0)
     model_file = _stored_model_dir(registry, v4) / "model.pkl"

@@ -51,8 +51,9 @@ demo: install
 	@echo "  Prefect UI: http://127.0.0.1:$(SLUICE_PREFECT_PORT) (already running: flow runs, task runs, artifacts; make stop stops it)"
 	@echo "  MLflow UI:  make ui-mlflow    (then open http://127.0.0.1:$(MLFLOW_PORT) - experiments, registered models, aliases)"
 
+# the suite as parallel pytest groups (tests/run_groups.py); logs in build/test-logs/
 test: install sbom
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python tests/run_groups.py
 
 # CycloneDX SBOM of the lock (a build artifact; CI keeps build/sbom.cdx.json)
 sbom: requirements.lock

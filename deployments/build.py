@@ -1,4 +1,4 @@
-"""Build each project's three deployments from its YAML: training, drift check, retraining on drift.
+"""Build each project's three deployments from its YAML: training, drift check, retraining on drift or degradation.
 
     python deployments/build.py serve [configs/x.yaml ...]   # register and run them (one process)
     python deployments/build.py apply [--pool NAME] [...]    # register them for a process work pool
@@ -18,9 +18,9 @@ if str(ROOT) not in sys.path:
 
 from sluicegate import projects  # noqa: E402
 from sluicegate.config import ProjectConfig, load_config  # noqa: E402
-from sluicegate.events import DRIFT_DETECTED, resource_id  # noqa: E402
+from sluicegate.events import RETRAIN_TRIGGERS, resource_id  # noqa: E402
 
-EVENT = DRIFT_DETECTED
+EVENTS = RETRAIN_TRIGGERS  # drift detected or performance degraded, for the deployment's project
 
 
 def project_configs(paths: list[str] | None = None) -> list[Path]:
@@ -38,16 +38,20 @@ def project_configs(paths: list[str] | None = None) -> list[Path]:
 def specs(cfg: ProjectConfig, config_path: str) -> list[dict]:
     """The three deployments of a project, as plain data (tested without a server)."""
     p = cfg.project
+    retrain: dict = {"flow": "retraining", "name": f"{p}-retraining", "parameters": {"project": config_path},
+                     "cron": None, "concurrency_limit": 1, "collision_strategy": "CANCEL_NEW"}
+    if cfg.monitoring.retrain:
+        retrain["description"] = f"Retrain {p} when drift or degraded performance is detected (debounced, one at a time)."
+        retrain["trigger"] = {"expect": list(EVENTS), "match": {"prefect.resource.id": resource_id(p)},
+                              "parameters": {"project": config_path, "reason": "{{ event.payload.reason }}"}}
+    else:  # alerts only: no trigger, and the flow itself skips if started by hand
+        retrain["description"] = f"Retrain {p} (monitoring.retrain is false: alerts only, not started by events)."
     return [
         {"flow": "training", "name": f"{p}-training", "parameters": {"config_path": config_path},
          "cron": cfg.monitoring.training_schedule, "description": f"Train and gate {p} (run from the UI with overrides)."},
         {"flow": "drift", "name": f"{p}-drift-check", "parameters": {"project": config_path},
          "cron": cfg.monitoring.schedule, "description": f"Scheduled drift check of {p}'s champion."},
-        {"flow": "retraining", "name": f"{p}-retraining", "parameters": {"project": config_path},
-         "cron": None, "description": f"Retrain {p} when drift is detected (debounced, one at a time).",
-         "trigger": {"expect": [EVENT], "match": {"prefect.resource.id": resource_id(p)},
-                     "parameters": {"project": config_path, "reason": "{{ event.payload.reason }}"}},
-         "concurrency_limit": 1, "collision_strategy": "CANCEL_NEW"},
+        retrain,
     ]
 
 
@@ -78,7 +82,9 @@ def runner_deployments(paths: list[str] | None = None, module_path: bool = False
             if "trigger" in spec:
                 t = spec["trigger"]
                 kwargs["triggers"] = [DeploymentEventTrigger(
-                    name=f"{cfg.project}-on-drift", expect=set(t["expect"]), match=t["match"], parameters=t["parameters"])]
+                    name=f"{cfg.project}-on-drift", expect=set(t["expect"]), match=t["match"],
+                    parameters=t["parameters"])]
+            if "concurrency_limit" in spec:
                 kwargs["concurrency_limit"] = ConcurrencyLimitConfig(
                     limit=spec["concurrency_limit"], collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
             if module_path:

@@ -1,4 +1,4 @@
-"""Retraining on a drift alert: the same gated training pipeline, with a cooldown between retrains."""
+"""Retraining on a drift or performance alert: the same gated training pipeline, with a cooldown between retrains."""
 
 from __future__ import annotations
 
@@ -18,19 +18,21 @@ from tasks.retrain import finish_retrain, start_retrain
 
 @flow(name="retraining", log_prints=True)
 def retraining_pipeline(project: str, reason: str = "drift detected") -> dict:
-    """Retrain a project because its data drifted (started by a `sluicegate.drift.detected` event).
+    """Retrain a project because its data drifted or its live performance degraded.
 
-    Runs the same training pipeline as a subflow: same validation, same gates, same canary
-    deploy, so the new model serves only if it is better. Skips, with the reason recorded,
-    when the last retrain started less than `monitoring.cooldown_minutes` ago.
+    Started by a `sluicegate.drift.detected` or `sluicegate.performance.degraded` event. Runs
+    the same training pipeline as a subflow: same validation, same gates, same canary deploy,
+    so the new model serves only if it is better. Skips, with the reason recorded, when
+    `monitoring.retrain` is false (alerts only) or the last retrain started less than
+    `monitoring.cooldown_minutes` ago.
 
     Args:
         project: project name (the YAML under configs/ declaring it) or a YAML path.
-        reason: why (the drift event's summary); stored with the MLflow run.
+        reason: why (the event's summary); stored with the MLflow run.
     """
     config_path = config_for(project)
     cfg = load_config(config_path)
-    allowed = start_retrain(cfg.project, cfg.monitoring.cooldown_minutes, reason)
+    allowed = start_retrain(cfg.project, cfg.monitoring.cooldown_minutes, reason, cfg.monitoring.retrain)
     if not allowed.allowed:
         return {"project": cfg.project, "outcome": "skipped", "summary": allowed.reason}
     result = training_pipeline(config_path, None, f"retrain: {reason}")

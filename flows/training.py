@@ -16,6 +16,7 @@ from sluicegate.config import ProjectConfig, config_hash, load_config, resolve_p
 from sluicegate import events
 from sluicegate.data import DatasetRef, dataset_tags
 from sluicegate.features import FeatureSet
+from sluicegate.serving.schema import request_rules
 from sluicegate.split import SplitResult
 from sluicegate.gates import approval_required, decide_outcome
 from sluicegate.tracking import run_tags
@@ -99,7 +100,8 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     champion = score_champion(project, split, cfg.task, cfg.data.target)
     key = candidate_key(cfg, dataset.fingerprint, ("tuning", "candidates") if selected else ())
     tags = {**run_tags(project, cfg.task, cfg.data.target, dataset.fingerprint, dataset.path, config_hash(cfg),
-                       str(cfg.source), cfg.root, selected), **dataset_tags(dataset)}
+                       str(cfg.source), cfg.root, selected, request_rules(cfg.validation.columns)),
+            **dataset_tags(dataset)}
     record = register_candidate(project, key, trained, report, split.test_path, tags,
                                 {"validation": checked.json_path or ""}, reason)
     decision = decide_promotion(record, report, champion, cfg.gates, project)

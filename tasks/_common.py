@@ -146,7 +146,7 @@ def reap_crashed_flow_runs(flow_name: str) -> list[str]:
     from prefect.runtime import flow_run
     from prefect.states import Crashed
 
-    from sluicegate.tracking import process_gone
+    from sluicegate.procs import process_gone
 
     me = f"{OWNER_TAG}:{socket.gethostname()}:{os.getpid()}"
     done: list[str] = []

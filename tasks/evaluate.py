@@ -25,8 +25,10 @@ def _champion_key(p: dict) -> str | None:
 def evaluate_model(trained: TrainResult, split: SplitResult, spec: EvaluationConfig, task_type: str, target: str) -> EvaluationReport:
     """Metrics on train, validation and holdout, plus per-slice holdout metrics."""
     report = training.evaluate_model(load_model_file(trained.model_path), task_type, target, split.train_path,
-                            split.valid_path, split.test_path, list(spec.slices), spec.min_slice_rows, split.holdout)
+                           split.valid_path, split.test_path, list(spec.slices), spec.min_slice_rows, split.holdout)
     print((split.holdout or "holdout") + ": " + ", ".join(f"{k}={v:.4f}" for k, v in report.test.items()))
+    for w in report.slice_warnings:
+        print(f"warning: {w}")
     return report
 
 

@@ -1,4 +1,4 @@
-"""Tasks: the retrain cooldown, kept in a small state file under SLUICE_HOME."""
+"""Tasks: the retrain permit (monitoring.retrain and the cooldown), kept in a small state file under SLUICE_HOME."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from tasks._common import settings
 
 
 @task(name="start-retrain")
-def start_retrain(project: str, cooldown_minutes: float, reason: str) -> RetrainPermit:
-    """Allow a retrain unless one started within the cooldown; record the start."""
-    permit = monitoring.start_retrain(monitoring.retrain_state_path(settings().home, project), cooldown_minutes, reason)
+def start_retrain(project: str, cooldown_minutes: float, reason: str, enabled: bool = True) -> RetrainPermit:
+    """Allow a retrain unless `monitoring.retrain` is false or one started within the cooldown; record the start."""
+    permit = monitoring.start_retrain(monitoring.retrain_state_path(settings().home, project), cooldown_minutes, reason,
+                                      enabled=enabled)
     if not permit.allowed:
         print(permit.reason)
     return permit

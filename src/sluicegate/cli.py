@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -67,6 +69,50 @@ def _probe_registry() -> None:
         probe_store(uri)
 
 
+def _sluice_error_names() -> set[str]:
+    names, todo = set(), [SluiceError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
+
+
+class ExpectedFailureFilter(logging.Filter):
+    """Keeps Prefect's console quiet about failures Sluicegate expects (a SluiceError).
+
+    Prefect's flow and task engines log a failing run's exception with its traceback, then its
+    Failed state; for a validation failure, a rejected gate or an unreadable source that is two
+    tracebacks before the CLI's own one line. This filter sits on console handlers only: the
+    Prefect API (and UI) still receives every record. `--debug` shows everything.
+    """
+
+    _FAILED_STATE = re.compile(r"Finished in state Failed\('.*?exception:? (\w+):")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _state["debug"]:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, SluiceError):
+            return False
+        if record.name.startswith("prefect.") and record.levelno >= logging.ERROR or "Failed(" in str(record.msg):
+            found = self._FAILED_STATE.search(record.getMessage())
+            if found and found.group(1) in _sluice_error_names():
+                return False
+        return True
+
+
+def quiet_expected_failures() -> None:
+    """Install `ExpectedFailureFilter` on the console handlers Prefect configured (idempotent)."""
+    loggers = [logging.getLogger(), logging.getLogger("prefect")]
+    loggers += [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict) if n.startswith("prefect.")]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if "API" in type(handler).__name__ or any(isinstance(f, ExpectedFailureFilter) for f in handler.filters):
+                continue
+            handler.addFilter(ExpectedFailureFilter())
+
+
 def load_flow(root: Path, module: str, name: str) -> Any:
     """Load a flow from the checkout's `flows/` by entrypoint, as a Prefect deployment would.
 
@@ -76,23 +122,28 @@ def load_flow(root: Path, module: str, name: str) -> Any:
     import importlib
 
     package, module = ("tasks", module[len("..tasks."):]) if module.startswith("..tasks.") else ("flows", module)
-    for candidate in (root, Path.cwd()):
+    for candidate in dict.fromkeys((root, Path.cwd(), _checkout())):
         if (candidate / package / f"{module}.py").exists():
             if str(candidate) not in sys.path:
                 sys.path.insert(0, str(candidate))
-            return getattr(importlib.import_module(f"{package}.{module}"), name)
+            loaded = getattr(importlib.import_module(f"{package}.{module}"), name)
+            quiet_expected_failures()  # Prefect has configured its logging by now
+            return loaded
     raise SluiceError(f"cannot find {package}/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
 
 
-def resolve(arg: str, registered: bool = True) -> tuple[str, Optional[Path]]:
+def resolve(arg: str, registered: bool = True, known: Any = None) -> tuple[str, Optional[Path]]:
     """(name, YAML) of a project given as its name or as its YAML file, from the current checkout.
 
     With `registered`, a name that no YAML under configs/ declares is accepted when the model
     registry knows it (its YAML is then None); otherwise it is a ConfigError with a did-you-mean.
+    `known` lists the registered names instead of a full MLflow `Tracker` (the status reader).
     """
     from sluicegate.projects import resolve_project
 
     def names() -> list[str]:
+        if known is not None:
+            return known()
         from sluicegate.settings import load_settings
         from sluicegate.tracking import Tracker
 
@@ -148,15 +199,21 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the champion, its metrics and data fingerprint, and the last verdict."""
+    from sluicegate.registry_reader import reader_for
     from sluicegate.settings import load_settings
-    from sluicegate.tracking import Tracker
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    _probe_registry()
     from sluicegate.deploy.traffic import rollout_status
 
     settings = load_settings()
-    info = Tracker(settings).status(resolve(project)[0])
+    # SQLite and http(s) registries are read without importing MLflow (~4 s); others need the Tracker
+    reader = reader_for(settings)
+    if reader is None:
+        from sluicegate.tracking import Tracker
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        _probe_registry()
+        reader = Tracker(settings)
+    info = reader.status(resolve(project, known=reader.projects)[0])
     project = info["project"]
     info["serving"] = rollout_status(settings, project)
     if as_json:
@@ -235,6 +292,11 @@ def _emitter(notifications: Any, who: Optional[str] = None) -> Any:
     """The CLI's events, through the checkout's tasks layer (the library imports no Prefect); release
     events are recorded in the audit trail as done by `who` (default: the OS user)."""
     return load_flow(Path.cwd(), "..tasks.events", "command_emitter")(notifications, who)
+
+
+def _checkout() -> Path:
+    """The checkout this sluicegate was installed from (editable install: src/sluicegate -> the root)."""
+    return Path(__file__).resolve().parents[2]
 
 
 @app.command()
@@ -569,7 +631,11 @@ def drift(
     current: Optional[Path] = typer.Option(None, help="Check this CSV/Parquet batch instead of the prediction log."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Run the drift check once (what the scheduled deployment runs)."""
+    """Run the drift and performance check once (what the scheduled deployment runs).
+
+    Prints the verdict and the rule that decided it, each drifted column with its method,
+    statistic and threshold, the live performance, and the path of the HTML report.
+    """
     _, config = resolve(project, registered=False)
     prepare_runtime_env()
     drift_check = load_flow(Path.cwd(), "monitoring", "drift_check")
@@ -577,8 +643,7 @@ def drift(
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
-        typer.echo(f"{result['project']}: {'DRIFT' if result['drifted'] else 'no drift'} "
-                   f"(share {result['drift_share']:.2f}; {result['signal']})")
+        typer.echo(result["text"])
 
 
 feedback_app = typer.Typer(no_args_is_help=True, help="True labels for served predictions (what POST /feedback takes, in bulk).")
@@ -728,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
         if _state["debug"]:
             traceback.print_exc()
         lines = str(exc).splitlines() or [type(exc).__name__]
+        report = getattr(exc, "report_path", None)
+        if report and report not in str(exc):
+            lines[-1] += f" (report: {report})"
         for line in lines:
             typer.echo(f"error: {line}", err=True)
         return exc.exit_code

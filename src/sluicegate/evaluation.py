@@ -22,6 +22,7 @@ class EvaluationReport:
     slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     test_rows: int = 0
     holdout: str = ""  # what the holdout is, in words (`SplitResult.holdout`)
+    slice_warnings: tuple[str, ...] = ()  # slices not evaluated (missing column, too few holdout rows), and why
 
     def flat(self) -> dict[str, float]:
         """`test_roc_auc`-style names for MLflow."""
@@ -84,22 +85,42 @@ def compute_metrics(task: str, model: Any, X: Any, y: np.ndarray) -> dict[str, f
     return out
 
 
+def _slice_keys(frame: pd.DataFrame, col: str) -> pd.Series:
+    key = frame[col]
+    if pd.api.types.is_numeric_dtype(key) and key.nunique() > 10:
+        key = pd.qcut(key, 4, duplicates="drop").astype(str)
+    return key.astype(str)
+
+
+def slice_warnings(frame: pd.DataFrame, columns: list[str], min_rows: int) -> list[str]:
+    """One line per configured slice that `slice_metrics` cannot evaluate: its column is not in
+    the holdout, or a value has fewer holdout rows than `min_rows` (`evaluation.min_slice_rows`)."""
+    out = []
+    for col in columns:
+        if col not in frame.columns:
+            out.append(f"slice {col}: column not in the holdout data; not evaluated")
+            continue
+        sizes = _slice_keys(frame, col).value_counts()
+        for value, n in sizes[sizes < min_rows].sort_index().items():
+            out.append(f"slice {col}={value}: {int(n)} holdout rows, fewer than evaluation.min_slice_rows "
+                       f"({min_rows}); not evaluated")
+    return out
+
+
 def slice_metrics(
     task: str, model: Any, frame: pd.DataFrame, target: str, columns: list[str], min_rows: int
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Holdout metrics for each value of each slice column (numeric columns in quartiles).
 
-    Slices smaller than `min_rows` are skipped: their metrics would be noise.
+    Slices smaller than `min_rows` are skipped: their metrics would be noise. `slice_warnings`
+    says which, so that they are reported rather than silently dropped.
     """
     out: dict[str, dict[str, dict[str, float]]] = {}
     for col in columns:
         if col not in frame.columns:
             continue
-        key = frame[col]
-        if pd.api.types.is_numeric_dtype(key) and key.nunique() > 10:
-            key = pd.qcut(key, 4, duplicates="drop").astype(str)
         groups: dict[str, dict[str, float]] = {}
-        for value, part in frame.groupby(key.astype(str), observed=True):
+        for value, part in frame.groupby(_slice_keys(frame, col), observed=True):
             if len(part) < min_rows:
                 continue
             m = compute_metrics(task, model, part, part[target].to_numpy())

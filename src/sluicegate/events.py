@@ -21,6 +21,9 @@ EVENT_PREFIX = "sluicegate"
 
 DRIFT_CHECKED = f"{EVENT_PREFIX}.drift.checked"
 DRIFT_DETECTED = f"{EVENT_PREFIX}.drift.detected"
+PERFORMANCE_DEGRADED = f"{EVENT_PREFIX}.performance.degraded"
+# what starts the retraining deployment (for the project in the event's resource)
+RETRAIN_TRIGGERS = (DRIFT_DETECTED, PERFORMANCE_DEGRADED)
 MODEL_PROMOTED = f"{EVENT_PREFIX}.model.promoted"
 MODEL_REJECTED = f"{EVENT_PREFIX}.model.rejected"
 MODEL_DEPLOYED = f"{EVENT_PREFIX}.model.deployed"
@@ -33,7 +36,7 @@ ROLLOUT_ABORTED = f"{EVENT_PREFIX}.rollout.aborted"  # `sluice rollout abort`: t
 
 # event name -> the `notifications.events` key that selects it (events without a key never notify)
 NOTIFY_KEYS: dict[str, str] = {
-    DRIFT_DETECTED: "drift", MODEL_REJECTED: "rejected", DEPLOY_FAILED: "deploy_failed",
+    DRIFT_DETECTED: "drift", PERFORMANCE_DEGRADED: "drift", MODEL_REJECTED: "rejected", DEPLOY_FAILED: "deploy_failed",
     MODEL_ROLLED_BACK: "rolled_back", MODEL_PROMOTED: "promoted", APPROVAL_PENDING: "approval_pending",
     CANARY_BREACHED: "canary_breached",
 }
@@ -100,6 +103,12 @@ def drift_payload(project: str, payload: dict[str, Any], reason: str | None = No
         return dict(payload)
     text = f"{project}: drift detected ({reason})" + (f"; {signal}" if signal else "")
     return {**payload, "reason": f"drift: {reason}", "text": text}
+
+
+def performance_payload(project: str, payload: dict[str, Any], reason: str, signal: str = "") -> dict[str, Any]:
+    """`performance.degraded`: the live metric, its rules and, as `reason`, why (the retraining flow's parameter)."""
+    text = f"{project}: performance degraded ({reason})" + (f"; {signal}" if signal else "")
+    return {**payload, "reason": f"performance: {reason}", "text": text}
 
 
 # ---------------------------------------------------------------- emitter

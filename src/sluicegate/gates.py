@@ -33,6 +33,7 @@ class GateDecision:
     summary: str
     unchanged: bool = False  # the candidate is the champion itself: nothing was decided
     holdout: str = ""  # which rows both were scored on, in words
+    warnings: tuple[str, ...] = ()  # what the gates could not look at (slices not evaluated), recorded with the verdict
 
     @property
     def verdict(self) -> str:
@@ -46,6 +47,7 @@ class GateDecision:
             "summary": self.summary,
             "holdout": self.holdout,
             "checks": [asdict(c) for c in self.checks],
+            "warnings": list(self.warnings),
         }
 
     def to_json(self) -> str:
@@ -59,7 +61,8 @@ class GateDecision:
             for c in self.checks
         )
         verdict = self.verdict.upper()
-        return f"## Gate decision: {verdict}\n\n{self.summary}\n\n{head}{rows}"
+        notes = "".join(f"\n- warning: {w}" for w in self.warnings)
+        return f"## Gate decision: {verdict}\n\n{self.summary}\n\n{head}{rows}" + (f"\n{notes}\n" if notes else "")
 
 
 def _fmt(v: float | None) -> str:
@@ -165,7 +168,10 @@ def decide_promotion(
         summary = "Rejected: " + "; ".join(c.reason for c in failed) + "."
     if candidate.holdout:  # after drift, which rows decided matters: say it in the verdict
         summary += f" {candidate.holdout[0].upper()}{candidate.holdout[1:]}."
-    return GateDecision(promote, tuple(checks), champion_version, summary, holdout=candidate.holdout)
+    if candidate.slice_warnings:
+        summary += f" ({len(candidate.slice_warnings)} slice(s) not evaluated: see warnings)"
+    return GateDecision(promote, tuple(checks), champion_version, summary, holdout=candidate.holdout,
+                        warnings=tuple(candidate.slice_warnings))
 
 
 def promote_command(project: str | None, version: str | None) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from sluicegate.config import DeployConfig, PackagingConfig
-from sluicegate.errors import DeployError, RegistryError
-from sluicegate.serving.schema import FeatureSchema, infer_feature_schema
+from sluicegate.errors import ConfigError, DeployError, RegistryError
+from sluicegate.serving.schema import FeatureSchema, apply_request_rules, infer_feature_schema
 from sluicegate.settings import Settings
 from sluicegate.data import hash_file
 from sluicegate.tracking import ModelRecord, Tracker, library_versions, pip_requirements
@@ -166,6 +166,10 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
 
     bentoml = _bentoml(settings)
     rec = inputs.record
+    try:  # requests are held to the rules the version's training data was validated against
+        served = apply_request_rules(inputs.schema, rec.tags.get("sluice.request_rules"), packaging.optional_fields)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from None
     name = safe_name(rec.project)
     work = settings.home / "bento-build" / name
     work.mkdir(parents=True, exist_ok=True)
@@ -209,7 +213,7 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
         "model_tag": model_tag,
         "model_sha256": model_sha,
         "previous_version": metadata["previous_version"],
-        "schema": inputs.schema.to_dict(),
+        "schema": served.to_dict(),
         "host": deploy.host,
         "port": deploy.port,
         "packaging": {

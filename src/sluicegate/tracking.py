@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from sluicegate.errors import PromotionConflictError, RegistryError
+from sluicegate.procs import process_gone
 from sluicegate.settings import Settings, make_private, redact
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def library_versions(names: tuple[str, ...] = MODEL_PACKAGES) -> dict[str, str]:
 
 
 def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_snapshot: str, config_hash: str,
-             config_path: str, root: Path, selected_candidate: str | None = None) -> dict[str, str]:
+             config_path: str, root: Path, selected_candidate: str | None = None,
+             request_rules: str | None = None) -> dict[str, str]:
     """The `sluice.*` tags of a training run: what it trained on, with which config, code and libraries.
 
     Args:
@@ -70,6 +72,8 @@ def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_s
         config_path: the project YAML.
         root: the project checkout (for the git SHA).
         selected_candidate: the candidate model selection chose, when there was a choice.
+        request_rules: `validation.columns` rules as JSON (`serving.schema.request_rules`): the served
+            model applies them to requests.
 
     Returns:
         Tag name to value.
@@ -85,6 +89,7 @@ def run_tags(project: str, task: str, target: str, data_fingerprint: str, data_s
         "sluice.git_sha": git_sha(root),
         **{f"sluice.lib.{k}": v for k, v in library_versions().items()},
         **({"sluice.selected_candidate": selected_candidate} if selected_candidate else {}),
+        **({"sluice.request_rules": request_rules} if request_rules and request_rules != "{}" else {}),
     }
 
 
@@ -500,7 +505,10 @@ class Tracker:
             run = self.client.create_run(exp_id, run_name=f"{candidate}-trial-{t['number']}", tags={
                 "mlflow.parentRunId": pid, "sluice.study": study_name, "sluice.trial": str(t["number"]),
                 "sluice.trial_state": t["state"]})
-            metrics = [Metric(metric, float(t["value"]), now, 0)] if t.get("value") is not None else []
+            # a pruned trial has no score under the metric's name: its state says pruned, and where
+            metrics = [Metric(metric, float(t["value"]), now, 0)] if t.get("value") is not None and t["state"] == "COMPLETE" else []
+            if t["state"] == "PRUNED" and t.get("last_step") is not None:
+                metrics.append(Metric("pruned_at_step", float(t["last_step"]), now, 0))
             if t.get("duration_s") is not None:
                 metrics.append(Metric("duration_s", float(t["duration_s"]), now, 0))
             tags = [RunTag("sluice.trial_error", str(t["error"])[:4900])] if t.get("error") else []
@@ -661,29 +669,6 @@ class Tracker:
 def _dead_owner(tags: dict[str, str]) -> str | None:
     """Why the process that owns a run (tags sluice.pid / sluice.host) is known to be gone, else None."""
     return process_gone(tags.get("sluice.pid"), tags.get("sluice.host"))
-
-
-def process_gone(pid: str | int | None, host: str | None) -> str | None:
-    """Why process `pid` of `host` is known to be gone, else None.
-
-    A process of another host, this very process, or a missing pid is never declared gone:
-    only what can be checked from here is.
-    """
-    pid = str(pid or "")
-    if not pid.isdigit() or host != socket.gethostname() or int(pid) == os.getpid():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return f"process {pid} on {host} is gone"
-    except PermissionError:  # alive, another user's
-        return None
-    try:  # killed but not yet reaped by its parent: as dead as it gets
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return f"process {pid} on {host} was killed"
-    except (OSError, IndexError):
-        pass
-    return None
 
 
 def _param(value: Any) -> Any:

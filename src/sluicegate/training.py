@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sluicegate import __version__
 from sluicegate.config import ProjectConfig, config_hash
 from sluicegate.errors import TrainingError
-from sluicegate.evaluation import EvaluationReport, compute_metrics, slice_metrics
+from sluicegate.evaluation import EvaluationReport, compute_metrics, slice_metrics, slice_warnings
 from sluicegate.features import FeatureSet, load_arrays, load_preprocessor
 from sluicegate.trainers.registry import get_trainer
 
@@ -164,7 +164,9 @@ def evaluate_model(
     frames = {n: pd.read_parquet(p) for n, p in (("train", train_path), ("valid", valid_path), ("test", test_path))}
     scores = {n: compute_metrics(task, model, f, f[target].to_numpy()) for n, f in frames.items()}
     per_slice = slice_metrics(task, model, frames["test"], target, slices, min_slice_rows) if slices else {}
-    return EvaluationReport(scores["train"], scores["valid"], scores["test"], per_slice, len(frames["test"]), holdout)
+    skipped = tuple(slice_warnings(frames["test"], slices, min_slice_rows)) if slices else ()
+    return EvaluationReport(scores["train"], scores["valid"], scores["test"], per_slice, len(frames["test"]), holdout,
+                            skipped)
 
 
 def score_champion(champion_model: Any, version: str, task: str, target: str, test_path: str) -> ChampionScore:

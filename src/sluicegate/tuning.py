@@ -90,6 +90,7 @@ class SelectionResult:
     value: float
     scores: tuple[CandidateScore, ...]
     tunings: tuple[TuningResult, ...]
+    tied: tuple[str, ...] = ()
 
     @property
     def plots(self) -> dict[str, str]:
@@ -97,7 +98,11 @@ class SelectionResult:
 
     @property
     def summary(self) -> str:
-        return f"selected {self.name} ({self.metric} {self.value:.4f} on validation) out of {len(self.scores)} candidate(s)"
+        text = f"selected {self.name} ({self.metric} {self.value:.4f} on validation) out of {len(self.scores)} candidate(s)"
+        if self.tied:
+            text += (f"; tied with {', '.join(self.tied)} (within {TIE_TOLERANCE:g}): the first in the config's order "
+                     f"wins")
+        return text
 
     def to_markdown(self) -> str:
         """The comparison table for a Prefect artifact."""
@@ -116,6 +121,9 @@ class SelectionResult:
         for t in self.tunings:
             lines.append(f"\nStudy `{t.study_name}` ({t.candidate}): {len(t.trials)} trials, "
                          f"{t.resumed_from} from an earlier run, {t.seconds:.1f}s this run.")
+        if self.tied:
+            lines.append(f"\nTie: {self.name} and {', '.join(self.tied)} scored the same (within {TIE_TOLERANCE:g}); "
+                         f"the first in the config's order (`model`, then `candidates`) was selected.")
         lines.append("\nCandidates tuned on the validation split were chosen on the rows they are compared on, "
                      "so their scores lean optimistic; the holdout gates decide promotion.")
         return "\n".join(lines)
@@ -369,9 +377,12 @@ def tune_model(
 
 
 def _record(t: Any) -> TrialRecord:
+    """A trial as plain data. A pruned trial has no score: Optuna stores its last intermediate report
+    (a sign-flipped validation loss, or a running CV mean) as its value, which is not the metric."""
     duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+    scored = t.value is not None and t.state.name == "COMPLETE"
     return TrialRecord(
-        number=t.number, state=t.state.name, value=float(t.value) if t.value is not None else None,
+        number=t.number, state=t.state.name, value=float(t.value) if scored else None,
         params=dict(t.params), duration_s=duration, last_step=t.last_step, error=t.user_attrs.get("error"),
     )
 
@@ -468,12 +479,28 @@ def select_model(
     ok = [s for s in scores if s.value is not None]
     if not ok:
         raise TrainingError("every candidate failed: " + "; ".join(f"{s.name}: {s.error}" for s in scores))
-    lower = metric in LOWER_IS_BETTER
-    best = min(ok, key=lambda s: s.value) if lower else max(ok, key=lambda s: s.value)  # ties: the earlier one
+    best, tied = pick_best(ok, metric)
     spec = next(c.model for c in candidates if c.name == best.name)
-    result = SelectionResult(best.name, spec, dict(best.params), metric, float(best.value), tuple(scores), tuple(tunings))
+    result = SelectionResult(best.name, spec, dict(best.params), metric, float(best.value), tuple(scores), tuple(tunings),
+                             tied=tuple(s.name for s in tied))
     log.info(result.summary)
     return result
+
+
+TIE_TOLERANCE = 1e-12  # validation scores this close (absolute) are a tie
+
+
+def pick_best(ok: Sequence[CandidateScore], metric: str) -> tuple[CandidateScore, list[CandidateScore]]:
+    """The best score, and the others tied with it.
+
+    Tie rule: scores within `TIE_TOLERANCE` of the best are equal, and the candidate listed
+    first in the config wins (`model` before `candidates`, then their YAML order): list the
+    simpler or faster family first to prefer it. The selection summary names the tie.
+    """
+    lower = metric in LOWER_IS_BETTER
+    top = min(s.value for s in ok) if lower else max(s.value for s in ok)
+    level = [s for s in ok if abs(s.value - top) <= TIE_TOLERANCE]  # config order kept
+    return level[0], level[1:]
 
 
 def _short(value: Any) -> str:

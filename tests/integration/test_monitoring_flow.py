@@ -1,9 +1,16 @@
-"""The drift-check flow under the Prefect harness: no false alarms, hysteresis, prediction-log windows."""
+"""The drift-check flow under the Prefect harness: no false alarms, hysteresis, prediction-log windows,
+live performance from feedback labels."""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import numpy as np
 import pytest
 
 from tests.helpers import churn_config, churn_frame, write_project
@@ -11,13 +18,36 @@ from tests.helpers import churn_config, churn_frame, write_project
 pytestmark = pytest.mark.slow
 
 
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
-def monitored(tmp_path_factory, prefect_harness):
+def hook():
+    """A loopback webhook receiver: what the emitter sends for alerts."""
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory, prefect_harness, hook):
     root = tmp_path_factory.mktemp("monitored")
     old = os.environ.get("SLUICE_HOME")
     os.environ["SLUICE_HOME"] = str(root / ".sluice")
     cfg = churn_config(root)
-    cfg["monitoring"] = {"consecutive": 3, "cooldown_minutes": 0, "min_rows": 100}
+    cfg["monitoring"] = {"consecutive": 3, "cooldown_minutes": 0, "min_rows": 100,
+                         "performance": {"min_labelled_rows": 40}}
+    cfg["notifications"] = {"webhook_url": hook, "timeout_s": 5}
     path = write_project(root, churn_frame(1000, seed=3), cfg)
     from flows.training import training_pipeline
 
@@ -69,3 +99,90 @@ def test_too_small_a_window_gives_no_verdict(monitored):
     root, path = monitored
     result = _check(path, _drifted(8).head(20), root, "tiny")
     assert not result["sufficient"] and not result["alert"]
+
+
+def _write_log(root, frame, wrong_labels: bool):
+    """Live /predict and /predict_proba rows, canary rows, and feedback labels, through the real writers."""
+    from sluicegate.serving.feedback import parse_feedback, record_feedback
+    from sluicegate.serving.predlog import (
+        LabelSchema, PredictionEvent, PredictionLog, connect_log, log_path, register_label_schema,
+    )
+    from tasks._common import tracker
+
+    champ = tracker().champion("churn")
+    model = tracker().load_model(champ.registry_uri)
+    X = frame.drop(columns=["churned"])
+    pred, proba = model.predict(X), model.predict_proba(X)
+    path = log_path(root / ".sluice", "churn")
+    plog = PredictionLog(path)
+    schema = LabelSchema("classification", "churned", (0, 1), "customer_id", champ.version)
+    register_label_schema(plog.connection, schema)
+    events, labels, now = [], [], time.time()
+    for i, record in enumerate(X.to_dict("records")):
+        canary = i % 5 == 4  # every fifth row is canary traffic: never a user
+        endpoint = "/predict_proba" if i % 2 else "/predict"
+        pid = uuid.uuid4().hex
+        events.append(PredictionEvent(
+            now - 60 + i * 0.01, "churn", champ.version, endpoint, "model",
+            {**record, "tenure": 119} if canary else record, int(pred[i]),
+            {"0": float(proba[i, 0]), "1": float(proba[i, 1])} if endpoint == "/predict_proba" else None,
+            pid, "canary" if canary else "live"))
+        truth = int(frame.churned.iloc[i])
+        labels.append({"prediction_id": pid, "label": 1 - int(pred[i]) if wrong_labels else truth})
+    plog.record(events)
+    plog.close()
+    conn = connect_log(path)
+    result = record_feedback(conn, parse_feedback(labels), current=schema)
+    conn.close()
+    assert result.counts["accepted"] == len(labels)
+    return sum(1 for i in range(len(X)) if i % 5 != 4)
+
+
+def test_log_check_counts_live_rows_and_alerts_on_degraded_performance(monitored, hook):
+    from flows.monitoring import drift_check
+
+    root, path = monitored
+    live = _write_log(root, churn_frame(250, seed=11), wrong_labels=True)
+    results = [drift_check(str(path)) for _ in range(3)]
+    first = results[0]
+    assert first["current_rows"] == live == 200  # canary rows are not in the window
+    assert "tenure" not in first["drifted_columns"]  # the canary rows' tenure=119 was not counted
+    # every label contradicts the logged prediction: accuracy 0, from the 200 labelled live rows only
+    assert first["performance"]["accuracy"] == 0.0 and first["performance_rows"] == 100  # roc_auc: /predict_proba rows
+    assert first["performance_metric"] == "roc_auc" and first["performance_value"] < 0.5
+    assert first["performance_degraded"] and "max_relative_drop" in first["performance_reason"]
+    assert [r["performance_alert"] for r in results] == [False, False, True]  # consecutive: 3
+    sent = [h for h in _Hook.received if h["event"] == "sluicegate.performance.degraded"]
+    assert len(sent) == 1 and sent[0]["payload"]["reason"].startswith("performance: degraded on 100 labelled rows")
+    text = results[-1]["text"]
+    assert "performance: DEGRADED" in text and "drift: " in text and "report: " in text
+
+
+def test_sluice_drift_names_the_rule_the_columns_and_the_report(monitored, capsys):
+    from sluicegate.cli import main
+
+    root, path = monitored
+    batch = root / "data" / "cli.csv"
+    shifted = churn_frame(300, seed=12)
+    shifted.assign(tenure=(shifted.tenure + 20).clip(upper=119)).drop(columns=["churned"]).to_csv(batch, index=False)
+    capsys.readouterr()
+    assert main(["drift", str(path), "--current", str(batch)]) == 0
+    out = capsys.readouterr().out
+    assert "drift: DRIFT (rule: " in out and "top_k" in out
+    assert "tenure: ks p=" in out and "< 0.001 (importance rank 1" in out
+    report = next(line.split("report: ", 1)[1] for line in out.splitlines() if line.strip().startswith("report: "))
+    assert report.endswith("drift.html") and os.path.exists(report)
+
+
+def test_retraining_is_skipped_with_its_reason_when_monitoring_retrain_is_false(monitored):
+    import yaml
+
+    from flows.retraining import retraining_pipeline
+
+    root, path = monitored
+    cfg = yaml.safe_load(path.read_text())
+    cfg["monitoring"]["retrain"] = False
+    alerts_only = path.with_name("churn_alerts_only.yaml")
+    alerts_only.write_text(yaml.safe_dump(cfg))
+    result = retraining_pipeline(str(alerts_only), "drift: tenure")
+    assert result["outcome"] == "skipped" and "monitoring.retrain is false" in result["summary"]

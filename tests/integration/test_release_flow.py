@@ -85,11 +85,11 @@ def test_flow_blesses_the_candidate_after_its_canary_and_switches_traffic(projec
     port = free_port()
     try:
         result = training_pipeline(str(path), ["deploy.enabled=true", f"deploy.port={port}"], "test")
-        assert result["outcome"] == "promoted" and "canary" in result["deployment"]
-        assert tracker.champion("churn").version == str(result["version"])
+        assert result.outcome == "promoted" and "canary" in result.deployment
+        assert tracker.champion("churn").version == str(result.version)
         assert tracker.alias("churn", "previous-champion").version == before
         served = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()["version"]
-        assert str(served) == str(result["version"])
+        assert str(served) == str(result.version)
     finally:
         stop_local(load_settings(), "churn")
 

@@ -156,6 +156,15 @@ def test_missing_field_oversize_and_malformed_bodies_are_4xx(registry, served):
     assert httpx.post(url, json={"tenure": 1}, timeout=30).status_code == 400
 
 
+def test_refusals_speak_the_users_field_names(registry, served):
+    record = _records(registry.frame, 1)[0]
+    resp = httpx.post(f"{served['url']}/predict", json=[record, {**record, "monthly_charges": True}], timeout=30)
+    assert resp.status_code == 400, resp.text
+    assert resp.json() == {"error": "invalid records", "detail": [
+        {"record": 1, "field": "monthly_charges", "problem": "expected a number, got a boolean (true)"}]}
+    assert "listIODescriptor" not in resp.text and "pydantic" not in resp.text
+
+
 def test_metadata_and_probes(served):
     meta = httpx.get(f"{served['url']}/metadata", timeout=10).json()
     assert meta["project"] == "churn" and meta["data_fingerprint"] == "fp-test"
@@ -327,7 +336,7 @@ def test_canary_mismatch_keeps_old_model_and_champion(registry, served):
 
 
 def test_corrupted_artifact_aborts_deploy_and_old_model_answers(registry, served):
-    url, port = served["url"], str(served["port"])
+    url = served["url"]
     serving = _served_version(url)
     v4 = registry.register(2.0)
     model_file = _stored_model_dir(registry, v4) / "model.pkl"

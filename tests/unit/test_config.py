@@ -112,7 +112,9 @@ def test_config_hash_changes_with_content():
 
 def test_config_is_frozen():
     cfg = load_config(PROJECTS[0])
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
         cfg.seed = 3  # type: ignore[misc]
 
 

@@ -78,3 +78,12 @@ def test_an_unchanged_run_never_reads_rejected():
     text = same.to_markdown() + same.summary
     assert "Gate decision: UNCHANGED" in text and "REJECTED" not in text and "Rejected" not in text
     assert "unchanged" in same.summary.lower()
+
+
+def test_slices_not_evaluated_are_recorded_with_the_verdict():
+    report = EvaluationReport({"roc_auc": 0.9}, {"roc_auc": 0.9}, {"roc_auc": 0.9},
+                              slice_warnings=("slice plan=pro: 5 holdout rows, fewer than evaluation.min_slice_rows (20); not evaluated",))
+    decision = decide_promotion(report, None, None, GATES)
+    assert decision.promote and decision.warnings == report.slice_warnings
+    assert decision.to_dict()["warnings"] == list(report.slice_warnings)
+    assert "1 slice(s) not evaluated" in decision.summary and "warning: slice plan=pro" in decision.to_markdown()

@@ -1,4 +1,5 @@
-"""infra/: compose and Kubernetes files parse, reference only defined variables, existing Dockerfiles and consistent ports."""
+"""infra/: compose and Kubernetes files parse, reference only defined variables, existing Dockerfiles and consistent ports;
+the Kubernetes manifests validate against the API schemas (offline); the stack script orders services by their health gates."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
+
+from infra.podman.stack import StackError, active_services, dependencies, start_order
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 COMPOSE = INFRA / "compose.yaml"
@@ -60,9 +64,51 @@ def test_services_cover_the_stack_and_each_has_a_healthcheck_or_is_one_shot():
     assert {"postgres", "minio", "prefect-server", "mlflow", "prefect-worker", "dask-scheduler", "dask-worker",
             "model"} <= set(services)
     assert services["dask-worker"]["deploy"]["replicas"] == 2
+    assert services["dask-worker"]["deploy"]["mode"] == "replicated"  # podman-compose ignores replicas without it
     for name in ("postgres", "minio", "prefect-server", "mlflow", "dask-scheduler", "model"):
         assert "test" in services[name]["healthcheck"], name
     assert services["model"]["profiles"] == ["model"]  # needs a built bento; not part of a plain `up`
+    # what cannot be built without a registry is optional; Dask is light enough to keep off by default
+    assert services["minio"]["profiles"] == services["minio-init"]["profiles"] == ["minio"]
+    assert services["dask-scheduler"]["profiles"] == services["dask-worker"]["profiles"] == ["dask"]
+
+
+def test_the_default_stack_uses_only_images_built_here_and_health_gates_its_order():
+    services = compose()["services"]
+    core = active_services(compose(), [])
+    assert set(core) == {"postgres", "prefect-server", "mlflow", "prefect-worker"}
+    for name, svc in core.items():
+        # no registry: images made by infra/podman/setup.sh from the local Debian base
+        assert svc["image"].startswith("localhost/sluicegate-"), name
+        # a Python (or postgres) PID 1 must stop on the signal compose sends
+        assert svc.get("stop_signal") == "SIGINT", name
+    assert dependencies(services["prefect-server"]) == {"postgres": "service_healthy"}
+    assert dependencies(services["mlflow"]) == {"postgres": "service_healthy"}
+    assert dependencies(services["prefect-worker"]) == {"prefect-server": "service_healthy", "mlflow": "service_healthy"}
+    for name, svc in services.items():
+        for dep, condition in dependencies(svc).items():
+            if condition == "service_healthy":
+                assert "test" in services[dep]["healthcheck"], f"{name} waits for {dep}, which has no healthcheck"
+    assert start_order(core) == ["postgres", "prefect-server", "mlflow", "prefect-worker"]
+    with_dask = start_order(active_services(compose(), ["dask"]))
+    assert with_dask.index("dask-scheduler") < with_dask.index("dask-worker")
+    assert with_dask.index("mlflow") < with_dask.index("dask-worker")
+    # artifacts without MinIO: the MLflow server proxies them to its own volume
+    mlflow_cmd = services["mlflow"]["command"]
+    destination = mlflow_cmd[mlflow_cmd.index("--artifacts-destination") + 1]
+    assert destination == "${MLFLOW_ARTIFACTS_DESTINATION}"
+    mounts = {v.split(":")[1] for v in services["mlflow"]["volumes"]}
+    assert env_example()["MLFLOW_ARTIFACTS_DESTINATION"] in mounts
+    assert services["prefect-worker"]["environment"]["SLUICE_ARTIFACT_ROOT"] == "mlflow-artifacts:///sluice"
+
+
+def test_start_order_refuses_a_dependency_outside_the_active_profiles():
+    services = {"a": {"depends_on": {"b": {"condition": "service_healthy"}}}, "b": {"profiles": ["x"]}}
+    with pytest.raises(StackError, match="a depends on b, which is not in the active profiles"):
+        start_order(active_services({"services": services}, []))
+    assert start_order(active_services({"services": services}, ["x"])) == ["b", "a"]
+    with pytest.raises(StackError, match="cycle"):
+        start_order({"a": {"depends_on": ["b"]}, "b": {"depends_on": ["a"]}})
 
 
 def test_every_build_has_its_dockerfile():
@@ -78,10 +124,28 @@ def test_every_build_has_its_dockerfile():
         assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
 
 
-def test_worker_image_installs_the_lock_and_the_checkout():
-    text = (INFRA / "Dockerfile.worker").read_text()
-    assert "requirements.lock" in text and "COPY tasks" in text and "PYTHONPATH=/app" in text
+def test_images_build_from_the_local_base_and_install_the_lock_once():
+    for dockerfile in INFRA.glob("Dockerfile.*"):
+        if dockerfile.name.endswith(".dockerignore"):
+            continue
+        froms = [line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("FROM ")]
+        args = dict(line[4:].split("=", 1) for line in dockerfile.read_text().splitlines() if line.startswith("ARG "))
+        for image in froms:
+            image = args.get(image.strip("${}"), image)
+            assert image.startswith("localhost/sluicegate-"), f"{dockerfile.name}: FROM {image} needs a registry"
+    python = (INFRA / "Dockerfile.python").read_text()
+    # the lock layer: the lock is the only file copied, torch from the mounted wheels (never downloaded)
+    copies = [line for line in python.splitlines() if line.startswith("COPY")]
+    assert copies == ["COPY uv /usr/local/bin/uv", "COPY requirements.lock /tmp/requirements.lock"]
+    assert "-r /tmp/requirements.lock" in python and 'TORCH_SOURCE="--find-links /opt/wheels"' in python
+    worker = (INFRA / "Dockerfile.worker").read_text()
+    assert "localhost/sluicegate-python:lock" in worker
+    assert not [line for line in worker.splitlines() if "requirements" in line and not line.startswith("#")]
+    assert "COPY tasks" in worker and "PYTHONPATH=/app" in worker and "--no-deps" in worker
     assert (INFRA / "Dockerfile.worker.dockerignore").read_text().count(".venv")
+    setup = (INFRA / "podman" / "setup.sh").read_text()
+    # the mirror is read from this host's apt sources at run time, never written into the repository
+    assert "/etc/apt/sources.list.d/debian.sources" in setup and "deb.debian.org" not in setup
 
 
 def test_ports_are_consistent():
@@ -138,6 +202,36 @@ def test_k8s_objects_are_complete_and_the_model_service_is_probed():
     assert "--type" in worker["command"] and "kubernetes" in worker["command"]
 
 
+# the oldest Kubernetes still commonly run and the newest the installed kubernetes-validate knows
+K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_k8s_manifests_validate_against_the_api_schemas(version):
+    """Offline and strict (unknown fields are errors); no cluster is involved."""
+    docs = k8s_docs()
+    for name, doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} at {where}: {exc.message} (Kubernetes {version})")
+    assert len(docs) >= 12
+
+
+def test_k8s_schema_check_catches_what_the_structural_checks_miss():
+    by_key = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_docs()}
+    deployment = yaml.safe_load(yaml.safe_dump(by_key[("Deployment", "churn")]))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"]["httpGet"]["prot"] = 3000  # a typo'd field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+    deployment = yaml.safe_load(yaml.safe_dump(by_key[("Deployment", "churn")]))
+    deployment["spec"]["replicas"] = "two"  # a wrong type
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+
+
 def _compose_plugin() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -151,3 +245,26 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     out = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "--profile", "model",
                           "config", "--quiet"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def _podman_compose() -> str | None:
+    from infra.podman.stack import StackError, podman_compose
+
+    try:
+        return podman_compose() if shutil.which("podman") else None
+    except StackError:
+        return None
+
+
+@pytest.mark.skipif(_podman_compose() is None, reason="podman or podman-compose is not installed "
+                                                      "(infra/podman/setup.sh installs both)")
+def test_podman_compose_config_accepts_the_file_with_every_profile():
+    cmd = [_podman_compose(), "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE)]
+    for profile in ("dask", "minio", "model"):
+        cmd += ["--profile", profile]
+    out = subprocess.run([*cmd, "config"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)["services"]
+    assert resolved["prefect-server"]["ports"][0].startswith("127.0.0.1:4200:")
+    assert resolved["mlflow"]["command"][resolved["mlflow"]["command"].index("--artifacts-destination") + 1] == \
+        "/data/mlflow-artifacts"

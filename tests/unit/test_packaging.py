@@ -203,3 +203,63 @@ def test_docker_target_without_engine_says_what_to_run(built_bento):
     result = deploy_docker(bento, DeployConfig(target="docker"), settings)
     assert result.target == "docker" and result.files == (bento.dockerfile,)
     assert "docker info" in result.message and f"bentoml containerize {bento.bento_tag}" in result.message
+
+
+# ---------------------------------------------------------------- requests as strict as training (issue 12)
+def _strict_schema(frame):
+    from sluicegate.serving.schema import apply_request_rules, request_rules
+
+    frame = frame.assign(monthly_charges=frame.monthly_charges.where(frame.index % 10 != 0))  # NaNs in training
+    rules = request_rules({"tenure": {"min": 0, "max": 120}, "plan": {"allowed": ["basic", "plus"], "severity": "warn"},
+                           "monthly_charges": {"type": "float"}})
+    return apply_request_rules(infer_feature_schema(frame, NUMERIC, CATEGORICAL, DATES), rules, ["support_calls"])
+
+
+def test_request_fields_are_required_nullable_only_when_training_had_missing_values(frame):
+    from sluicegate.serving.schema import request_problems
+
+    schema = _strict_schema(frame)
+    Record = record_model(schema)
+    rec = _record(frame)
+    assert Record.model_validate({**rec, "monthly_charges": None}).monthly_charges is None  # NaN in training: null ok
+    missing = {k: v for k, v in rec.items() if k != "monthly_charges"}
+    assert request_problems(Record, [missing]) == [{"record": 0, "field": "monthly_charges", "problem": "required field is missing"}]
+    declared = {k: v for k, v in rec.items() if k != "support_calls"}  # packaging.optional_fields
+    assert Record.model_validate(declared).support_calls is None
+    assert FeatureSchema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
+
+
+def test_booleans_and_text_are_not_numbers_and_rules_name_the_field(frame):
+    from sluicegate.serving.schema import request_problems
+
+    Record = record_model(_strict_schema(frame))
+    rec = _record(frame)
+    problems = request_problems(Record, [{**rec, "monthly_charges": True}, {**rec, "tenure": -5}, {**rec, "tenure": "7"},
+                                         {**rec, "plan": "platinum", "colour": 1}, "row"])
+    assert {"record": 0, "field": "monthly_charges", "problem": "expected a number, got a boolean (true)"} in problems
+    assert {"record": 1, "field": "tenure", "problem": "-5 is below min 0"} in problems
+    assert {"record": 2, "field": "tenure", "problem": "expected a number, got text '7'"} in problems
+    assert {"record": 3, "field": "colour", "problem": "unknown field (not an input of the model)"} in problems
+    assert any(p["record"] == 3 and p["field"] == "plan" and "not a category seen in training" in p["problem"] for p in problems)
+    assert problems[-1] == {"record": 4, "field": None, "problem": "each record must be a JSON object (got str)"}
+    assert request_problems(Record, {"records": []})[0]["problem"] == "send a JSON list of records"
+    text = json.dumps(problems)
+    assert "pydantic" not in text and "listIODescriptor" not in text and "Value error" not in text
+
+
+def test_warn_rules_answer_and_flag(frame):
+    from sluicegate.serving.schema import record_warnings, request_problems
+
+    schema = _strict_schema(frame)
+    Record = record_model(schema)
+    rec = {**_record(frame), "plan": "pro"}  # seen in training, but the YAML warns outside basic/plus
+    assert request_problems(Record, [rec]) == []
+    assert record_warnings(Record.model_validate(rec).model_dump(by_alias=True), schema) == [
+        "plan: 'pro' is not allowed (allowed: 'basic', 'plus')"]
+
+
+def test_unknown_optional_field_is_refused(frame):
+    from sluicegate.serving.schema import apply_request_rules
+
+    with pytest.raises(ValueError, match="packaging.optional_fields: nope not an input"):
+        apply_request_rules(infer_feature_schema(frame, NUMERIC, CATEGORICAL, DATES), None, ["nope"])

@@ -16,7 +16,7 @@ from sluicegate.config import (
 from sluicegate.errors import ConfigError, TrainingError
 from sluicegate.features import FeatureColumns, FeatureSet
 from sluicegate.trainers.registry import get_trainer
-from sluicegate.tuning import select_model, study_name_for, tune_model
+from sluicegate.tuning import CandidateScore, pick_best, select_model, study_name_for, tune_model
 from tests.helpers import churn_config, write_project
 
 
@@ -133,6 +133,8 @@ def test_pruning_stops_weak_trials_and_the_study_finishes(tmp_path):
     result = tune_model(fs, c, "classification", "roc_auc", 3, "prune-test", storage(tmp_path), tmp_path / "plots")
     assert len(result.trials) == 10
     assert result.count("PRUNED") >= 1, [(t.state, t.params) for t in result.trials]
+    # a pruned trial has no score (Optuna keeps its last sign-flipped loss report as its value)
+    assert all(t.value is None and t.last_step is not None for t in result.trials if t.state == "PRUNED")
     assert result.count("COMPLETE") >= 2
     assert result.direction == "maximize" and 0.5 < result.best_value <= 1.0
     assert set(result.best_params) == {"learning_rate", "max_depth"}
@@ -245,3 +247,39 @@ def test_torch_fit_resumes_from_its_checkpoint(tmp_path):
     other = trainer.fit(spec, "classification", data["X_train"][:-10], data["y_train"][:-10], data["X_valid"],
                         data["y_valid"], 5, report=lambda e, v: epochs_run.append(e), checkpoint_dir=tmp_path / "ckpt")
     assert epochs_run[3:] == list(range(8)) and other.n_epochs_ == 8  # other data: the checkpoint is ignored
+
+
+def test_ties_go_to_the_first_candidate_in_config_order_and_are_reported():
+    scores = [CandidateScore("ridge", "sklearn", 0.91, {}, False), CandidateScore("xgboost", "xgboost", 0.91 + 1e-13, {}, True),
+              CandidateScore("mlp", "torch", 0.80, {}, False)]
+    best, tied = pick_best(scores, "roc_auc")
+    assert best.name == "ridge" and [s.name for s in tied] == ["xgboost"]
+    best, tied = pick_best(scores[::-1], "roc_auc")
+    assert best.name == "xgboost" and [s.name for s in tied] == ["ridge"]
+    best, tied = pick_best([CandidateScore("a", "sklearn", 3.0, {}, False), CandidateScore("b", "sklearn", 2.5, {}, False)], "rmse")
+    assert best.name == "b" and tied == []
+
+
+def test_tied_selection_says_so(tmp_path):
+    fs = feature_set(tmp_path)
+    same = [CandidateConfig(name=n, model=LOGREG, tuning=None) for n in ("first", "second")]
+    result = select_model(fs, same, "classification", "roc_auc", 0, "churn", "fp", storage(tmp_path))
+    assert result.name == "first" and result.tied == ("second",)
+    assert "tied with second" in result.summary and "first in the config's order" in result.summary
+    assert "Tie:" in result.to_markdown()
+
+
+def test_pruned_trials_are_not_logged_under_the_metric(tmp_path, monkeypatch):
+    from sluicegate.settings import load_settings
+    from sluicegate.tracking import Tracker
+
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "home"))
+    tr = Tracker(load_settings())
+    trials = [{"number": 0, "state": "COMPLETE", "value": 0.9, "params": {"a": 1}, "duration_s": 1.0, "last_step": 9},
+              {"number": 1, "state": "PRUNED", "value": None, "params": {"a": 2}, "duration_s": 0.5, "last_step": 4}]
+    pid = tr.log_trials("p", "study", "xgboost", "roc_auc", trials, {"a": 1})
+    runs = tr.client.search_runs([tr.experiment_id("p")], f"tags.mlflow.parentRunId = '{pid}'")
+    by_state = {r.data.tags["sluice.trial_state"]: r for r in runs}
+    assert by_state["PRUNED"].info.status == "KILLED" and "roc_auc" not in by_state["PRUNED"].data.metrics
+    assert by_state["PRUNED"].data.metrics["pruned_at_step"] == 4
+    assert by_state["COMPLETE"].data.metrics["roc_auc"] == 0.9

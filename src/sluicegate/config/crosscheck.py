@@ -43,6 +43,7 @@ def cross_field_problems(cfg: Any) -> list[Problem]:
     problems.extend(_exposure_problems(cfg))
     problems.extend((("model",) + loc, msg) for loc, msg in registry.check_model_config(cfg.model, cfg.task))
     problems.extend(_candidate_problems(cfg))
+    problems.extend(_monitoring_problems(cfg, metrics, what))
     return problems
 
 
@@ -87,6 +88,13 @@ def _sql_problems(source: Any) -> list[Problem]:
         problems.append(((*at, "window_days"), "no parameter uses the window; bind one, e.g. "
                                                "params: {since: '{window_start}'} with WHERE ts >= :since"))
     return problems
+
+
+def _monitoring_problems(cfg: Any, metrics: tuple[str, ...], what: str) -> list[Problem]:
+    perf = cfg.monitoring.performance
+    if perf.metric is not None and perf.metric not in metrics:
+        return [(("monitoring", "performance", "metric"), unknown_choice(perf.metric, metrics, what))]
+    return []
 
 
 def is_loopback(host: str) -> bool:

@@ -141,7 +141,9 @@ class ValidationConfig(StrictModel):
     nan_severity: Severity = "error"
     columns: dict[str, ColumnCheck] = {}
     expectations: list[ExpectationSpec] = []
-    data_docs: bool = True
+    data_docs: bool | Literal["on_failure"] = Field(
+        default=True, description="Great Expectations Data Docs: true (every run), on_failure (only when a check "
+        "fails or warns; skips GX's fixed cost on clean data), false")
 
 
 # ---------------------------------------------------------------- features
@@ -344,6 +346,8 @@ class PackagingConfig(StrictModel):
     fallback: Literal["none", "previous", "constant"] = "none"
     fallback_value: float | int | str | None = None
     log_predictions: bool = True
+    optional_fields: list[str] = Field(default=[], description="request fields that may be left out (others are "
+                                       "required; those with missing values in training may be null)")
 
     @model_validator(mode="after")
     def _fallback_and_token(self) -> PackagingConfig:
@@ -428,8 +432,21 @@ class DeployConfig(StrictModel):
 DRIFT_METHODS = ("ks", "wasserstein", "psi", "jensenshannon", "kl_div", "chisquare", "z", "hellinger", "tvd")
 
 
+class PerformanceConfig(StrictModel):
+    """Live performance: the champion's metric on logged predictions that received labels."""
+
+    metric: str | None = Field(default=None, description="metric to watch (default gates.primary_metric)")
+    floor: float | None = Field(default=None, description="worst acceptable value: a minimum, or a maximum for "
+                                                         "log_loss/rmse/mae")
+    max_drop: float | None = Field(default=None, gt=0, description="allowed drop below the champion's holdout value, "
+                                                                  "in the metric's units")
+    max_relative_drop: float | None = Field(default=0.1, gt=0, description="allowed drop as a share of the champion's "
+                                                                           "holdout value (0.1 = 10% worse)")
+    min_labelled_rows: int = Field(default=50, ge=1, description="fewer labelled rows in the window: no verdict")
+
+
 class MonitoringConfig(StrictModel):
-    """Scheduled drift checks on the prediction log, and when they may start a retrain."""
+    """Scheduled drift and performance checks on the prediction log, and when they may start a retrain."""
 
     schedule: str | None = Field(default=None, description="cron for the drift-check deployment, e.g. '*/30 * * * *'")
     window_rows: int = Field(default=1000, ge=1, description="check the last N logged predictions")
@@ -437,13 +454,23 @@ class MonitoringConfig(StrictModel):
     min_rows: int = Field(default=100, ge=1, description="fewer current rows than this: no verdict")
     max_rows: int = Field(default=100_000, ge=100, description="sample both sides down to this many rows")
     columns: list[str] | Literal["auto"] = "auto"
-    num_method: Literal[DRIFT_METHODS] | None = None  # type: ignore[valid-type]
-    cat_method: Literal[DRIFT_METHODS] | None = None  # type: ignore[valid-type]
-    threshold: float | None = Field(default=None, gt=0)
-    drift_share: float = Field(default=0.3, gt=0, le=1, description="share of drifted columns that means drift")
+    num_method: Literal[DRIFT_METHODS] = Field(  # type: ignore[valid-type]
+        default="ks", description="per-column test for numeric columns (always this one, whatever the sample size)")
+    cat_method: Literal[DRIFT_METHODS] = Field(  # type: ignore[valid-type]
+        default="chisquare", description="per-column test for categorical columns (two-sample corrected)")
+    threshold: float | None = Field(default=None, gt=0, description="per-column threshold; default 0.001 for "
+                                    "p-value tests (ks, chisquare, z, tvd), 0.1 for distances")
+    importance: Literal["permutation", "none"] = Field(
+        default="permutation", description="weigh columns by the champion's permutation importance on its holdout")
+    top_k: int = Field(default=3, ge=0, description="drift in any of the k most important inputs is drift (0: off)")
+    importance_share: float = Field(default=0.3, gt=0, le=1,
+                                    description="drifted columns carrying this share of the importance is drift")
+    drift_share: float = Field(default=0.3, gt=0, le=1, description="this share of drifted columns is drift")
+    prediction_drift: bool = Field(default=True, description="drift of the champion's predictions is drift")
     consecutive: int = Field(default=2, ge=1, description="drifted checks in a row before an alert (hysteresis)")
     cooldown_minutes: float = Field(default=60, ge=0, description="no second alert or retrain within this time")
-    retrain: bool = True
+    performance: PerformanceConfig = PerformanceConfig()
+    retrain: bool = Field(default=True, description="false: alerts only, the retraining flow skips")
     training_schedule: str | None = Field(default=None, description="optional cron for the training deployment")
 
 

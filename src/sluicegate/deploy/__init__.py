@@ -30,7 +30,7 @@ _EXPORTS = {
                 "rollback_release"),
 }
 _OWNER = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_OWNER)
+__all__ = sorted(_OWNER)  # noqa: PLE0605 - built from _EXPORTS, a list at run time
 
 
 def __getattr__(name: str) -> Any:

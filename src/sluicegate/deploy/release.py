@@ -258,7 +258,7 @@ class _Failure:
         """Raise the error for `exc` (called inside its `except` block)."""
         err = self._error(exc, restore, note)
         if err is exc:
-            raise
+            raise  # noqa: PLE0704 - only ever called inside the `except` block that caught `exc`
         raise err from exc
 
     def _error(self, exc: BaseException, restore: bool, note: str) -> BaseException:

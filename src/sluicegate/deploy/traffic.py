@@ -28,9 +28,8 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.processes import (
     BACKEND_MARKER, ROUTING_FILE, STATS_FILE, ServingState, pid_alive, project_lock, read_state, record_candidate,
     renice_tree, state_dir, stop_process_group, write_state,
@@ -43,6 +42,9 @@ from sluicegate.events import (
 )
 from sluicegate.rollout import BREACH, PROMOTE, CanaryDecision, CanaryLimits, LiveMetric, SideStats, decide_canary
 from sluicegate.settings import Settings
+
+if TYPE_CHECKING:  # `sluice status` reads the rollout without loading the config schema
+    from sluicegate.config import DeployConfig, PackagingConfig
 
 log = logging.getLogger(__name__)
 

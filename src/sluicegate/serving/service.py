@@ -33,7 +33,14 @@ from sluicegate.serving.predlog import (
     log_path,
     register_label_schema,
 )
-from sluicegate.serving.schema import FeatureSchema, RecordBase, record_model, records_frame
+from sluicegate.serving.schema import (
+    FeatureSchema,
+    RecordBase,
+    record_model,
+    record_warnings,
+    records_frame,
+    request_problems,
+)
 
 log = logging.getLogger("sluicegate.service")
 
@@ -46,6 +53,7 @@ PUBLIC_PATHS = ("/readyz", "/livez", "/healthz")
 # routes BentoML answers itself; past the token check they go straight through
 INFO_PATHS = ("/metrics", "/docs.json", "/")
 MAX_JSON_DEPTH = 32  # records are flat objects in a list: depth 2; deeper bodies are refused before parsing
+RECORD_ROUTES = ("/predict", "/predict_proba")  # bodies that are lists of input records
 LATE_DAYS_ENV = "SLUICE_FEEDBACK_LATE_DAYS"
 # The request's traffic tag (X-Sluice-Traffic), set by the middleware. Adaptive batching runs the
 # API method in another task, so records are stamped with it when they are validated (below),
@@ -78,6 +86,7 @@ class Prediction(BaseModel):
     fallback: bool = False
     error: Optional[str] = None
     prediction_id: Optional[str] = None
+    warnings: Optional[list[str]] = None  # warn-severity validation rules this record broke
 
 
 class Probabilities(BaseModel):
@@ -88,6 +97,7 @@ class Probabilities(BaseModel):
     fallback: bool = False
     error: Optional[str] = None
     prediction_id: Optional[str] = None
+    warnings: Optional[list[str]] = None  # warn-severity validation rules this record broke
 
 
 class TaggedRecord(RecordBase):
@@ -189,9 +199,14 @@ class GuardMiddleware:
             return await _json(send, 400, {"error": "invalid JSON", "detail": f"nested deeper than {MAX_JSON_DEPTH} "
                                            "levels; send a JSON list of flat records"})
         try:  # BentoML answers malformed JSON with a bare 500; say what is wrong instead
-            json.loads(body or b"null")
+            payload = json.loads(body or b"null")
         except (ValueError, RecursionError) as exc:
             return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)[:300]})
+        record_type = globals().get("Record")  # defined once the service config is loaded
+        if scope["path"] in RECORD_ROUTES and record_type is not None:  # refusals in the user's terms
+            problems = request_problems(record_type, payload)
+            if problems:
+                return await _json(send, 400, {"error": "invalid records", "detail": problems})
         replayed = False
 
         async def replay() -> dict:
@@ -317,6 +332,10 @@ if CONFIG is not None:
             outputs = self._score_rows(records, method)
             for r, o in zip(records, outputs):
                 o["prediction_id"] = getattr(r, "_given_id", None) or str(uuid.uuid4())
+                warned = record_warnings(r.model_dump(by_alias=True), SCHEMA)
+                if warned:
+                    o["warnings"] = warned
+                    log.warning("prediction %s answered with warnings: %s", o["prediction_id"], "; ".join(warned))
             return outputs
 
         def _score_rows(self, records: list, method: str) -> list[dict]:

@@ -1,0 +1,184 @@
+"""The compose stack for real, under podman: Postgres, the Prefect and MLflow servers and a Prefect worker in containers.
+
+From the host, `sluice run` trains against the stack's published loopback ports; then a deployment
+registered from inside the worker container runs there, pulled from the work pool; `down` leaves no
+container, pod or network. Needs podman, podman-compose and the images of infra/podman/setup.sh
+(.ci/run runs it, so CI always has them); elsewhere it skips with one line saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.containers, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CONF = ROOT / "infra" / "podman" / "containers.conf"
+PROJECT = f"sluicetest{os.getpid()}"
+RUN_TIMEOUT_S = 900
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _podman(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], env={**os.environ, "CONTAINERS_CONF": str(CONF)},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _missing() -> str | None:
+    """Why the stack cannot run here, or None."""
+    if shutil.which("podman") is None:
+        return "podman is not installed"
+    from infra.podman.stack import StackError, podman_compose
+
+    try:
+        podman_compose()
+    except StackError:
+        return "podman-compose is not installed"
+    for image in ("localhost/sluicegate-python:lock", "localhost/sluicegate-postgres:15"):
+        if _podman("image", "exists", image).returncode != 0:
+            return f"image {image} is missing"
+    return None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run the container tests (.ci/run runs infra/podman/setup.sh)")
+        pytest.skip(f"{reason} (run infra/podman/setup.sh; CI does)")
+    from infra.podman.stack import Stack
+
+    # the worker image from this checkout (layer cache: seconds when only sources changed)
+    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    built = _podman("build", "--pull=never", "--network=host", "-q", "-f", str(ROOT / "infra" / "Dockerfile.worker"),
+                    "--ignorefile", str(ROOT / "infra" / "Dockerfile.worker.dockerignore"),
+                    "-t", f"localhost/sluicegate-worker:{version}", str(ROOT), timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+
+    work = tmp_path_factory.mktemp("stack")
+    ports = {"PREFECT_PORT": _free_port(), "MLFLOW_PORT": _free_port()}
+    env_lines = (ROOT / "infra" / ".env.example").read_text().splitlines()
+    values = {line.partition("=")[0]: line.partition("=")[2] for line in env_lines if "=" in line and not line.startswith("#")}
+    values.update({k: str(v) for k, v in ports.items()}, SLUICE_VERSION=version,
+                  POSTGRES_PASSWORD=secrets.token_hex(12), MINIO_ROOT_PASSWORD=secrets.token_hex(12),
+                  MINIO_CONSOLE_PORT=str(_free_port()), DASK_DASHBOARD_PORT=str(_free_port()), MODEL_PORT=str(_free_port()),
+                  MLFLOW_ALLOWED_HOSTS=f"mlflow,mlflow:5000,127.0.0.1,127.0.0.1:{ports['MLFLOW_PORT']}")
+    env_file = work / ".env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+
+    s = Stack(PROJECT, env_file, [])
+    t0 = time.monotonic()
+    try:
+        s.up()
+        yield {"stack": s, "up_s": time.monotonic() - t0, "work": work,
+               "prefect_api": f"http://127.0.0.1:{ports['PREFECT_PORT']}/api",
+               "mlflow": f"http://127.0.0.1:{ports['MLFLOW_PORT']}"}
+    finally:
+        s.down(volumes=True)  # a second time after the test of `down` costs nothing
+
+
+def _client_env(stack, home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SLUICE_"))}
+    env.update({"SLUICE_HOME": str(home), "PREFECT_HOME": str(home / "prefect"),
+                "PREFECT_API_URL": stack["prefect_api"], "MLFLOW_TRACKING_URI": stack["mlflow"],
+                "SLUICE_ARTIFACT_ROOT": "mlflow-artifacts:///sluice",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false",
+                "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                "PREFECT_LOGGING_LEVEL": "WARNING"})
+    return env
+
+
+def _container(stack, service: str) -> str:
+    names = stack["stack"].containers(service)
+    assert len(names) == 1, names
+    return names[0]
+
+
+def _last_json(stdout: str) -> dict:
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    return json.loads("\n".join(lines[start:]))
+
+
+def test_sluice_run_from_the_host_against_the_stack(stack, tmp_path):
+    env = _client_env(stack, tmp_path / "home")
+    out = subprocess.run([str(BIN / "sluice"), "run", "configs/breast_cancer.yaml", "--set", "deploy.enabled=false",
+                          "--reason", "container-e2e", "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = _last_json(out.stdout)
+    assert result["outcome"] == "promoted"
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=stack["mlflow"], registry_uri=stack["mlflow"])
+    assert client.get_model_version_by_alias("breast_cancer", "champion").version == str(result["version"])
+    # the model files went through the server's artifact proxy onto the MLflow container's volume
+    found = _podman("exec", _container(stack, "mlflow"), "find", "/data/mlflow-artifacts", "-name", "MLmodel")
+    assert found.returncode == 0 and "MLmodel" in found.stdout, found.stdout + found.stderr
+    runs = httpx.post(f"{stack['prefect_api']}/flow_runs/filter",
+                      json={}, timeout=30).json()
+    assert [r["state_type"] for r in runs if r["parameters"].get("reason") == "container-e2e"] == ["COMPLETED"]
+
+
+def test_a_deployment_runs_on_the_worker_container(stack):
+    worker = _container(stack, "prefect-worker")
+    applied = _podman("exec", worker, "sluice", "deployments", "apply", "--pool", "sluicegate",
+                      "configs/breast_cancer.yaml", timeout=600)
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    assert "registered 3 deployments on work pool 'sluicegate'" in applied.stdout
+    api = stack["prefect_api"]
+    # only the run this test starts: the scheduled drift check would compete for the two cores
+    for dep in httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json():
+        if dep["name"] != "breast_cancer-training":
+            assert httpx.patch(f"{api}/deployments/{dep['id']}", json={"paused": True}, timeout=30).status_code == 204
+
+    env = _client_env(stack, stack["work"] / "client")
+    params = json.dumps({"overrides": ["deploy.enabled=false"], "reason": "worker-e2e"})
+    started = subprocess.run([str(BIN / "prefect"), "deployment", "run", "training-pipeline/breast_cancer-training",
+                              "--params", params], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout).group(1)
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        time.sleep(3)
+    worker_log = _podman("logs", "--tail", "60", worker)
+    worker_log = worker_log.stdout + worker_log.stderr
+    assert run["state_type"] == "COMPLETED", f"{run['state_type']}: {run['state']}\n{worker_log}"
+    # it ran from the pool, with the parameters given, submitted by the worker in that container
+    assert run["work_pool_name"] == "sluicegate" and run["parameters"]["reason"] == "worker-e2e"
+    worker_name = re.search(r"Worker '([^']+)' started", worker_log).group(1)
+    run_logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200},
+                          timeout=30).json()
+    assert any(f"Worker '{worker_name}' submitting flow run '{run_id}'" in log["message"] for log in run_logs)
+
+
+def test_down_leaves_nothing_running(stack):
+    left = stack["stack"].down(volumes=True)
+    assert left == []
+    assert _podman("ps", "-a", "--filter", f"label=io.podman.compose.project={PROJECT}", "-q").stdout.strip() == ""
+    volumes = _podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    assert not [v for v in volumes if v.startswith(f"{PROJECT}_")]

@@ -60,7 +60,8 @@ LATE_DAYS_ENV = "SLUICE_FEEDBACK_LATE_DAYS"
 # still inside the request's context, and the tag travels with each record into the batch.
 TRAFFIC: contextvars.ContextVar[str] = contextvars.ContextVar("sluice_traffic", default="live")
 # Shadow copies carry the champion's prediction ids (X-Sluice-Prediction-Id, comma-separated, one
-# per record), so both rows of a prediction share its id; honoured for shadow traffic only.
+# per record), so both rows of a prediction share its id; honoured for shadow traffic only. Held as
+# [ids, next index]: the middleware validates the records once before BentoML does, then rewinds.
 GIVEN_IDS: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("sluice_given_ids", default=None)
 
 
@@ -109,7 +110,8 @@ class TaggedRecord(RecordBase):
     def model_post_init(self, context: Any) -> None:
         self._traffic = TRAFFIC.get()
         given = GIVEN_IDS.get()
-        self._given_id = given.pop(0) if given else None
+        if given is not None and given[1] < len(given[0]):
+            self._given_id, given[1] = given[0][given[1]], given[1] + 1
 
 
 class GuardMiddleware:
@@ -153,7 +155,8 @@ class GuardMiddleware:
                                            f"X-Sluice-Traffic must be one of {', '.join(TRAFFIC_TAGS)} (got {tag!r})"})
         token = TRAFFIC.set(tag)
         ids = headers.get("x-sluice-prediction-id", "") if tag == "shadow" else ""
-        ids_token = GIVEN_IDS.set([i.strip() for i in ids.split(",") if i.strip()][:100_000] or None)
+        given = [i.strip() for i in ids.split(",") if i.strip()][:100_000]
+        ids_token = GIVEN_IDS.set([given, 0] if given else None)
         try:
             return await self._guarded(scope, receive, send, headers)
         finally:
@@ -207,6 +210,9 @@ class GuardMiddleware:
             problems = request_problems(record_type, payload)
             if problems:
                 return await _json(send, 400, {"error": "invalid records", "detail": problems})
+        given = GIVEN_IDS.get()
+        if given is not None:
+            given[1] = 0  # the records are validated again below (BentoML): the ids start over
         replayed = False
 
         async def replay() -> dict:

@@ -344,6 +344,9 @@ class PackagingConfig(StrictModel):
     fallback: Literal["none", "previous", "constant"] = "none"
     fallback_value: float | int | str | None = None
     log_predictions: bool = True
+    runtime: Literal["auto", "onnx", "native"] = Field(
+        default="auto", description="what scores requests: auto (the ONNX graph where it passed parity with the "
+        "native pipeline on the holdout, else native), onnx (refuse to package without a passing graph), native")
 
     @model_validator(mode="after")
     def _fallback_and_token(self) -> PackagingConfig:

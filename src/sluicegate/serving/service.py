@@ -245,6 +245,13 @@ if CONFIG is not None:
     CLASSES = LABELS.get("classes", (CONFIG.get("metadata") or {}).get("classes"))
     LABEL_SCHEMA = LabelSchema(CONFIG["task"], LABELS.get("target"),
                                tuple(CLASSES) if CLASSES is not None else None, ID_COLUMN, VERSION)
+    # "onnx": the pipeline's ONNX graph answers (it passed parity at packaging), "native": the pickled pipeline
+    RUNTIME = (CONFIG.get("runtime") or {}).get("name", "native")
+    # The ONNX graph answers one row in tens of microseconds, so its API skips adaptive batching (whose
+    # dispatcher wait and thread hop cost more than the model) and runs on the event loop; the native
+    # pipeline (milliseconds per call, mostly fixed cost) keeps adaptive batching.
+    BATCHING = {} if RUNTIME == "onnx" else {"batchable": True, "max_batch_size": PACK["max_batch_size"],
+                                             "max_latency_ms": PACK["max_latency_ms"]}
 
     @bentoml.service(
         name=CONFIG["service_name"],
@@ -269,6 +276,17 @@ if CONFIG is not None:
                 raise RuntimeError(f"model artifact {model_file} is corrupted: sha256 {digest[:12]} "
                                    f"!= {CONFIG['model_sha256'][:12]} recorded at build time")
             self.model = joblib.load(model_file)
+            self.onnx = None
+            if RUNTIME == "onnx":
+                from sluicegate.onnx_runtime import OnnxExport, OnnxPredictor
+
+                onnx_dir = Path(stored.path_of("onnx"))
+                digest = hash_file(onnx_dir / "model.onnx") if (onnx_dir / "model.onnx").is_file() else "missing"
+                expected = CONFIG["runtime"].get("onnx_sha256") or ""
+                if digest != expected:
+                    raise RuntimeError(f"ONNX graph {onnx_dir / 'model.onnx'} is corrupted: sha256 {digest[:12]} "
+                                       f"!= {expected[:12]} recorded at build time")
+                self.onnx = OnnxPredictor(OnnxExport.load(onnx_dir), threads=1)
             self.previous = None
             self.previous_version = CONFIG.get("previous_version")
             prev_file = Path(stored.path_of("previous.pkl"))
@@ -291,7 +309,7 @@ if CONFIG is not None:
                 atexit.register(self.plog.close)
                 self.feedback_db = connect_log(path)  # its own connection: the log writer owns the other
                 register_label_schema(self.feedback_db, LABEL_SCHEMA)
-            log.info("serving %s v%s (%s)", CONFIG["project"], VERSION, CONFIG["model_tag"])
+            log.info("serving %s v%s (%s) with the %s runtime", CONFIG["project"], VERSION, CONFIG["model_tag"], RUNTIME)
 
         @bentoml.on_shutdown
         def flush_log(self) -> None:
@@ -302,13 +320,35 @@ if CONFIG is not None:
                 self.feedback_db.close()
                 self.feedback_db = None
 
-        def _score(self, records: list, method: str) -> list[dict]:
+        def _answer(self, endpoint: str, records: list) -> list[dict]:
+            """Score validated records, give each answer an id, and log them (each record dumped once)."""
             if not records:
                 return []
-            outputs = self._score_rows(records, method)
+            rows = [r.model_dump(mode="json", by_alias=True) for r in records]
+            outputs = self._score_onnx(rows, endpoint) if self.onnx is not None else None
+            if outputs is None:
+                outputs = self._score_rows(rows, endpoint)
             for o in outputs:
                 o["prediction_id"] = str(uuid.uuid4())
+            self._log(endpoint, records, rows, outputs)
             return outputs
+
+        def _score_onnx(self, rows: list[dict], method: str) -> Optional[list[dict]]:
+            """The graph's answers as the native path formats them; None (score natively) when it fails."""
+            try:
+                if method == "predict":
+                    return [{"prediction": v, "model_version": VERSION, "fallback": False}
+                            for v in self.onnx.predict(rows)]
+                out = []
+                for probs in self.onnx.predict_proba(rows):
+                    best = max(probs, key=probs.get)  # the first of tied classes, as the native path
+                    out.append({"probabilities": {str(k): p for k, p in probs.items()}, "prediction": best,
+                                "model_version": VERSION, "fallback": False})
+                return out
+            except Exception as exc:
+                log.warning("v%s ONNX runtime failed on %d records (%s: %s); scoring natively",
+                            VERSION, len(rows), type(exc).__name__, exc)
+                return None
 
         def _score_rows(self, records: list, method: str) -> list[dict]:
             frame = records_frame(records, SCHEMA)
@@ -356,13 +396,12 @@ if CONFIG is not None:
                      "prediction": classes[max(range(len(row)), key=lambda i: row[i])],
                      "model_version": version, "fallback": fallback} for row in values]
 
-        def _log(self, endpoint: str, records: list, outputs: list[dict]) -> None:
+        def _log(self, endpoint: str, records: list, rows: list[dict], outputs: list[dict]) -> None:
             if self.plog is None:
                 return
             now = time.time()
             events = []
-            for r, o in zip(records, outputs):
-                inputs = r.model_dump(mode="json", by_alias=True)
+            for r, inputs, o in zip(records, rows, outputs):
                 events.append(PredictionEvent(
                     now, CONFIG["project"], o.get("model_version", VERSION), endpoint,
                     "error" if o.get("error") else ("fallback" if o.get("fallback") else "model"),
@@ -370,21 +409,35 @@ if CONFIG is not None:
                     getattr(r, "_traffic", "live"), id_text(inputs.get(ID_COLUMN)) if ID_COLUMN else None))
             self.plog.record(events)
 
-        @bentoml.api(batchable=True, max_batch_size=PACK["max_batch_size"], max_latency_ms=PACK["max_latency_ms"])
-        def predict(self, records: list[Record], /) -> list[Prediction]:  # type: ignore[valid-type]
-            """Predict one value per record. Body: a JSON list of records."""
-            outputs = self._score(records, "predict")
-            self._log("predict", records, outputs)
-            return [Prediction(**o) for o in outputs]
+        if RUNTIME == "onnx":
 
-        if IS_CLASSIFIER:
+            @bentoml.api
+            async def predict(self, records: list[Record], /) -> list[Prediction]:  # type: ignore[valid-type]
+                """Predict one value per record. Body: a JSON list of records."""
+                return [Prediction(**o) for o in self._answer("predict", records)]
 
-            @bentoml.api(batchable=True, max_batch_size=PACK["max_batch_size"], max_latency_ms=PACK["max_latency_ms"])
+        else:
+
+            @bentoml.api(**BATCHING)
+            def predict(self, records: list[Record], /) -> list[Prediction]:  # type: ignore[valid-type]
+                """Predict one value per record. Body: a JSON list of records."""
+                return [Prediction(**o) for o in self._answer("predict", records)]
+
+        if IS_CLASSIFIER and RUNTIME == "onnx":
+
+            @bentoml.api
+            async def predict_proba(self, records: list[Record], /) -> list[Probabilities]:  # type: ignore[valid-type]
+                """Class probabilities per record. Body: a JSON list of records."""
+                return [Probabilities(**{k: v for k, v in o.items() if k != "prediction"})
+                        for o in self._answer("predict_proba", records)]
+
+        elif IS_CLASSIFIER:
+
+            @bentoml.api(**BATCHING)
             def predict_proba(self, records: list[Record], /) -> list[Probabilities]:  # type: ignore[valid-type]
                 """Class probabilities per record. Body: a JSON list of records."""
-                outputs = self._score(records, "predict_proba")
-                self._log("predict_proba", records, outputs)
-                return [Probabilities(**{k: v for k, v in o.items() if k != "prediction"}) for o in outputs]
+                return [Probabilities(**{k: v for k, v in o.items() if k != "prediction"})
+                        for o in self._answer("predict_proba", records)]
 
         @bentoml.api(route="/feedback")
         def feedback(self, items: Any, /) -> dict:

@@ -462,7 +462,7 @@ def _canary_payload(model: Any, canary: pd.DataFrame, task: str, predictor: Any 
 
 def _bento_requirements(model: Any = None, onnx: bool = False) -> list[str]:
     pins = pip_requirements(model)
-    for name in ("joblib", "pydantic") + (("onnxruntime",) if onnx else ()):
+    for name in ("joblib", "pydantic", "orjson") + (("onnxruntime",) if onnx else ()):
         try:
             from importlib import metadata as md
 

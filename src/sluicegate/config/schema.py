@@ -344,6 +344,8 @@ class PackagingConfig(StrictModel):
     fallback: Literal["none", "previous", "constant"] = "none"
     fallback_value: float | int | str | None = None
     log_predictions: bool = True
+    access_log: bool = Field(default=False, description="BentoML's access log line per request in the server "
+                             "log (the prediction log keeps every answer; errors are logged either way)")
     runtime: Literal["auto", "onnx", "native"] = Field(
         default="auto", description="what scores requests: auto (the ONNX graph where it passed parity with the "
         "native pipeline on the holdout, else native), onnx (refuse to package without a passing graph), native")

@@ -7,7 +7,7 @@ Servers, each one process (plus BentoML's own) on loopback, all scoring the same
                 record model as the Bento, then `OnnxPredictor.predict(records)`; no prediction log
 - fastapi-native  the same with `records_frame` + the pickled pipeline
 - bento-onnx / bento-native   `bentoml serve` of the packaged Bento (packaging.runtime onnx / native),
-                prediction log on
+                prediction log on; bento-onnx-nolog: the same without the prediction log (what the log costs)
 - front-onnx / front-native   the deployed service (`deploy_local`, as `sluice deploy` runs it: canary,
                 then the front process on the stable port forwarding to the Bento), prediction log on;
                 after the runs, every answered live record must be in the log
@@ -43,7 +43,8 @@ from sluicegate.deploy import free_port as _free_port  # noqa: E402
 
 NUMERIC = tuple(f"x{i}" for i in range(16))
 CATEGORICAL = ("plan", "region", "channel")
-SERVERS = ("echo", "fastapi-onnx", "fastapi-native", "bento-onnx", "bento-native", "front-onnx", "front-native")
+SERVERS = ("echo", "fastapi-onnx", "fastapi-native", "bento-onnx", "bento-onnx-nolog", "bento-native", "front-onnx",
+           "front-native")
 SCENARIOS = ((1, 1), (1, 100), (32, 1), (32, 100))  # (concurrency, records per request)
 PROJECT = "bench"
 GOAL_P50_MS = 2.0
@@ -276,9 +277,9 @@ def prepare(workdir: Path, model_kind: str) -> dict:
     bentos, homes = {}, {}
     for name in SERVERS:
         homes[name] = load_settings({"SLUICE_HOME": str(workdir / name), "BENTOML_HOME": str(workdir / "bentoml")})
-    for runtime in ("onnx", "native"):
+    for runtime in ("onnx", "native", "onnx-nolog"):
         # packaging defaults (adaptive batching for native, prediction log on) but the runtime
-        packaging = PackagingConfig(runtime=runtime)
+        packaging = PackagingConfig(runtime=runtime.split("-")[0], log_predictions=not runtime.endswith("nolog"))
         bentos[runtime] = build_bento(PackageInputs(record, model, None, schema, X.tail(5).reset_index(drop=True),
                                                     "2026-01-01T00:00:00+00:00", onnx=status),
                                       packaging, DeployConfig(canary_rows=5), task, homes[f"bento-{runtime}"])
@@ -314,7 +315,7 @@ class Served:
     def __enter__(self) -> "Served":
         from sluicegate.deploy.processes import serve_env
 
-        kind, _, runtime = self.name.partition("-")
+        kind, _, runtime = self.name.partition("-")  # runtime: onnx, native or onnx-nolog
         me = str(Path(__file__).resolve())
         log = self.workdir / f"{self.name}.log"
         if kind == "echo":
@@ -353,7 +354,7 @@ class Served:
 
     def log_complete(self) -> tuple[int, int] | None:
         """(answered live records, records in the prediction log) once the log caught up (10 s at most)."""
-        if not self.name.startswith(("bento", "front")):
+        if not self.name.startswith(("bento", "front")) or self.name.endswith("nolog"):
             return None
         deadline = time.monotonic() + 10
         while True:

@@ -119,6 +119,11 @@ def test_packaging_stores_the_export_and_parity_report_with_the_version(registry
     assert parity["passed"] and parity["rows"] == 150  # the version's test split
     assert tracker.client.get_run(rec.run_id).data.tags["sluice.onnx"] == "ok"
     assert good.runtime == "onnx"
+    from sluicegate.packaging import canary_data
+
+    # the canary's expected answers come from the runtime that serves (it replays against the served endpoint)
+    assert canary_data(good, registry["settings"])["runtime"] == "onnx"
+    assert canary_data(bad, registry["settings"])["runtime"] == "native"
     stored = Path(registry["settings"].bentoml_home) / "models" / good.model_tag.replace(":", "/") / "onnx"
     assert (stored / "model.onnx").is_file() and (stored / "parity.json").is_file()
     # packaging again reads the stored export back instead of exporting anew

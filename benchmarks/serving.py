@@ -1,10 +1,24 @@
-"""Serving latency and throughput: the Bento vs a minimal FastAPI + uvicorn app vs a bare http.server floor.
+"""Serving latency and throughput through the path a user gets, from the loopback floor to the deployed front.
 
-All three serve the same fitted pipeline (16 numeric + 3 categorical columns, XGBoost 100 trees,
-n_jobs=1) on loopback, one worker process each. The FastAPI app validates with the same generated
-pydantic record model as the Bento; the raw floor does no validation (json.loads + DataFrame +
-predict). The load generator is a minimal asyncio HTTP/1.1 client with keep-alive connections.
-Each scenario is bounded in time and in requests. Run: `.venv/bin/python benchmarks/serving.py`.
+Servers, each one process (plus BentoML's own) on loopback, all scoring the same fitted pipeline:
+
+- echo          a raw asyncio HTTP/1.1 server answering a fixed body, no JSON parsing: the floor
+- fastapi-onnx  minimal FastAPI + uvicorn (httptools, uvloop when installed): the same generated pydantic
+                record model as the Bento, then `OnnxPredictor.predict(records)`; no prediction log
+- fastapi-native  the same with `records_frame` + the pickled pipeline
+- bento-onnx / bento-native   `bentoml serve` of the packaged Bento (packaging.runtime onnx / native),
+                prediction log on; bento-onnx-nolog: the same without the prediction log (what the log costs)
+- front-onnx / front-native   the deployed service (`deploy_local`, as `sluice deploy` runs it: canary,
+                then the front process on the stable port forwarding to the Bento), prediction log on;
+                after the runs, every answered live record must be in the log
+
+Scenarios: one record and 100 records per request, at concurrency 1 and 32, bounded in time and in
+requests. The load generator is a minimal asyncio HTTP/1.1 client (uvloop when installed) with
+keep-alive connections, in this process: on a 2-core machine it competes with the server for CPU, as
+any client on the same machine would. The load average is printed with the figures.
+Then batch scoring (`scoring.score_frame`) rows/s through the graph and natively.
+
+Run: `.venv/bin/python benchmarks/serving.py [--servers echo,fastapi-onnx,...] [--seconds 4]`.
 
 `--shadow-overhead` runs only `shadow_overhead()`: the champion's p50 through the front at c=1
 with prediction logging on, plain forwarding vs mirroring 100% of requests to a shadow candidate.
@@ -23,45 +37,58 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from sluicegate.deploy import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from sluicegate.deploy import free_port as _free_port  # noqa: E402
+
 NUMERIC = tuple(f"x{i}" for i in range(16))
 CATEGORICAL = ("plan", "region", "channel")
+SERVERS = ("echo", "fastapi-onnx", "fastapi-native", "bento-onnx", "bento-onnx-nolog", "bento-native", "front-onnx",
+           "front-native")
+SCENARIOS = ((1, 1), (1, 100), (32, 1), (32, 100))  # (concurrency, records per request)
+PROJECT = "bench"
+GOAL_P50_MS = 2.0
+GOAL_RPS = 2000.0
+GOAL_RATIO = 1.5
 
 
 # ---------------------------------------------------------------- the servers under test
 def _load(workdir: Path):
     import joblib
 
+    from sluicegate.onnx_runtime import OnnxExport, OnnxPredictor
     from sluicegate.serving.schema import FeatureSchema
 
     model = joblib.load(workdir / "model.pkl")
     schema = FeatureSchema.from_dict(json.loads((workdir / "schema.json").read_text()))
-    return model, schema
+    return model, schema, OnnxPredictor(OnnxExport.load(workdir / "onnx"), threads=1)
 
 
-def run_fastapi(workdir: Path, port: int) -> None:
+def run_fastapi(workdir: Path, port: int, runtime: str) -> None:
     import uvicorn
     from fastapi import FastAPI
 
     from sluicegate.serving.schema import record_model, records_frame
 
-    model, schema = _load(workdir)
+    model, schema, predictor = _load(workdir)
     Record = record_model(schema)
     app = FastAPI()
 
-    def predict(records):
-        frame = records_frame(records, schema)
-        return [{"prediction": int(v)} for v in model.predict(frame)]
+    if runtime == "onnx":
+        async def predict(records):
+            rows = [r.model_dump(mode="json", by_alias=True) for r in records]
+            return [{"prediction": v} for v in predictor.predict(rows)]
+    else:
+        def predict(records):  # sync: FastAPI runs it in its thread pool, as BentoML does
+            frame = records_frame(records, schema)
+            return [{"prediction": v} for v in model.predict(frame).tolist()]
 
     # real annotations (this module has postponed ones): FastAPI reads the body type from them
     predict.__annotations__ = {"records": list[Record], "return": list[dict]}
     app.post("/predict")(predict)
-
     uvicorn.run(app, host="127.0.0.1", port=port, http="httptools", loop=_uvicorn_loop(), log_level="warning",
                 access_log=False)
 
@@ -75,66 +102,75 @@ def _uvicorn_loop() -> str:
         return "asyncio"
 
 
-def run_raw(workdir: Path, port: int) -> None:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+def run_echo(port: int) -> None:
+    """Reads each request (head, then content-length bytes) and answers a fixed JSON body."""
+    body = b'[{"prediction":0}]'
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
 
-    import pandas as pd
-
-    model, schema = _load(workdir)
-    columns = schema.columns
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out in separate writes
-
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            frame = pd.DataFrame(json.loads(body), columns=columns)
-            out = json.dumps([{"prediction": int(v)} for v in model.predict(frame)]).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args):
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                writer.write(answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        finally:
+            writer.close()
 
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer.request_queue_size = 256  # the default backlog of 5 resets connections at c=32
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    _run(main())
+
+
+def _run(coro) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
 
 
 # ---------------------------------------------------------------- load generator
 async def _worker(port: int, body: bytes, stop_at: float, budget: list[int], latencies: list[float],
                   errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (f"POST /predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n\r\n").encode()
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    request = (f"POST /predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+               f"content-length: {len(body)}\r\n\r\n").encode() + body
     try:
         while time.perf_counter() < stop_at and budget[0] > 0:
             budget[0] -= 1
             start = time.perf_counter()
-            writer.write(head + body)
-            await writer.drain()
-            status = await reader.readline()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
             length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
             await reader.readexactly(length)
-            if b" 200 " in status:
+            if head.startswith(b"HTTP/1.1 200 "):
                 latencies.append(time.perf_counter() - start)
-            elif b" 503 " in status:  # BentoML sheds load when the batch queue would exceed max_latency_ms
+            elif head.startswith(b"HTTP/1.1 503 "):  # adaptive batching sheds load past max_latency_ms
                 errors.append(503)
                 await asyncio.sleep(0.05)
             else:
-                raise RuntimeError(f"server answered {status!r}")
+                raise RuntimeError(f"server answered {head[:200]!r}")
     finally:
         writer.close()
 
 
 def load(port: int, body: bytes, concurrency: int, seconds: float, max_requests: int) -> dict:
+    """Closed-loop load: `concurrency` connections, each sending the next request when answered."""
     errors: list[int] = []
 
     async def main() -> tuple[list[float], float]:
@@ -145,17 +181,21 @@ def load(port: int, body: bytes, concurrency: int, seconds: float, max_requests:
                                for _ in range(concurrency)))
         return latencies, time.perf_counter() - start
 
-    latencies, elapsed = asyncio.run(main())
+    try:
+        import uvloop
+
+        latencies, elapsed = uvloop.run(main())
+    except ImportError:
+        latencies, elapsed = asyncio.run(main())
     latencies.sort()
     n = len(latencies)
-    return {"requests": n, "p50_ms": 1000 * latencies[n // 2], "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))],
+    return {"requests": n, "p50_ms": 1000 * latencies[n // 2] if n else float("nan"),
+            "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))] if n else float("nan"),
             "rps": n / elapsed, "shed": len(errors)}
 
 
 # ---------------------------------------------------------------- orchestration
-
-
-def _wait(port: int, path: str | None, deadline_s: float = 120) -> None:
+def _wait(port: int, path: str | None, deadline_s: float = 180) -> None:
     import httpx
 
     end = time.monotonic() + deadline_s
@@ -172,53 +212,182 @@ def _wait(port: int, path: str | None, deadline_s: float = 120) -> None:
     raise RuntimeError(f"server on {port} not ready")
 
 
-def _start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _start(cmd: list[str], env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+        proc.wait(30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def prepare(workdir: Path, log_predictions: bool = False):
-    """Fit the model, write it for the baselines, and build the Bento."""
-    import joblib
+def fit(model_kind: str):
+    """The pipeline on 5,000 wide rows (16 numeric, 3 categorical), its schema and its ONNX export."""
     from sklearn.pipeline import Pipeline
-    from xgboost import XGBClassifier
 
     from benchmarks._common import wide_frame
-    from sluicegate.config import DeployConfig, FeaturesConfig, PackagingConfig
+    from sluicegate.config import FeaturesConfig
     from sluicegate.features import FeatureColumns, FeaturePipeline, build_preprocessor
-    from sluicegate.packaging import PackageInputs, build_bento
     from sluicegate.serving.schema import infer_feature_schema
-    from sluicegate.settings import load_settings
-    from sluicegate.tracking import ModelRecord
 
     frame = wide_frame(5000)
     cols = FeatureColumns(NUMERIC, CATEGORICAL, ())
     spec = FeaturesConfig(numeric={"columns": list(NUMERIC)}, categorical={"columns": list(CATEGORICAL)})
     X = frame[[*NUMERIC, *CATEGORICAL]]
     features = FeaturePipeline(build_preprocessor(spec, cols).fit(X), cols)
-    est = XGBClassifier(n_estimators=100, max_depth=4, n_jobs=1, random_state=0)
-    model = Pipeline([("features", features), ("model", est)]).fit(X, frame["churned"])
-    schema = infer_feature_schema(frame, NUMERIC, CATEGORICAL)
+    if model_kind == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        est, task, y = LogisticRegression(max_iter=500), "classification", frame["churned"]
+    elif model_kind == "ridge":
+        from sklearn.linear_model import Ridge
+
+        est, task, y = Ridge(), "regression", frame["x0"] * 3 + frame["x2"]
+    else:
+        from xgboost import XGBClassifier
+
+        est, task, y = XGBClassifier(n_estimators=100, max_depth=4, n_jobs=1, random_state=0), "classification", \
+            frame["churned"]
+    model = Pipeline([("features", features), ("model", est)]).fit(X, y)
+    return model, infer_feature_schema(frame, NUMERIC, CATEGORICAL), X, task
+
+
+def prepare(workdir: Path, model_kind: str) -> dict:
+    """Fit, export to ONNX with a parity check, write the baselines' files, build both Bentos."""
+    import joblib
+
+    from sluicegate.config import DeployConfig, PackagingConfig
+    from sluicegate.onnx_export import check_parity, export_onnx
+    from sluicegate.packaging import OnnxStatus, PackageInputs, build_bento
+    from sluicegate.settings import load_settings
+    from sluicegate.tracking import ModelRecord
+
+    model, schema, X, task = fit(model_kind)
+    export = export_onnx(model, X.head(8), task)
+    parity = check_parity(model, export, X.tail(2000), task)
+    assert parity.passed, parity.to_dict()
+    export.save(workdir / "onnx")
     joblib.dump(model, workdir / "model.pkl")
     (workdir / "schema.json").write_text(json.dumps(schema.to_dict()))
-    settings = load_settings({"SLUICE_HOME": str(workdir / "home"), "BENTOML_HOME": str(workdir / "bentoml")})
-    record = ModelRecord("bench", "1", "bench-run", "models:/bench/1", {}, {})
-    packaging = PackagingConfig(max_batch_size=1000, max_latency_ms=1000, log_predictions=log_predictions)
-    bento = build_bento(PackageInputs(record, model, None, schema, X.tail(5), "2026-01-01T00:00:00+00:00"),
-                        packaging, DeployConfig(), "classification", settings)
+    status = OnnxStatus("ok", None, str(workdir / "onnx"), parity.to_dict())
+    record = ModelRecord(PROJECT, "1", "bench-run", f"models:/{PROJECT}/1", {}, {})
+    bentos, homes = {}, {}
+    for name in SERVERS:
+        homes[name] = load_settings({"SLUICE_HOME": str(workdir / name), "BENTOML_HOME": str(workdir / "bentoml")})
+    for runtime in ("onnx", "native", "onnx-nolog"):
+        # packaging defaults (adaptive batching for native, prediction log on) but the runtime
+        packaging = PackagingConfig(runtime=runtime.split("-")[0], log_predictions=not runtime.endswith("nolog"))
+        bentos[runtime] = build_bento(PackageInputs(record, model, None, schema, X.tail(5).reset_index(drop=True),
+                                                    "2026-01-01T00:00:00+00:00", onnx=status),
+                                      packaging, DeployConfig(canary_rows=5), task, homes[f"bento-{runtime}"])
     rows = json.loads(X.head(100).to_json(orient="records"))
-    return bento, settings, rows
+    return {"model": model, "task": task, "X": X, "bentos": bentos, "homes": homes, "rows": rows,
+            "parity": parity}
+
+
+def _logged_live_rows(settings, since: float) -> int:
+    from sluicegate.serving.predlog import connect_log, log_path
+
+    path = log_path(settings.home, PROJECT)
+    if not path.exists():
+        return 0
+    conn = connect_log(path)
+    try:
+        return conn.execute("SELECT count(*) FROM predictions WHERE traffic = 'live' AND ts >= ?", (since,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+class Served:
+    """One server under test: started, its port, how many live records it answered, stopped."""
+
+    def __init__(self, name: str, workdir: Path, prep: dict):
+        self.name, self.workdir, self.prep = name, workdir, prep
+        self.proc: subprocess.Popen | None = None
+        self.port = _free_port()
+        self.answered_rows = 0
+        self.started_at = time.time()
+        self.settings = prep["homes"][name]
+
+    def __enter__(self) -> "Served":
+        from sluicegate.deploy.processes import serve_env
+
+        kind, _, runtime = self.name.partition("-")  # runtime: onnx, native or onnx-nolog
+        me = str(Path(__file__).resolve())
+        log = self.workdir / f"{self.name}.log"
+        if kind == "echo":
+            self.proc = _start([sys.executable, me, "--role", "echo", "--port", str(self.port)], log=log)
+            _wait(self.port, None)
+        elif kind == "fastapi":
+            self.proc = _start([sys.executable, me, "--role", "fastapi", "--runtime", runtime, "--workdir",
+                                str(self.workdir), "--port", str(self.port)], log=log)
+            _wait(self.port, None)
+        elif kind == "bento":
+            bento = self.prep["bentos"][runtime]
+            self.proc = _start([sys.executable, "-m", "bentoml", "serve", bento.bento_tag, "--host", "127.0.0.1",
+                                "--port", str(self.port)], env=serve_env(self.settings), log=log)
+            _wait(self.port, "/readyz")
+        else:  # the deployed service, as `sluice deploy` leaves it: front process + canaried Bento
+            from sluicegate.config import DeployConfig, PackagingConfig
+            from sluicegate.deploy import deploy_local
+
+            spec = DeployConfig(port=self.port, canary_rows=5, readiness_timeout_s=180)
+            deploy_local(self.prep["bentos"][runtime], spec, PackagingConfig(runtime=runtime), self.settings)
+        self.started_at = time.time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+        elif self.name.startswith("front"):
+            from sluicegate.deploy import stop_local
+
+            stop_local(self.settings, PROJECT)
+
+    def run(self, body: bytes, rows: int, conc: int, seconds: float, max_requests: int) -> dict:
+        r = load(self.port, body, conc, seconds, max_requests)
+        self.answered_rows += r["requests"] * rows
+        return r
+
+    def log_complete(self) -> tuple[int, int] | None:
+        """(answered live records, records in the prediction log) once the log caught up (10 s at most)."""
+        if not self.name.startswith(("bento", "front")) or self.name.endswith("nolog"):
+            return None
+        deadline = time.monotonic() + 10
+        while True:
+            logged = _logged_live_rows(self.settings, self.started_at - 1)
+            if logged >= self.answered_rows or time.monotonic() > deadline:
+                return self.answered_rows, logged
+            time.sleep(0.2)
+
+
+def batch_scoring(prep: dict, rows: int = 200_000) -> dict[str, float]:
+    """rows/s of `score_frame` (what `sluice predict` and each partition run) through the graph and natively."""
+    import pandas as pd
+
+    from sluicegate.onnx_runtime import OnnxExport, OnnxPredictor
+    from sluicegate.scoring import score_frame
+
+    X = prep["X"]
+    frame = pd.concat([X] * (rows // len(X) + 1), ignore_index=True).head(rows)
+    out = {}
+    for name, predictor in (("onnx", OnnxPredictor(OnnxExport.load(Path(prep["workdir"]) / "onnx"),
+                                                   threads=os.cpu_count() or 1)), ("native", None)):
+        start = time.perf_counter()
+        score_frame(prep["model"], frame, "1", "fp", prep["task"], predictor)
+        out[name] = rows / (time.perf_counter() - start)
+    return out
 
 
 # ---------------------------------------------------------------- shadow mirroring through the front
-def shadow_overhead(seconds: float = 4.0, rounds: int = 3, max_requests: int = 5000) -> dict:
+def shadow_overhead(seconds: float = 4.0, rounds: int = 3, max_requests: int = 5000,
+                    model_kind: str = "logistic") -> dict:
     """The champion's p50 through the front at c=1 (one row, prediction logging on): plain forwarding
     (`deploy.strategy: direct`) vs shadow mirroring of 100% of live requests to a candidate.
 
@@ -235,7 +404,8 @@ def shadow_overhead(seconds: float = 4.0, rounds: int = 3, max_requests: int = 5
 
     workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-shadow-"))
     print(f"workdir {workdir}", flush=True)
-    bento, settings, rows = prepare(workdir, log_predictions=True)
+    prep = prepare(workdir, model_kind)
+    bento, settings, rows = prep["bentos"]["onnx"], prep["homes"]["bento-onnx"], prep["rows"]  # log on
     env = {**os.environ, **bentoml_env(settings), "SLUICE_HOME": str(settings.home)}
     ports = {side: _free_port() for side in ("champion", "candidate", "front")}
     folder = workdir / "front"
@@ -289,61 +459,97 @@ def shadow_overhead(seconds: float = 4.0, rounds: int = 3, max_requests: int = 5
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="time per scenario")
-    parser.add_argument("--max-requests", type=int, default=20000, help="request cap per scenario")
-    parser.add_argument("--role", choices=["fastapi", "raw"], help=argparse.SUPPRESS)
+    parser.add_argument("--max-requests", type=int, default=40000, help="request cap per scenario")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, of: " + ", ".join(SERVERS))
+    parser.add_argument("--model", choices=["logistic", "ridge", "xgboost"], default="logistic")
+    parser.add_argument("--no-batch", action="store_true", help="skip the batch scoring figures")
+    parser.add_argument("--role", choices=["fastapi", "echo"], help=argparse.SUPPRESS)
+    parser.add_argument("--runtime", choices=["onnx", "native"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--shadow-overhead", action="store_true",
                         help="only measure shadow mirroring through the front (see shadow_overhead)")
     args = parser.parse_args(argv)
     if args.shadow_overhead:
-        shadow_overhead(args.seconds)
+        shadow_overhead(args.seconds, model_kind=args.model)
         return 0
     if args.role == "fastapi":
-        run_fastapi(args.workdir, args.port)
+        run_fastapi(args.workdir, args.port, args.runtime)
         return 0
-    if args.role == "raw":
-        run_raw(args.workdir, args.port)
+    if args.role == "echo":
+        run_echo(args.port)
         return 0
 
+    servers = [s for s in args.servers.split(",") if s]
+    unknown = set(servers) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-serving-"))
-    print(f"workdir {workdir}", flush=True)
-    bento, settings, rows = prepare(workdir)
-    from sluicegate.packaging import bentoml_env
-
-    servers: dict[str, tuple[list[str], dict | None, str | None]] = {}
-    ports = {name: _free_port() for name in ("bento", "fastapi", "raw")}
-    env = {**os.environ, **bentoml_env(settings), "SLUICE_HOME": str(settings.home)}
-    servers["bento"] = ([sys.executable, "-m", "bentoml", "serve", bento.bento_tag, "--host", "127.0.0.1",
-                         "--port", str(ports["bento"])], env, "/readyz")
-    for role in ("fastapi", "raw"):
-        servers[role] = ([sys.executable, str(Path(__file__).resolve()), "--role", role, "--workdir", str(workdir),
-                          "--port", str(ports[role])], None, None)
-    scenarios = [(1, 1), (1, 100), (32, 1), (32, 100)]
+    os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+    print(f"workdir {workdir}; model {args.model}; load average at start {os.getloadavg()}", flush=True)
+    prep = prepare(workdir, args.model)
+    prep["workdir"] = str(workdir)
+    print(f"parity on 2,000 rows: max difference {prep['parity'].max_abs_diff:.2g} (limit {prep['parity'].limit:.2g})",
+          flush=True)
     results: dict[tuple[str, int, int], dict] = {}
-    for name, (cmd, env_, ready) in servers.items():
-        proc = _start(cmd, env_)
-        try:
-            _wait(ports[name], ready)
-            for conc, batch in scenarios:
-                body = json.dumps(rows[:batch]).encode()
-                load(ports[name], body, conc, 1.0, 2000)  # warm-up (bounded)
-                results[(name, conc, batch)] = r = load(ports[name], body, conc, args.seconds, args.max_requests)
-                print(f"{name:8s} c={conc:<3d} rows={batch:<4d} p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-                      f"{r['rps']:8.1f} req/s  ({r['requests']} ok, {r['shed']} shed with 503)", flush=True)
-        finally:
-            _stop(proc)
+    logs: dict[str, tuple[int, int] | None] = {}
+    for name in servers:
+        with Served(name, workdir, prep) as served:
+            for conc, batch in SCENARIOS:
+                body = json.dumps(prep["rows"][:batch]).encode()
+                served.run(body, batch, conc, 1.0, 2000)  # warm-up (bounded)
+                results[(name, conc, batch)] = r = served.run(body, batch, conc, args.seconds, args.max_requests)
+                print(f"{name:15s} c={conc:<3d} rows={batch:<4d} p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.2f} ms  "
+                      f"{r['rps']:8.1f} req/s  ({r['requests']} ok, {r['shed']} shed with 503)  "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+            logs[name] = served.log_complete()
+            if logs[name] is not None:
+                answered, logged = logs[name]
+                print(f"{name:15s} prediction log: {logged} of {answered} answered live records", flush=True)
+    # the shadow mirroring overhead through the front: `shadow_overhead()` (--shadow-overhead)
     print(f"\nbaseline: FastAPI {__import__('fastapi').__version__} + uvicorn {__import__('uvicorn').__version__} "
-          f"(http=httptools, loop={_uvicorn_loop()}), 1 worker; raw floor: http.server ThreadingHTTPServer")
-    print("ratios (Bento / FastAPI):")
-    for conc, batch in scenarios:
-        b, f = results[("bento", conc, batch)], results[("fastapi", conc, batch)]
-        print(f"  c={conc:<3d} rows={batch:<4d} p50 {b['p50_ms'] / f['p50_ms']:.2f}x  throughput {b['rps'] / f['rps']:.2f}x")
-    p50 = results[("bento", 1, 1)]["p50_ms"] / results[("fastapi", 1, 1)]["p50_ms"]
-    thr = results[("bento", 32, 1)]["rps"] / results[("fastapi", 32, 1)]["rps"]
-    print(f"goal p50 at c=1 <= 1.5x FastAPI: {p50:.2f}x -> {'met' if p50 <= 1.5 else 'NOT met'}")
-    print(f"goal throughput at c=32 (1 row) >= 1.5x FastAPI: {thr:.2f}x -> {'met' if thr >= 1.5 else 'NOT met'}")
+          f"(http=httptools, loop={_uvicorn_loop()}), 1 worker; floor: asyncio HTTP/1.1 echo server")
+    print(f"load average now {os.getloadavg()} on {os.cpu_count()} cores")
+    report_goals(results, logs)
+    if not args.no_batch:
+        rates = batch_scoring(prep)
+        print(f"batch scoring (score_frame, 200,000 rows): onnx {rates['onnx']:,.0f} rows/s, native "
+              f"{rates['native']:,.0f} rows/s ({rates['onnx'] / rates['native']:.1f}x)")
     return 0
+
+
+def report_goals(results: dict, logs: dict) -> None:
+    def get(name, conc, batch):
+        return results.get((name, conc, batch))
+
+    for runtime in ("onnx", "native"):
+        for via in ("bento", "front"):
+            name = f"{via}-{runtime}"
+            for conc, batch in SCENARIOS:
+                mine, theirs = get(name, conc, batch), get(f"fastapi-{runtime}", conc, batch)
+                if mine and theirs:
+                    print(f"  {name:13s} / fastapi-{runtime:6s} c={conc:<3d} rows={batch:<4d} "
+                          f"p50 {mine['p50_ms'] / theirs['p50_ms']:.2f}x  throughput {mine['rps'] / theirs['rps']:.2f}x")
+    front = get("front-onnx", 1, 1)
+    if front:
+        print(f"goal one-row p50 through the front <= {GOAL_P50_MS} ms: {front['p50_ms']:.2f} ms -> "
+              f"{'met' if front['p50_ms'] <= GOAL_P50_MS else 'NOT met'}")
+    front32 = get("front-onnx", 32, 1)
+    if front32:
+        answered, logged = logs.get("front-onnx") or (0, 0)
+        ok = front32["rps"] >= GOAL_RPS and logged >= answered
+        print(f"goal >= {GOAL_RPS:.0f} req/s at c=32 through the front, every answer logged: {front32['rps']:.0f} "
+              f"req/s, {logged}/{answered} logged -> {'met' if ok else 'NOT met'}")
+    fast = get("fastapi-onnx", 1, 1)
+    if front and fast:
+        ratio = front["p50_ms"] / fast["p50_ms"]
+        print(f"goal front p50 <= {GOAL_RATIO}x minimal FastAPI on the same runtime (c=1, 1 row): {ratio:.2f}x -> "
+              f"{'met' if ratio <= GOAL_RATIO else 'NOT met'}")
+    fast32 = get("fastapi-onnx", 32, 1)
+    if front32 and fast32:
+        ratio = fast32["rps"] / front32["rps"]
+        print(f"goal front throughput within {GOAL_RATIO}x of minimal FastAPI (c=32, 1 row): FastAPI/front "
+              f"{ratio:.2f}x -> {'met' if ratio <= GOAL_RATIO else 'NOT met'}")
 
 
 if __name__ == "__main__":

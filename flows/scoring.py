@@ -14,7 +14,8 @@ from tasks.score import score_batch
 
 
 @flow(name="scoring-pipeline", log_prints=True)
-def scoring_pipeline(project: str, input_path: str, output_path: str, version: str | None = None) -> dict:
+def scoring_pipeline(project: str, input_path: str, output_path: str, version: str | None = None,
+                     runtime: str = "auto") -> dict:
     """Score a CSV or Parquet file with the project's champion model.
 
     The output keeps every input column and adds `prediction` (and `proba_<class>` for
@@ -26,7 +27,8 @@ def scoring_pipeline(project: str, input_path: str, output_path: str, version: s
         input_path: a .csv or .parquet file.
         output_path: where to write the scored rows (.csv or .parquet).
         version: a registered version to use instead of the champion.
+        runtime: auto (the version's ONNX graph where it passed parity at packaging, as served), onnx or native.
     """
-    result = score_batch(project, input_path, output_path, version)
-    return {"project": project, "rows": result.rows, "model_version": result.model_version,
+    result = score_batch(project, input_path, output_path, version, runtime)
+    return {"project": project, "rows": result.rows, "model_version": result.model_version, "runtime": result.runtime,
             "input_fingerprint": result.input_fingerprint, "output_path": result.output_path}

@@ -37,8 +37,10 @@ def register_candidate(
     params = {"model.kind": trained.kind, **{f"model.{k}": v for k, v in trained.params.items()},
               "fit_seconds": round(trained.fit_seconds, 3), **trained.extra}
     metrics = {**report.flat(), **report.flat_slices()}
-    # the holdout is what the drift check compares the champion's live predictions (and importance) with
-    all_tags = {**tags, "sluice.candidate_key": key, "sluice.reason": reason or "manual", "sluice.holdout": test_path}
+    # the holdout: the drift check compares the champion's live predictions (and importance) with it,
+    # and packaging compares the ONNX export with the native pipeline on it
+    all_tags = {**tags, "sluice.candidate_key": key, "sluice.reason": reason or "manual", "sluice.holdout": test_path,
+                "sluice.test_path": test_path}
     return tr.register_candidate(project, model, example, params, metrics, all_tags, artifacts,
                             run_name=f"{project}-{trained.kind}")
 

@@ -574,14 +574,17 @@ def predict(
     input_path: Path = typer.Argument(..., help="Rows to score: .csv or .parquet."),
     output_path: Path = typer.Argument(..., help="Where to write the scored rows: .csv or .parquet."),
     version: Optional[str] = typer.Option(None, help="Score with this version instead of the champion."),
+    runtime: str = typer.Option("auto", help="auto (the version's ONNX graph where it passed parity, as served), "
+                                "onnx or native."),
 ) -> None:
     """Score a file with the champion (batch scoring flow); adds prediction, model version and input fingerprint."""
     project = resolve(project)[0]
     prepare_runtime_env()
     scoring_pipeline = load_flow(Path.cwd(), "scoring", "scoring_pipeline")
 
-    result = scoring_pipeline(project, str(input_path), str(output_path), version)
-    typer.echo(f"{project}: scored {result['rows']} rows with v{result['model_version']} -> {result['output_path']}")
+    result = scoring_pipeline(project, str(input_path), str(output_path), version, runtime)
+    typer.echo(f"{project}: scored {result['rows']} rows with v{result['model_version']} ({result['runtime']}) "
+               f"-> {result['output_path']}")
 
 
 deployments_app = typer.Typer(no_args_is_help=True, help="Prefect deployments: training, drift check, retraining on drift.")

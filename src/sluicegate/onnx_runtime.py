@@ -105,6 +105,16 @@ def _number(value: Any, column: str = "") -> float:
         raise ValueError(f"field {column!r} must be a number or null (got {value!r})") from None
 
 
+def _numbers(values: list[Any], column: str) -> np.ndarray:
+    """float64 values, None as NaN; numpy converts a whole list in C, each value checked only when it refuses."""
+    try:
+        if not any(isinstance(v, (str, bytes)) for v in values):  # numpy would parse "1.5" as a number
+            return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        pass
+    return np.fromiter((_number(v, column) for v in values), dtype=np.float64, count=len(values))
+
+
 def _category(value: Any) -> str:
     # The same coercion as the training pipeline (features._as_str): str() of the value.
     return MISSING_CATEGORY if _is_missing(value) else str(value)
@@ -167,7 +177,7 @@ class OnnxPredictor:
         parsed: dict[str, list] = {}
         for spec in self.inputs:
             if spec.kind == "numeric":
-                arr = np.fromiter((_number(r.get(spec.column), spec.column) for r in records), dtype=np.float64, count=n)
+                arr = _numbers([r.get(spec.column) for r in records], spec.column)
             elif spec.kind == "categorical":
                 arr = np.array([_category(r.get(spec.column)) for r in records], dtype=object)
             else:

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.errors import ConfigError, DeployError, RegistryError
 from sluicegate.serving.schema import FeatureSchema, apply_request_rules, infer_feature_schema
-from sluicegate.settings import Settings
+from sluicegate.settings import Settings, make_private
 from sluicegate.data import hash_file
 from sluicegate.tracking import ModelRecord, Tracker, library_versions, pip_requirements
 
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 SERVICE_FILE = "service.py"
 CONFIG_FILE = "sluice_service.json"
 CANARY_FILE = "canary.json"
+ONNX_DIR = "onnx"  # in the version's run (MLflow artifacts) and in the Bento's model folder
+PARITY_FILE = "parity.json"
+ONNX_TAG = "sluice.onnx"  # ok | failed | unsupported, on the version and its run
+ONNX_REASON_TAG = "sluice.onnx_reason"
+TEST_PATH_TAG = "sluice.test_path"  # the version's holdout split (set at registration)
+PARITY_ROWS = 5000  # holdout rows the graph is compared on when there is no test split
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class BentoResult:
     model_sha256: str
     task: str
     reused: bool = False
+    runtime: str = "native"  # what scores requests: onnx or native (see `choose_runtime`)
 
     @property
     def dockerfile(self) -> str:
@@ -59,6 +67,48 @@ class PackageInputs:
     trained_at: str
     target: str | None = None
     id_column: str | None = None
+    onnx: OnnxStatus | None = None
+
+
+@dataclass(frozen=True)
+class OnnxStatus:
+    """A version's ONNX export as stored with it: `ok` (graph passed parity), `failed` (parity did
+    not hold), `unsupported` (no converter); `folder` holds model.onnx, onnx.json, parity.json."""
+
+    status: str
+    reason: str | None
+    folder: str | None
+    parity: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.folder is not None
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What scores requests in the Bento (`onnx` or `native`), and why."""
+
+    name: str
+    reason: str
+
+
+def choose_runtime(requested: str, onnx: OnnxStatus | None) -> RuntimeChoice:
+    """`packaging.runtime` against the version's ONNX status: auto serves the graph only where parity held.
+
+    Raises:
+        DeployError: `runtime: onnx` was asked for and the version has no graph that passed parity.
+    """
+    if requested == "native":
+        return RuntimeChoice("native", "packaging.runtime: native")
+    if onnx is not None and onnx.ok:
+        rows = (onnx.parity or {}).get("rows")
+        return RuntimeChoice("onnx", f"ONNX graph matched the native pipeline on {rows} holdout rows")
+    why = "no ONNX export was made" if onnx is None else f"ONNX export {onnx.status}: {onnx.reason}"
+    if requested == "onnx":
+        raise DeployError(f"packaging.runtime: onnx, but {why}; set packaging.runtime: auto to serve the native "
+                          "pipeline instead")
+    return RuntimeChoice("native", why)
 
 
 def bentoml_env(settings: Settings) -> dict[str, str]:
@@ -91,11 +141,13 @@ def feature_frame_columns(model: Any) -> tuple[tuple[str, ...], tuple[str, ...],
 
 
 def gather_package_inputs(tracker: Tracker, project: str, version: str | None, canary_rows: int,
-                          fallback: str = "none") -> PackageInputs:
+                          fallback: str = "none", task: str = "classification", export: bool = True) -> PackageInputs:
     """Load a version (default: the champion), its training data schema and held-out canary rows.
 
     Canary rows come from the tail of the data snapshot (the rows least likely to be the first
     training rows); their offline predictions are stored in the Bento and compared at deploy.
+    With `export`, the version's ONNX export and parity report are read from the registry, or
+    made and stored there on first packaging (`prepare_onnx`).
 
     Raises:
         RegistryError: no such version, or no champion.
@@ -122,8 +174,70 @@ def gather_package_inputs(tracker: Tracker, project: str, version: str | None, c
             log.warning("%s: previous v%s not loadable (%s); packaging without fallback", project, prev_version, exc)
     run = tracker.client.get_run(record.run_id)
     trained_at = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc).isoformat()
+    onnx = None
+    if export:
+        work = Path(tempfile.mkdtemp(prefix=f"onnx-{safe_name(project)}-v{record.version}-",
+                                     dir=make_private(tracker.settings.home / "bento-build")))
+        onnx = prepare_onnx(tracker, record, model, holdout_frame(record, frame, schema.columns), task, work)
     return PackageInputs(record, model, previous, schema, canary, trained_at, record.tags.get("sluice.target"),
-                         _id_column(record, frame))
+                         _id_column(record, frame), onnx)
+
+
+def holdout_frame(record: ModelRecord, snapshot: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The rows the ONNX graph is compared on: the version's test split, else the snapshot's tail."""
+    path = record.tags.get(TEST_PATH_TAG)
+    if path and Path(path).is_file():
+        test = pd.read_parquet(path)
+        if set(columns) <= set(test.columns) and len(test):
+            return test[columns].reset_index(drop=True)
+    return snapshot[columns].tail(PARITY_ROWS).reset_index(drop=True)
+
+
+def prepare_onnx(tracker: Tracker, record: ModelRecord, model: Any, holdout: pd.DataFrame, task: str,
+                 work: Path) -> OnnxStatus:
+    """The version's ONNX export and parity report: read back when stored, else made and stored.
+
+    Stored with the version's run as `onnx/model.onnx`, `onnx/onnx.json`, `onnx/parity.json`
+    (MLflow artifacts), and as the tags `sluice.onnx` (ok | failed | unsupported) and
+    `sluice.onnx_reason` on the version and its run. A version that does not convert, or whose
+    graph disagrees with the native pipeline on the holdout, says why and is served natively.
+    """
+    status = record.tags.get(ONNX_TAG)
+    if status in ("ok", "failed", "unsupported"):
+        folder = tracker.download_version_files(record, ONNX_DIR, work)
+        if folder is not None and (status != "ok" or (folder / "model.onnx").is_file()):
+            parity = json.loads((folder / PARITY_FILE).read_text()) if (folder / PARITY_FILE).is_file() else None
+            return OnnxStatus(status, record.tags.get(ONNX_REASON_TAG) or None, str(folder), parity)
+    from sluicegate.onnx_export import check_parity, export_onnx
+
+    folder = work / ONNX_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    export = export_onnx(model, holdout.head(8), task)
+    parity = None
+    if not export.ok:
+        status, reason = "unsupported", export.reason
+        (folder / "onnx.json").write_text(json.dumps(export.to_dict(), indent=2, default=str))
+    else:
+        export.save(folder)
+        report = check_parity(model, export, holdout, task)
+        parity = report.to_dict()
+        (folder / PARITY_FILE).write_text(json.dumps(parity, indent=2, default=str))
+        status, reason = ("ok", None) if report.passed else ("failed", parity_failure(report))
+    tracker.log_version_files(record, folder, ONNX_DIR, {ONNX_TAG: status, ONNX_REASON_TAG: reason or ""})
+    log.info("%s v%s: ONNX export %s%s", record.project, record.version, status, f" ({reason})" if reason else "")
+    return OnnxStatus(status, reason, str(folder), parity)
+
+
+def parity_failure(report: Any) -> str:
+    """One line on why a graph failed parity (a `ParityReport`)."""
+    parts = []
+    if report.max_abs_diff is not None and report.max_abs_diff > report.limit:
+        parts.append(f"max |difference| {report.max_abs_diff:.3g} > limit {report.limit:.3g}")
+    unexplained = report.label_mismatches - report.near_ties
+    if unexplained > 0:
+        parts.append(f"{unexplained} labels differ")
+    what = "; ".join(parts) or "the check did not pass"
+    return f"parity failed on {report.rows} holdout rows ({report.compared}): {what}"
 
 
 def _id_column(record: ModelRecord, frame: pd.DataFrame) -> str | None:
@@ -176,8 +290,19 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
     staged = work / f"model-v{rec.version}.pkl"
     joblib.dump(inputs.model, staged)
     model_sha = hash_file(staged)
-    model_tag = f"{name}:v{rec.version}-{model_sha[:12]}"
-    canary = _canary_payload(inputs.model, inputs.canary, task)
+    runtime = choose_runtime(packaging.runtime, inputs.onnx)
+    onnx_dir = Path(inputs.onnx.folder) if inputs.onnx is not None and inputs.onnx.folder else None
+    onnx_sha = hash_file(onnx_dir / "model.onnx") if onnx_dir and (onnx_dir / "model.onnx").is_file() else None
+    # the graph is part of what the model tag names: a version re-packaged with its export is a new model
+    model_tag = f"{name}:v{rec.version}-" + (model_sha[:12] if onnx_sha is None else
+                                            hashlib.sha256((model_sha + onnx_sha).encode()).hexdigest()[:12])
+    # the canary's expected answers come from the runtime that will serve (parity compared it with native)
+    canary = _canary_payload(inputs.model, inputs.canary, task,
+                             _predictor(onnx_dir) if runtime.name == "onnx" else None)
+    onnx_meta = None if inputs.onnx is None else {
+        "status": inputs.onnx.status, "reason": inputs.onnx.reason,
+        "parity": {k: (inputs.onnx.parity or {}).get(k) for k in
+                   ("rows", "compared", "max_abs_diff", "limit", "labels_equal", "passed")} if inputs.onnx.parity else None}
     metadata = {
         "project": rec.project,
         "version": rec.version,
@@ -203,6 +328,8 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
             if inputs.previous is not None:
                 joblib.dump(inputs.previous[1], m.path_of("previous.pkl"))
             Path(m.path_of(CANARY_FILE)).write_text(json.dumps(canary))
+            if onnx_dir is not None:
+                shutil.copytree(onnx_dir, m.path_of(ONNX_DIR))
     staged.unlink(missing_ok=True)
 
     service_config = {
@@ -213,6 +340,7 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
         "model_tag": model_tag,
         "model_sha256": model_sha,
         "previous_version": metadata["previous_version"],
+        "runtime": {"name": runtime.name, "reason": runtime.reason, "onnx_sha256": onnx_sha},
         "schema": served.to_dict(),
         "host": deploy.host,
         "port": deploy.port,
@@ -225,13 +353,15 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
                                               "trained_at", "config_hash", "metrics", "feature_schema",
                                               "classes", "previous_version")},
     }
+    service_config["metadata"] |= {"runtime": runtime.name, "runtime_reason": runtime.reason, "onnx": onnx_meta}
     blob = json.dumps(service_config, sort_keys=True)
     code = _package_fingerprint()
     bento_version = f"v{rec.version}-{hashlib.sha256((blob + code).encode()).hexdigest()[:12]}"
     bento_tag = f"{name}:{bento_version}"
     try:
         existing = bentoml.bentos.get(bento_tag)
-        return BentoResult(rec.project, rec.version, bento_tag, model_tag, str(existing.path), model_sha, task, True)
+        return BentoResult(rec.project, rec.version, bento_tag, model_tag, str(existing.path), model_sha, task, True,
+                           runtime.name)
     except bentoml.exceptions.NotFound:
         pass
 
@@ -255,7 +385,7 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
             include=[SERVICE_FILE, CONFIG_FILE, "sluicegate/**"],
             labels={"project": rec.project, "model_version": rec.version},
             description=f"{rec.project} model v{rec.version} served by sluicegate",
-            python={"packages": _bento_requirements(inputs.model), "lock_packages": False},
+            python={"packages": _bento_requirements(inputs.model, runtime.name == "onnx"), "lock_packages": False},
             docker={"python_version": "3.11"},
         )
     except Exception as exc:
@@ -265,15 +395,20 @@ def build_bento(inputs: PackageInputs, packaging: PackagingConfig, deploy: Deplo
         if previous_env is not None:
             os.environ["SLUICE_SERVICE_CONFIG"] = previous_env
         shutil.rmtree(ctx, ignore_errors=True)
-    log.info("built bento %s (model %s)", bento.tag, model_tag)
-    return BentoResult(rec.project, rec.version, str(bento.tag), model_tag, str(bento.path), model_sha, task, False)
+    log.info("built bento %s (model %s, runtime %s: %s)", bento.tag, model_tag, runtime.name, runtime.reason)
+    return BentoResult(rec.project, rec.version, str(bento.tag), model_tag, str(bento.path), model_sha, task, False,
+                       runtime.name)
 
 
 def package_model(tracker: Tracker, project: str, version: str | None, packaging: PackagingConfig,
                   deploy: DeployConfig, task: str, settings: Settings) -> BentoResult:
     """Gather a version's model, schema and canary rows, and build its Bento (see `build_bento`)."""
-    inputs = gather_package_inputs(tracker, project, version, deploy.canary_rows, packaging.fallback)
-    return build_bento(inputs, packaging, deploy, task, settings)
+    inputs = gather_package_inputs(tracker, project, version, deploy.canary_rows, packaging.fallback, task)
+    try:
+        return build_bento(inputs, packaging, deploy, task, settings)
+    finally:
+        if inputs.onnx is not None and inputs.onnx.folder:
+            shutil.rmtree(Path(inputs.onnx.folder).parent, ignore_errors=True)
 
 
 def verify_model_artifact(bento: BentoResult, settings: Settings) -> Path:
@@ -308,18 +443,30 @@ def canary_data(bento: BentoResult, settings: Settings) -> dict[str, Any]:
     return json.loads(Path(model.path_of(CANARY_FILE)).read_text())
 
 
-def _canary_payload(model: Any, canary: pd.DataFrame, task: str) -> dict[str, Any]:
+def _predictor(folder: Path) -> Any:
+    from sluicegate.onnx_runtime import OnnxExport, OnnxPredictor
+
+    return OnnxPredictor(OnnxExport.load(folder))
+
+
+def _canary_payload(model: Any, canary: pd.DataFrame, task: str, predictor: Any = None) -> dict[str, Any]:
+    """The canary records and their offline answers, from the ONNX predictor when it will serve."""
     records = json.loads(canary.to_json(orient="records", date_format="iso"))
-    out: dict[str, Any] = {"records": records, "predictions": [_plain(v) for v in model.predict(canary)]}
+    labels = [str(_plain(c)) for c in getattr(model, "classes_", [])]
+    if predictor is not None:
+        out: dict[str, Any] = {"records": records, "predictions": predictor.predict(records), "runtime": "onnx"}
+        if task == "classification" and predictor.export.proba_output:
+            out["probabilities"] = [{str(k): v for k, v in row.items()} for row in predictor.predict_proba(records)]
+        return out
+    out = {"records": records, "predictions": [_plain(v) for v in model.predict(canary)], "runtime": "native"}
     if task == "classification" and hasattr(model, "predict_proba"):
-        labels = [str(_plain(c)) for c in model.classes_]
         out["probabilities"] = [dict(zip(labels, map(float, row))) for row in model.predict_proba(canary)]
     return out
 
 
-def _bento_requirements(model: Any = None) -> list[str]:
+def _bento_requirements(model: Any = None, onnx: bool = False) -> list[str]:
     pins = pip_requirements(model)
-    for name in ("joblib", "pydantic"):
+    for name in ("joblib", "pydantic", "orjson") + (("onnxruntime",) if onnx else ()):
         try:
             from importlib import metadata as md
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from sluicegate.data import fingerprint_frame
 from sluicegate.errors import DataSourceError, RegistryError
-from sluicegate.scoring import read_table, score_frame, write_table
+from sluicegate.scoring import read_table, score_frame, version_predictor, write_table
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,11 @@ def load_version(tracker: Any, model_uri: str) -> Any:
     return _MODELS[key]
 
 
-def score_partition(tracker: Any, project: str, version: str, index: int, part_path: str, fingerprint: str) -> PartResult:
+def score_partition(tracker: Any, project: str, version: str, index: int, part_path: str, fingerprint: str,
+                    runtime: str = "auto") -> PartResult:
     """Score one part with a pinned model version and write `<part>.scored.parquet`.
+
+    Scored by the version's ONNX graph where it passed parity (`runtime`, as `score_batch`).
 
     The version is resolved once by the caller (from `champion`), so every part is scored
     by the same model even if the alias moves during the job.
@@ -97,7 +100,8 @@ def score_partition(tracker: Any, project: str, version: str, index: int, part_p
     record = tracker.version(project, version)
     model = load_version(tracker, record.model_uri)
     frame = pd.read_parquet(part_path)
-    scored = score_frame(model, frame, record.version, fingerprint, record.tags.get("sluice.task", "classification"))
+    scored = score_frame(model, frame, record.version, fingerprint, record.tags.get("sluice.task", "classification"),
+                         version_predictor(tracker, record, runtime))
     out = Path(part_path).with_suffix(".scored.parquet")
     scored.to_parquet(out, index=False)
     return PartResult(index, str(out), len(scored))

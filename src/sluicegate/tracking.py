@@ -403,6 +403,21 @@ class Tracker:
         for key, value in tags.items():
             self.client.set_model_version_tag(project, str(version), key, str(value)[:4900])
 
+    def log_version_files(self, record: ModelRecord, folder: Path, artifact_path: str, tags: dict[str, str]) -> None:
+        """Store a folder of files with a version's run (`<artifact_path>/...`) and tag run and version."""
+        self.client.log_artifacts(record.run_id, str(folder), artifact_path)
+        for key, value in tags.items():
+            self.client.set_tag(record.run_id, key, str(value)[:4900])
+        self.set_version_tags(record.project, record.version, tags)
+
+    def download_version_files(self, record: ModelRecord, artifact_path: str, dst: Path) -> Path | None:
+        """The folder `artifact_path` of a version's run, copied under `dst`; None when the run has none."""
+        names = {a.path for a in self.client.list_artifacts(record.run_id)}
+        if artifact_path not in names:
+            return None
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(record.run_id, artifact_path, str(dst)))
+
     # ------------------------------------------------------------ audit trail (see sluicegate.audit)
     def append_audit(self, project: str, record: dict[str, Any]) -> str:
         """Add one audit record: a finished run in the experiment `<project>.audit`, never changed after.

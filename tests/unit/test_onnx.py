@@ -276,3 +276,13 @@ def test_equally_far_neighbours_are_near_ties_not_failures():
     assert ties.tolist() == [True, False, True]
     lone = KNeighborsRegressor(n_neighbors=1).fit(np.array([[0.0]]), np.array([1.0]))
     assert not _neighbour_ties(lone, np.array([[1.0]])).any()  # no (k+1)-th neighbour to tie with
+
+
+def test_numeric_inputs_from_records_keep_the_per_value_rules():
+    from sluicegate.onnx_runtime import _numbers
+
+    got = _numbers([None, 1, 2.5, True, float("nan")], "x")
+    assert got.dtype == np.float64 and np.isnan(got[[0, 4]]).all() and got[1:4].tolist() == [1.0, 2.5, 1.0]
+    assert _numbers(["1.5", 2], "x").tolist() == [1.5, 2.0]  # text that is a number, as float() reads it
+    with pytest.raises(ValueError, match="field 'x' must be a number or null"):
+        _numbers([1, "twelve"], "x")

@@ -263,3 +263,46 @@ def test_unknown_optional_field_is_refused(frame):
 
     with pytest.raises(ValueError, match="packaging.optional_fields: nope not an input"):
         apply_request_rules(infer_feature_schema(frame, NUMERIC, CATEGORICAL, DATES), None, ["nope"])
+# ---------------------------------------------------------------- the serving runtime (ONNX or native)
+def test_runtime_auto_serves_the_graph_only_where_parity_held():
+    from sluicegate.errors import DeployError
+    from sluicegate.packaging import OnnxStatus, choose_runtime
+
+    ok = OnnxStatus("ok", None, "/x/onnx", {"rows": 150, "passed": True})
+    failed = OnnxStatus("failed", "parity failed on 150 holdout rows (probabilities): max |difference| 2e-3 > "
+                                  "limit 1e-4", "/x/onnx", {"rows": 150, "passed": False})
+    unsupported = OnnxStatus("unsupported", "features.num: FunctionTransformer has no ONNX converter", None)
+    assert choose_runtime("auto", ok).name == "onnx" and "150 holdout rows" in choose_runtime("auto", ok).reason
+    assert choose_runtime("onnx", ok).name == "onnx"
+    assert choose_runtime("native", ok).name == "native"
+    chosen = choose_runtime("auto", failed)
+    assert chosen.name == "native" and chosen.reason == f"ONNX export failed: {failed.reason}"
+    assert choose_runtime("auto", unsupported).reason.startswith("ONNX export unsupported: features.num")
+    assert choose_runtime("auto", None).name == "native"
+    for status in (failed, unsupported, None):
+        with pytest.raises(DeployError, match="packaging.runtime: onnx, but .*set packaging.runtime: auto"):
+            choose_runtime("onnx", status)
+
+
+def test_parity_failure_says_what_differs():
+    from sluicegate.onnx_export import ParityReport
+    from sluicegate.packaging import parity_failure
+
+    report = ParityReport(200, "classification", "probabilities", 0.99, 3, 1, 2e-3, 1e-4, 1.0, 1e-4, False)
+    assert parity_failure(report) == ("parity failed on 200 holdout rows (probabilities): max |difference| 0.002 > "
+                                      "limit 0.0001; 2 labels differ")
+
+
+def test_runtime_is_a_checked_packaging_key():
+    assert PackagingConfig().runtime == "auto" and PackagingConfig().access_log is False
+    with pytest.raises(ValidationError, match="runtime"):
+        PackagingConfig(runtime="tensorrt")
+
+
+def test_service_helpers_check_json_fast_and_make_unique_ids():
+    from sluicegate.serving import service
+
+    assert service.json_is_valid(b'[{"a": 1}]') and not service.json_is_valid(b"[{not json")
+    assert not service.json_is_valid(b'[{"a": NaN}]')  # json takes it (the record model names the field)
+    ids = service.prediction_ids(50)
+    assert len(set(ids)) == 50 and all(len(i) == 36 and i[14] == "4" for i in ids)

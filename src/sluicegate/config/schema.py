@@ -348,6 +348,11 @@ class PackagingConfig(StrictModel):
     log_predictions: bool = True
     optional_fields: list[str] = Field(default=[], description="request fields that may be left out (others are "
                                        "required; those with missing values in training may be null)")
+    access_log: bool = Field(default=False, description="BentoML's access log line per request in the server "
+                             "log (the prediction log keeps every answer; errors are logged either way)")
+    runtime: Literal["auto", "onnx", "native"] = Field(
+        default="auto", description="what scores requests: auto (the ONNX graph where it passed parity with the "
+        "native pipeline on the holdout, else native), onnx (refuse to package without a passing graph), native")
 
     @model_validator(mode="after")
     def _fallback_and_token(self) -> PackagingConfig:

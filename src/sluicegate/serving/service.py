@@ -201,13 +201,14 @@ class GuardMiddleware:
         if json_too_deep(body, MAX_JSON_DEPTH):  # counted before parsing: deep nesting costs the parsers dearly
             return await _json(send, 400, {"error": "invalid JSON", "detail": f"nested deeper than {MAX_JSON_DEPTH} "
                                            "levels; send a JSON list of flat records"})
-        try:  # BentoML answers malformed JSON with a bare 500; say what is wrong instead
-            payload = json.loads(body or b"null")
-        except (ValueError, RecursionError) as exc:
-            return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)[:300]})
+        if not json_is_valid(body or b"null"):  # BentoML answers malformed JSON with a bare 500
+            try:
+                json.loads(body)
+            except (ValueError, RecursionError) as exc:  # say what is wrong instead
+                return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)[:300]})
         record_type = globals().get("Record")  # defined once the service config is loaded
         if scope["path"] in RECORD_ROUTES and record_type is not None:  # refusals in the user's terms
-            problems = request_problems(record_type, payload)
+            problems = request_problems(record_type, _loads(body or b"null"))
             if problems:
                 return await _json(send, 400, {"error": "invalid records", "detail": problems})
         given = GIVEN_IDS.get()
@@ -223,6 +224,36 @@ class GuardMiddleware:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+
+def _loads(body: bytes) -> Any:
+    """The parsed body: orjson when it accepts it, json otherwise (NaN and Infinity)."""
+    try:
+        return _ORJSON.loads(body)
+    except Exception:
+        return json.loads(body)
+
+
+def json_is_valid(body: bytes) -> bool:
+    """Whether the body parses as strict JSON (orjson, several times faster than json).
+
+    False is not a verdict: json also takes NaN and Infinity (the record model then names the
+    field), so the caller asks json about what orjson refused.
+    """
+    try:
+        _ORJSON.loads(body)
+        return True
+    except Exception:
+        return False
+
+
+try:
+    import orjson as _ORJSON
+except ImportError:  # an image without orjson: json checks every body
+    class _ORJSON:  # type: ignore[no-redef]
+        @staticmethod
+        def loads(body: bytes) -> None:
+            raise ValueError("no orjson")
 
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
@@ -262,6 +293,40 @@ async def _raw(send: Any, status: int, body: bytes, extra: list | None = None) -
     await send({"type": "http.response.body", "body": body})
 
 
+def prediction_ids(n: int) -> list[str]:
+    """`n` random UUID4 strings from one read of the OS's random source (uuid4 reads it once per id)."""
+    raw = os.urandom(16 * n)
+    return [str(uuid.UUID(bytes=raw[i:i + 16], version=4)) for i in range(0, 16 * n, 16)]
+
+
+def cache_io_schemas(service: Any) -> None:
+    """Build the JSON schema of each API's input and output model once, not on every request.
+
+    BentoML asks a root-typed input (`records: list[Record], /`) and output for their JSON schema
+    on every request, to tell a JSON body from text and to pick the response's media type; pydantic
+    generates it anew each time: 5-10 ms per request for a 19-field record, most of a one-row request.
+    The models are fixed once the service is built, so the plain call is answered from a cache; calls
+    with arguments (the OpenAPI document's) still reach pydantic.
+    """
+    for method in service.apis.values():
+        for spec in (method.input_spec, method.output_spec):
+            generate = spec.model_json_schema
+            if getattr(generate, "_sluice_cached", False):
+                continue
+            built: dict = {}
+
+            def model_json_schema(cls: Any, *args: Any, _generate: Any = generate, _built: dict = built,
+                                  **kwargs: Any) -> dict:
+                if args or kwargs:
+                    return _generate(*args, **kwargs)
+                if "schema" not in _built:
+                    _built["schema"] = _generate()
+                return _built["schema"]
+
+            model_json_schema._sluice_cached = True  # type: ignore[attr-defined]
+            spec.model_json_schema = classmethod(model_json_schema)
+
+
 CONFIG = load_service_config()
 
 if CONFIG is not None:
@@ -275,6 +340,13 @@ if CONFIG is not None:
     CLASSES = LABELS.get("classes", (CONFIG.get("metadata") or {}).get("classes"))
     LABEL_SCHEMA = LabelSchema(CONFIG["task"], LABELS.get("target"),
                                tuple(CLASSES) if CLASSES is not None else None, ID_COLUMN, VERSION)
+    # "onnx": the pipeline's ONNX graph answers (it passed parity at packaging), "native": the pickled pipeline
+    RUNTIME = (CONFIG.get("runtime") or {}).get("name", "native")
+    # The ONNX graph answers one row in tens of microseconds, so its API skips adaptive batching (whose
+    # dispatcher wait and thread hop cost more than the model) and runs on the event loop; the native
+    # pipeline (milliseconds per call, mostly fixed cost) keeps adaptive batching.
+    BATCHING = {} if RUNTIME == "onnx" else {"batchable": True, "max_batch_size": PACK["max_batch_size"],
+                                             "max_latency_ms": PACK["max_latency_ms"]}
 
     @bentoml.service(
         name=CONFIG["service_name"],
@@ -282,6 +354,11 @@ if CONFIG is not None:
         traffic={"timeout": PACK["timeout_s"]},
         http={"host": CONFIG.get("host", "127.0.0.1"), "port": int(CONFIG.get("port", 3000))},
         labels={"project": CONFIG["project"], "model_version": VERSION},
+        # No span per request: nothing here exports traces (sample rate 0), yet BentoML's OpenTelemetry
+        # middleware built several spans a request (~15% of a one-row request). BentoML's access log line
+        # per request is optional (packaging.access_log): the prediction log keeps every answer.
+        tracing={"excluded_urls": [".*"]},
+        logging={"access": {"enabled": bool(PACK.get("access_log", False))}},
     )
     class SluiceService:
         """Scores records with the packaged model version; falls back as configured when it fails."""
@@ -299,6 +376,17 @@ if CONFIG is not None:
                 raise RuntimeError(f"model artifact {model_file} is corrupted: sha256 {digest[:12]} "
                                    f"!= {CONFIG['model_sha256'][:12]} recorded at build time")
             self.model = joblib.load(model_file)
+            self.onnx = None
+            if RUNTIME == "onnx":
+                from sluicegate.onnx_runtime import OnnxExport, OnnxPredictor
+
+                onnx_dir = Path(stored.path_of("onnx"))
+                digest = hash_file(onnx_dir / "model.onnx") if (onnx_dir / "model.onnx").is_file() else "missing"
+                expected = CONFIG["runtime"].get("onnx_sha256") or ""
+                if digest != expected:
+                    raise RuntimeError(f"ONNX graph {onnx_dir / 'model.onnx'} is corrupted: sha256 {digest[:12]} "
+                                       f"!= {expected[:12]} recorded at build time")
+                self.onnx = OnnxPredictor(OnnxExport.load(onnx_dir), threads=1)
             self.previous = None
             self.previous_version = CONFIG.get("previous_version")
             prev_file = Path(stored.path_of("previous.pkl"))
@@ -321,7 +409,7 @@ if CONFIG is not None:
                 atexit.register(self.plog.close)
                 self.feedback_db = connect_log(path)  # its own connection: the log writer owns the other
                 register_label_schema(self.feedback_db, LABEL_SCHEMA)
-            log.info("serving %s v%s (%s)", CONFIG["project"], VERSION, CONFIG["model_tag"])
+            log.info("serving %s v%s (%s) with the %s runtime", CONFIG["project"], VERSION, CONFIG["model_tag"], RUNTIME)
 
         @bentoml.on_shutdown
         def flush_log(self) -> None:
@@ -332,17 +420,39 @@ if CONFIG is not None:
                 self.feedback_db.close()
                 self.feedback_db = None
 
-        def _score(self, records: list, method: str) -> list[dict]:
+        def _answer(self, endpoint: str, records: list) -> list[dict]:
+            """Score validated records, give each answer an id, and log them (each record dumped once)."""
             if not records:
                 return []
-            outputs = self._score_rows(records, method)
-            for r, o in zip(records, outputs):
-                o["prediction_id"] = getattr(r, "_given_id", None) or str(uuid.uuid4())
-                warned = record_warnings(r.model_dump(by_alias=True), SCHEMA)
+            rows = [r.model_dump(mode="json", by_alias=True) for r in records]
+            outputs = self._score_onnx(rows, endpoint) if self.onnx is not None else None
+            if outputs is None:
+                outputs = self._score_rows(rows, endpoint)
+            for r, row, o, pid in zip(records, rows, outputs, prediction_ids(len(outputs))):
+                pid = o["prediction_id"] = getattr(r, "_given_id", None) or pid  # a shadow keeps the champion's id
+                warned = record_warnings(row, SCHEMA)
                 if warned:
                     o["warnings"] = warned
-                    log.warning("prediction %s answered with warnings: %s", o["prediction_id"], "; ".join(warned))
+                    log.warning("prediction %s answered with warnings: %s", pid, "; ".join(warned))
+            self._log(endpoint, records, rows, outputs)
             return outputs
+
+        def _score_onnx(self, rows: list[dict], method: str) -> Optional[list[dict]]:
+            """The graph's answers as the native path formats them; None (score natively) when it fails."""
+            try:
+                if method == "predict":
+                    return [{"prediction": v, "model_version": VERSION, "fallback": False}
+                            for v in self.onnx.predict(rows)]
+                out = []
+                for probs in self.onnx.predict_proba(rows):
+                    best = max(probs, key=probs.get)  # the first of tied classes, as the native path
+                    out.append({"probabilities": {str(k): p for k, p in probs.items()}, "prediction": best,
+                                "model_version": VERSION, "fallback": False})
+                return out
+            except Exception as exc:
+                log.warning("v%s ONNX runtime failed on %d records (%s: %s); scoring natively",
+                            VERSION, len(rows), type(exc).__name__, exc)
+                return None
 
         def _score_rows(self, records: list, method: str) -> list[dict]:
             frame = records_frame(records, SCHEMA)
@@ -390,13 +500,12 @@ if CONFIG is not None:
                      "prediction": classes[max(range(len(row)), key=lambda i: row[i])],
                      "model_version": version, "fallback": fallback} for row in values]
 
-        def _log(self, endpoint: str, records: list, outputs: list[dict]) -> None:
+        def _log(self, endpoint: str, records: list, rows: list[dict], outputs: list[dict]) -> None:
             if self.plog is None:
                 return
             now = time.time()
             events = []
-            for r, o in zip(records, outputs):
-                inputs = r.model_dump(mode="json", by_alias=True)
+            for r, inputs, o in zip(records, rows, outputs):
                 events.append(PredictionEvent(
                     now, CONFIG["project"], o.get("model_version", VERSION), endpoint,
                     "error" if o.get("error") else ("fallback" if o.get("fallback") else "model"),
@@ -404,21 +513,35 @@ if CONFIG is not None:
                     getattr(r, "_traffic", "live"), id_text(inputs.get(ID_COLUMN)) if ID_COLUMN else None))
             self.plog.record(events)
 
-        @bentoml.api(batchable=True, max_batch_size=PACK["max_batch_size"], max_latency_ms=PACK["max_latency_ms"])
-        def predict(self, records: list[Record], /) -> list[Prediction]:  # type: ignore[valid-type]
-            """Predict one value per record. Body: a JSON list of records."""
-            outputs = self._score(records, "predict")
-            self._log("predict", records, outputs)
-            return [Prediction(**o) for o in outputs]
+        if RUNTIME == "onnx":
 
-        if IS_CLASSIFIER:
+            @bentoml.api
+            async def predict(self, records: list[Record], /) -> list[Prediction]:  # type: ignore[valid-type]
+                """Predict one value per record. Body: a JSON list of records."""
+                return [Prediction(**o) for o in self._answer("predict", records)]
 
-            @bentoml.api(batchable=True, max_batch_size=PACK["max_batch_size"], max_latency_ms=PACK["max_latency_ms"])
+        else:
+
+            @bentoml.api(**BATCHING)
+            def predict(self, records: list[Record], /) -> list[Prediction]:  # type: ignore[valid-type]
+                """Predict one value per record. Body: a JSON list of records."""
+                return [Prediction(**o) for o in self._answer("predict", records)]
+
+        if IS_CLASSIFIER and RUNTIME == "onnx":
+
+            @bentoml.api
+            async def predict_proba(self, records: list[Record], /) -> list[Probabilities]:  # type: ignore[valid-type]
+                """Class probabilities per record. Body: a JSON list of records."""
+                return [Probabilities(**{k: v for k, v in o.items() if k != "prediction"})
+                        for o in self._answer("predict_proba", records)]
+
+        elif IS_CLASSIFIER:
+
+            @bentoml.api(**BATCHING)
             def predict_proba(self, records: list[Record], /) -> list[Probabilities]:  # type: ignore[valid-type]
                 """Class probabilities per record. Body: a JSON list of records."""
-                outputs = self._score(records, "predict_proba")
-                self._log("predict_proba", records, outputs)
-                return [Probabilities(**{k: v for k, v in o.items() if k != "prediction"}) for o in outputs]
+                return [Probabilities(**{k: v for k, v in o.items() if k != "prediction"})
+                        for o in self._answer("predict_proba", records)]
 
         @bentoml.api(route="/feedback")
         def feedback(self, items: Any, /) -> dict:
@@ -454,6 +577,7 @@ if CONFIG is not None:
             """Project, model version, data fingerprint, git SHA, training time and the input schema."""
             return CONFIG["metadata"]
 
+    cache_io_schemas(SluiceService)
     SluiceService.add_asgi_middleware(
         GuardMiddleware, max_bytes=int(PACK["request_max_bytes"]), token_env=PACK.get("auth_token_env"),
         metadata=CONFIG["metadata"], metrics_public=bool(PACK.get("metrics_public", False)),

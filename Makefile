@@ -52,8 +52,12 @@ demo: install
 	@echo "  MLflow UI:  make ui-mlflow    (then open http://127.0.0.1:$(MLFLOW_PORT) - experiments, registered models, aliases)"
 
 # the suite as parallel pytest groups (tests/run_groups.py); logs in build/test-logs/
-test: install sbom
+test: install sbom lint
 	$(BIN)/python tests/run_groups.py
+
+# ruff (rules in pyproject.toml): errors that are bugs, and import order
+lint: install
+	$(BIN)/ruff check .
 
 # CycloneDX SBOM of the lock (a build artifact; CI keeps build/sbom.cdx.json)
 sbom: requirements.lock

@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from _common import ROOT, feature_set  # noqa: F401  (ROOT puts the checkout on sys.path)
 
 QUICK = "--quick" in sys.argv

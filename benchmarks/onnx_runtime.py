@@ -17,7 +17,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-
 from _common import ROOT  # noqa: F401  (puts the checkout on sys.path)
 
 KINDS = (sys.argv[1] if len(sys.argv) > 1 else "logistic_regression,random_forest,xgboost,torch").split(",")

@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
 from _common import quiet_env, timed, wide_frame
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
@@ -41,6 +40,8 @@ def write_project(root: Path) -> Path:
 
 def plain_script(config_path: Path, home: Path) -> str:
     """The same steps, no Prefect: what a hand-written training script does."""
+    import pandas as pd
+
     from sluicegate.config import config_hash, load_config
     from sluicegate.data import ingest_data, load_snapshot
     from sluicegate.features import build_features
@@ -50,7 +51,6 @@ def plain_script(config_path: Path, home: Path) -> str:
     from sluicegate.tracking import Tracker
     from sluicegate.training import candidate_key, evaluate_model, load_model_file, train_model
     from sluicegate.validation import validate_data
-    import pandas as pd
 
     os.environ["SLUICE_HOME"] = str(home)
     s = load_settings()

@@ -11,8 +11,8 @@ import sys
 import time
 
 import numpy as np
-
 from _common import ROOT  # noqa: F401  (puts the checkout on sys.path)
+
 from sluicegate.trainers.torch_mlp import TorchMLPClassifier
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000

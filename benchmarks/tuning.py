@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from _common import ROOT, feature_set  # noqa: F401  (ROOT puts the checkout on sys.path)
+
 from sluicegate.config import CandidateConfig, TorchModelConfig, TuningConfig, XGBoostModelConfig
 from sluicegate.tuning import tune_model
 

@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from _common import quiet_env, wide_frame
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != "--fixed" else 1_000_000

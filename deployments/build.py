@@ -61,8 +61,8 @@ def runner_deployments(paths: list[str] | None = None, module_path: bool = False
     `module_path=True` names flows as `flows.training.training_pipeline`, which a process
     worker started in the checkout imports directly (no image or remote storage needed).
     """
-    from prefect.deployments.runner import EntrypointType
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType
     from prefect.events import DeploymentEventTrigger
 
     from flows.monitoring import drift_check

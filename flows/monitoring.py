@@ -16,7 +16,6 @@ from sluicegate.projects import resolve_project
 from tasks.events import emit
 from tasks.monitor import check_drift, check_performance, load_windows, record_drift, record_performance
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -11,14 +11,20 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 from prefect import flow, get_run_logger
 
 from flows.training import prepare_features
-
 from sluicegate.config import load_config
 from sluicegate.errors import ConfigError
 from sluicegate.partitions import parts_dir
 from sluicegate.tuning import study_name_for
 from tasks._common import settings
-from tasks.distribute import (merge_partitions, pin_champion, prepare_study_storage, score_partition, split_partitions,
-                              summarize_study, tune_shard)
+from tasks.distribute import (
+    merge_partitions,
+    pin_champion,
+    prepare_study_storage,
+    score_partition,
+    split_partitions,
+    summarize_study,
+    tune_shard,
+)
 from tasks.runners import describe_runner, task_runner_from_settings
 
 

@@ -12,13 +12,13 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from sluicegate.config import ProjectConfig, config_hash, load_config, resolve_path
 from sluicegate import events
+from sluicegate.config import ProjectConfig, config_hash, load_config, resolve_path
 from sluicegate.data import DatasetRef, dataset_tags
 from sluicegate.features import FeatureSet
+from sluicegate.gates import approval_required, decide_outcome
 from sluicegate.serving.schema import request_rules
 from sluicegate.split import SplitResult
-from sluicegate.gates import approval_required, decide_outcome
 from sluicegate.tracking import run_tags
 from sluicegate.training import TrainingOutcome, candidate_key, training_outcome
 from sluicegate.validation import ValidationReport

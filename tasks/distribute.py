@@ -8,9 +8,9 @@ from dataclasses import asdict
 
 from prefect import task
 
+from sluicegate import partitions as parts
 from sluicegate.config import CandidateConfig, TuningConfig
 from sluicegate.features import FeatureSet
-from sluicegate import partitions as parts
 from sluicegate.partitions import PartitionPlan, PartResult
 from sluicegate.tuning import TuningResult, open_storage, stop_at_total_trials, tune_model
 from tasks._common import tracker, transient_only

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import task
 
+from sluicegate import training
 from sluicegate.config import EvaluationConfig
 from sluicegate.evaluation import EvaluationReport
 from sluicegate.split import SplitResult
-from sluicegate import training
 from sluicegate.training import ChampionScore, TrainResult, load_model_file
 from tasks._common import content_cache, digest, tracker, transient_only
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import task
 
-from sluicegate.config import FeaturesConfig
 from sluicegate import features
+from sluicegate.config import FeaturesConfig
 from sluicegate.features import FeatureSet
 from sluicegate.split import SplitResult
 from tasks._common import content_cache, digest, settings

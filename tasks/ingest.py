@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prefect import task
 
-from sluicegate.config import DataConfig
 from sluicegate import data as core
+from sluicegate.config import DataConfig
 from sluicegate.data import DatasetRef, source_key
 from tasks._common import content_cache, digest, load_prefect_secret, settings, transient_only
 

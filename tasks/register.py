@@ -6,10 +6,9 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from sluicegate import audit
+from sluicegate import audit, gates
 from sluicegate.config import GatesConfig
 from sluicegate.evaluation import EvaluationReport
-from sluicegate import gates
 from sluicegate.gates import GateDecision, same_model_decision
 from sluicegate.tracking import ModelRecord
 from sluicegate.training import ChampionScore, TrainResult, load_model_file

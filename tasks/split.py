@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import task
 
+from sluicegate import split
 from sluicegate.config import SplitConfig
 from sluicegate.data import LABELLED_UNTIL_TAG, DatasetRef
-from sluicegate import split
 from sluicegate.split import SplitResult
 from tasks._common import content_cache, digest, settings, tracker, transient_only
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import task
 
-from sluicegate.features import FeatureSet
 from sluicegate import training
+from sluicegate.features import FeatureSet
 from sluicegate.training import TrainResult
 from tasks._common import content_cache, digest, settings
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from sluicegate import tuning
 from sluicegate.config import CandidateConfig
 from sluicegate.features import FeatureSet
-from sluicegate import tuning
 from sluicegate.tuning import SelectionResult
 from tasks._common import artifact_key, content_cache, digest, settings, tracker
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from sluicegate import validation
 from sluicegate.config import ValidationConfig
 from sluicegate.data import DatasetRef, load_snapshot
 from sluicegate.errors import DataValidationError
-from sluicegate import validation
 from sluicegate.validation import ValidationReport
 from tasks._common import artifact_key, content_cache, digest, settings
 

@@ -94,8 +94,14 @@ def log_labelled_predictions(home: Path, project: str, frame: pd.DataFrame, targ
     Labels are received at `labelled_at` (default: one hour after the last prediction).
     """
     from sluicegate.serving.feedback import parse_feedback, record_feedback
-    from sluicegate.serving.predlog import (LabelSchema, PredictionEvent, PredictionLog, connect_log, log_path,
-                                            register_label_schema)
+    from sluicegate.serving.predlog import (
+        LabelSchema,
+        PredictionEvent,
+        PredictionLog,
+        connect_log,
+        log_path,
+        register_label_schema,
+    )
 
     ids, events = [], []
     for i, row in enumerate(frame.to_dict(orient="records")):

@@ -27,12 +27,13 @@ LOGS = ROOT / "build" / "test-logs"
 INTEGRATION = "tests/integration"
 GROUPS: dict[str, list[str]] = {
     # quick and CPU-bound, then the fault injections (groups balanced by measured time: ~10-15 min each on 2 cores)
-    "unit-faults": ["tests/unit", "tests/faults", "tests/integration/test_deploy_faults.py"],
+    "unit-faults": ["tests/unit", "tests/faults", "tests/integration/test_deploy_faults.py",
+                    "tests/integration/test_traffic_front.py"],
     # flows under one in-process Prefect harness
     "flows": [f"{INTEGRATION}/{m}" for m in (
         "test_training_flow.py", "test_tuning_flow.py", "test_release_flow.py", "test_monitoring_flow.py",
         "test_learning_retrain.py", "test_cli_failures.py", "test_registry_reader_http.py", "test_local_server.py",
-        "test_serving.py")],
+        "test_serving.py", "test_onnx_serving.py", "test_rollout_flow.py")],
     # real servers and long journeys
     "journeys": ["tests/acceptance", *(f"{INTEGRATION}/{m}" for m in (
         "test_closed_loop.py", "test_approval_flow.py", "test_postgres.py", "test_dask.py"))],

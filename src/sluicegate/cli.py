@@ -199,10 +199,9 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the champion, its metrics and data fingerprint, and the last verdict."""
+    from sluicegate.deploy.traffic import rollout_status
     from sluicegate.registry_reader import reader_for
     from sluicegate.settings import load_settings
-
-    from sluicegate.deploy.traffic import rollout_status
 
     settings = load_settings()
     # SQLite and http(s) registries are read without importing MLflow (~4 s); others need the Tracker
@@ -666,7 +665,6 @@ def feedback_import(
     """
     from sluicegate.errors import DataValidationError
     from sluicegate.serving.feedback import STATUSES, import_feedback
-
     from sluicegate.serving.predlog import log_path
     from sluicegate.settings import load_settings
 
@@ -750,7 +748,7 @@ def _server_home() -> Path:
 @server_app.command("start")
 def server_start() -> None:
     """Start the local Prefect server in the background (reused by every later command)."""
-    from sluicegate.localserver import configured_port, start_server, server_status
+    from sluicegate.localserver import configured_port, server_status, start_server
 
     home = _server_home()
     was = server_status(home)

@@ -18,6 +18,7 @@ from sluicegate.config import FeaturesConfig
 from sluicegate.data import MARKER_PREFIX
 from sluicegate.errors import DataValidationError
 
+
 class DatetimeParts(TransformerMixin, BaseEstimator):
     """Expands datetime columns into numeric parts (year, month, ...)."""
 

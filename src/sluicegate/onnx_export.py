@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import io
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -98,6 +97,7 @@ def _register_converters() -> None:
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
     )
+
     from sluicegate.trainers.torch_mlp import TorchMLPClassifier, TorchMLPRegressor
     from sluicegate.trainers.xgb import estimator_classes
 

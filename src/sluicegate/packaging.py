@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 
 from sluicegate.config import DeployConfig, PackagingConfig
+from sluicegate.data import hash_file
 from sluicegate.errors import ConfigError, DeployError, RegistryError
 from sluicegate.serving.schema import FeatureSchema, apply_request_rules, infer_feature_schema
 from sluicegate.settings import Settings, make_private
-from sluicegate.data import hash_file
 from sluicegate.tracking import ModelRecord, Tracker, library_versions, pip_requirements
 
 log = logging.getLogger(__name__)

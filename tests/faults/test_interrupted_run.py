@@ -8,7 +8,6 @@ state they created.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from sluicegate.deploy import free_port as _free_port
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
 from tests.helpers import churn_config, churn_frame, write_project
-from sluicegate.deploy import free_port as _free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,14 @@ from sluicegate.cli import main
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.local import stop_local
 from sluicegate.deploy.processes import (
-    BACKEND_MARKER, FRONT_MARKER, free_port, pid_alive, port_is_free, process_tree, read_state, state_dir,
+    BACKEND_MARKER,
+    FRONT_MARKER,
+    free_port,
+    pid_alive,
+    port_is_free,
+    process_tree,
+    read_state,
+    state_dir,
 )
 from sluicegate.deploy.proxy import front_identity
 from sluicegate.deploy.release import release_version

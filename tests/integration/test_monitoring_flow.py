@@ -10,7 +10,6 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import numpy as np
 import pytest
 
 from tests.helpers import churn_config, churn_frame, write_project
@@ -105,7 +104,12 @@ def _write_log(root, frame, wrong_labels: bool):
     """Live /predict and /predict_proba rows, canary rows, and feedback labels, through the real writers."""
     from sluicegate.serving.feedback import parse_feedback, record_feedback
     from sluicegate.serving.predlog import (
-        LabelSchema, PredictionEvent, PredictionLog, connect_log, log_path, register_label_schema,
+        LabelSchema,
+        PredictionEvent,
+        PredictionLog,
+        connect_log,
+        log_path,
+        register_label_schema,
     )
     from tasks._common import tracker
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import churn_frame, write_project
 from sluicegate.deploy import free_port
+from tests.helpers import churn_frame, write_project
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ import pytest
 
 from sluicegate.cli import main
 from sluicegate.config import DeployConfig, PackagingConfig
+from sluicegate.deploy import free_port as _free_port
 from sluicegate.errors import DeployError
 from tests.helpers import churn_frame, write_project
-from sluicegate.deploy import free_port as _free_port
 
 pytestmark = pytest.mark.slow
 

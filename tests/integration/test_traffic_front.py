@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sluicegate.deploy import free_port
 from sluicegate.deploy.processes import stop_process_group
 from sluicegate.deploy.proxy import ROUTING_FILE, STATS_FILE, start_front, write_backend
-from sluicegate.deploy import free_port
 
 
 class Backend:

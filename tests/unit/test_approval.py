@@ -7,7 +7,12 @@ import pytest
 from sluicegate.config import GatesConfig
 from sluicegate.evaluation import EvaluationReport
 from sluicegate.gates import (
-    TIMEOUT_APPROVER, UNNAMED_APPROVER, ApprovalAnswer, approval_required, decide_approval, decide_promotion,
+    TIMEOUT_APPROVER,
+    UNNAMED_APPROVER,
+    ApprovalAnswer,
+    approval_required,
+    decide_approval,
+    decide_promotion,
 )
 
 

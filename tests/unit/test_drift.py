@@ -13,7 +13,12 @@ import pytest
 
 from sluicegate.config import MonitoringConfig, load_config
 from sluicegate.drift import (
-    ColumnDrift, check_drift, decide_drift, fast_column_drift, importance_weights, record_drift,
+    ColumnDrift,
+    check_drift,
+    decide_drift,
+    fast_column_drift,
+    importance_weights,
+    record_drift,
 )
 from sluicegate.notify import send_webhook
 from tests.helpers import churn_frame

@@ -6,15 +6,23 @@ import json
 
 import numpy as np
 import pandas as pd
-
 import pytest
 
 from sluicegate.config import MonitoringConfig
 from sluicegate.config.schema import PerformanceConfig
 from sluicegate.drift import DriftReport
 from sluicegate.monitoring import (
-    add_performance, cached_importance, decide_performance, drift_columns, finish_retrain, label_column,
-    labelled_in_window, logged_metrics, performance_metric, retrain_state_path, start_retrain,
+    add_performance,
+    cached_importance,
+    decide_performance,
+    drift_columns,
+    finish_retrain,
+    label_column,
+    labelled_in_window,
+    logged_metrics,
+    performance_metric,
+    retrain_state_path,
+    start_retrain,
 )
 
 

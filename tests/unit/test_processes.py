@@ -7,12 +7,18 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from sluicegate.deploy.processes import (
-    LOCK_FILE, free_port, pid_alive, port_is_free, process_tree, project_lock, state_dir, stop_process_group,
+    LOCK_FILE,
+    free_port,
+    pid_alive,
+    port_is_free,
+    process_tree,
+    project_lock,
+    state_dir,
+    stop_process_group,
 )
 from sluicegate.errors import DeployError
 from sluicegate.settings import load_settings

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sluicegate.config import CsvSource, ParquetSource, ProductionConfig, SplitConfig, SqlSource
+from sluicegate.config import CsvSource, GatesConfig, ParquetSource, ProductionConfig, SplitConfig, SqlSource
 from sluicegate.data import (
     LABELLED_AT,
     MARKER_COLUMNS,
@@ -27,7 +27,6 @@ from sluicegate.data import (
 from sluicegate.errors import DataSourceError
 from sluicegate.evaluation import EvaluationReport
 from sluicegate.gates import decide_promotion
-from sluicegate.config import GatesConfig
 from sluicegate.split import split_data, split_frame
 from tests.helpers import churn_frame, log_labelled_predictions
 

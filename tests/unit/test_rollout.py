@@ -7,7 +7,15 @@ import pytest
 
 from sluicegate.config import DeployConfig
 from sluicegate.rollout import (
-    BREACH, HOLD, PROMOTE, CanaryLimits, LiveMetric, SideStats, compare_shadow, decide_canary, percentile,
+    BREACH,
+    HOLD,
+    PROMOTE,
+    CanaryLimits,
+    LiveMetric,
+    SideStats,
+    compare_shadow,
+    decide_canary,
+    percentile,
 )
 
 LIMITS = CanaryLimits(window_requests=100, min_requests=20, max_error_rate_increase=0.02, max_p95_ratio=2.0,

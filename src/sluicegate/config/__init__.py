@@ -6,6 +6,7 @@ re-exported for the same reason.
 """
 
 from sluicegate.config.check import check_sources
+from sluicegate.config.crosscheck import SQL_WINDOW_PLACEHOLDERS
 from sluicegate.config.loader import (
     config_hash,
     deep_merge,
@@ -21,9 +22,9 @@ from sluicegate.config.schema import (
     LOWER_IS_BETTER,
     REGRESSION_METRICS,
     SECRET_KEY,
-    SQL_WINDOW_PLACEHOLDERS,
     URL_WITH_PASSWORD,
     BundledSource,
+    CanaryTrafficConfig,
     CandidateConfig,
     CategoricalFeatures,
     ColumnCheck,
@@ -31,14 +32,12 @@ from sluicegate.config.schema import (
     DataConfig,
     DataSource,
     DatetimeFeatures,
-    CanaryTrafficConfig,
     DeployConfig,
     EvaluationConfig,
     ExpectationSpec,
     FeaturesConfig,
     GatesConfig,
     HpaConfig,
-    ShadowConfig,
     ModelConfig,
     MonitoringConfig,
     NotificationsConfig,
@@ -50,6 +49,7 @@ from sluicegate.config.schema import (
     SearchParam,
     SecretRef,
     Severity,
+    ShadowConfig,
     SplitConfig,
     SqlSource,
     Threshold,

@@ -17,6 +17,7 @@ from sluicegate.config.messages import format_errors
 from sluicegate.config.schema import SECRET_KEY, ProjectConfig
 from sluicegate.errors import ConfigError
 
+
 def project_root_for(config_path: Path) -> Path:
     """The folder relative paths resolve against: `SLUICE_ROOT`, or the parent of `configs/`."""
     env = os.environ.get("SLUICE_ROOT")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from sluicegate.config.crosscheck import SQL_WINDOW_PLACEHOLDERS, CrossCheckError, cross_field_problems
+from sluicegate.config.crosscheck import CrossCheckError, cross_field_problems
 from sluicegate.schema_base import StrictModel
 from sluicegate.trainers import registry
 

@@ -11,8 +11,21 @@ from datetime import datetime, timezone
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.canary import CanaryReport, probe_headers, run_canary
 from sluicegate.deploy.processes import (
-    BACKEND_MARKER, FRONT_MARKER, STATE_FILE, ServingState, free_port, pid_alive, port_is_free, project_lock,
-    read_state, record_candidate, start_backend, state_dir, stop_process_group, stop_rollout_candidate, wait_ready,
+    BACKEND_MARKER,
+    FRONT_MARKER,
+    STATE_FILE,
+    ServingState,
+    free_port,
+    pid_alive,
+    port_is_free,
+    project_lock,
+    read_state,
+    record_candidate,
+    start_backend,
+    state_dir,
+    stop_process_group,
+    stop_rollout_candidate,
+    wait_ready,
     write_state,
 )
 from sluicegate.deploy.proxy import DEFAULT_DRAIN_S, is_our_front, start_front, write_backend

@@ -24,7 +24,13 @@ from sluicegate.deploy.staged import DeployResult, Staged
 from sluicegate.deploy.targets import stage_docker, stage_kubernetes
 from sluicegate.errors import DeployError, PromotionConflictError, RegistryError, SluiceError
 from sluicegate.events import (
-    DEPLOY_FAILED, MODEL_DEPLOYED, MODEL_ROLLED_BACK, NO_EVENTS, Emitter, deploy_failed_payload, deployed_payload,
+    DEPLOY_FAILED,
+    MODEL_DEPLOYED,
+    MODEL_ROLLED_BACK,
+    NO_EVENTS,
+    Emitter,
+    deploy_failed_payload,
+    deployed_payload,
     rolled_back_payload,
 )
 from sluicegate.packaging import BentoResult

@@ -31,14 +31,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from sluicegate.deploy.processes import (
-    BACKEND_MARKER, ROUTING_FILE, STATS_FILE, ServingState, pid_alive, project_lock, read_state, record_candidate,
-    renice_tree, state_dir, stop_process_group, write_state,
+    BACKEND_MARKER,
+    ROUTING_FILE,
+    STATS_FILE,
+    ServingState,
+    pid_alive,
+    project_lock,
+    read_state,
+    record_candidate,
+    renice_tree,
+    state_dir,
+    stop_process_group,
+    write_state,
 )
 from sluicegate.deploy.proxy import write_backend
 from sluicegate.deploy.staged import DeployResult
 from sluicegate.errors import DeployError
 from sluicegate.events import (
-    CANARY_BREACHED, MODEL_DEPLOYED, NO_EVENTS, ROLLOUT_ABORTED, ROLLOUT_STARTED, Emitter, deployed_payload,
+    CANARY_BREACHED,
+    MODEL_DEPLOYED,
+    NO_EVENTS,
+    ROLLOUT_ABORTED,
+    ROLLOUT_STARTED,
+    Emitter,
+    deployed_payload,
 )
 from sluicegate.rollout import BREACH, PROMOTE, CanaryDecision, CanaryLimits, LiveMetric, SideStats, decide_canary
 from sluicegate.settings import Settings

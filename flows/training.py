@@ -19,7 +19,7 @@ from sluicegate.features import FeatureSet
 from sluicegate.gates import approval_required, decide_outcome
 from sluicegate.serving.schema import request_rules
 from sluicegate.split import SplitResult
-from sluicegate.tracking import run_tags
+from sluicegate.stores import run_tags
 from sluicegate.training import TrainingOutcome, candidate_key, training_outcome
 from sluicegate.validation import ValidationReport
 from tasks._common import artifact_key, reap_crashed_flow_runs, recover_interrupted_runs

@@ -62,7 +62,7 @@ def prepare_runtime_env(env: dict[str, str] | None = None, use_server: bool = Tr
 def _probe_registry() -> None:
     """A dead registry is exit 8 within seconds, before minutes of work that would need it."""
     from sluicegate.settings import load_settings
-    from sluicegate.tracking import probe_store
+    from sluicegate.stores import probe_store  # no pandas, no MLflow: a dead registry is found in a second
 
     s = load_settings()
     for uri in dict.fromkeys((s.tracking_uri, s.registry_uri)):

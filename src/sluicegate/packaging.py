@@ -21,7 +21,8 @@ from sluicegate.data import hash_file
 from sluicegate.errors import ConfigError, DeployError, RegistryError
 from sluicegate.serving.schema import FeatureSchema, apply_request_rules, infer_feature_schema
 from sluicegate.settings import Settings, make_private
-from sluicegate.tracking import ModelRecord, Tracker, library_versions, pip_requirements
+from sluicegate.stores import library_versions, pip_requirements
+from sluicegate.tracking import ModelRecord, Tracker
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -35,6 +36,9 @@ def registry(tmp_path_factory):
     home = tmp_path_factory.mktemp("rollout") / "home"
     old = os.environ.get("SLUICE_HOME")
     os.environ["SLUICE_HOME"] = str(home)
+    old_path = os.environ.get("PYTHONPATH")
+    root = Path(__file__).resolve().parents[2]  # the pickled v3 refers to tests.faults.sentinel: model servers import it
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), *([old_path] if old_path else [])])
     reg = Registry(home)
     reg.v1, reg.v2 = reg.register(1.0), reg.register(0.01)
     tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": reg.snapshot,
@@ -49,6 +53,10 @@ def registry(tmp_path_factory):
         stop_local(reg.settings, "churn")
         if old is not None:
             os.environ["SLUICE_HOME"] = old
+        if old_path is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old_path
 
 
 def _spec(port: int, **changes) -> DeployConfig:

@@ -117,7 +117,12 @@ def test_shadow_logs_both_sides_under_one_id_and_compares_with_labels(registry, 
     resp = httpx.post(f"{url}/feedback", json=[{"prediction_id": p, "label": y} for p, y in zip(ids, labels)], timeout=30)
     assert resp.status_code == 200 and resp.json()["summary"]["accepted"] == 40, resp.text
 
-    out = _cli_json(capsys, ["compare", reg.config_path, "--json"])
+    # the front writes its per-side counters every check interval: wait for them to catch up
+    for _ in range(60):
+        out = _cli_json(capsys, ["compare", reg.config_path, "--json"])
+        if out["requests"]["candidate"] >= 20:
+            break
+        time.sleep(0.5)
     assert (out["champion_version"], out["candidate_version"], out["pairs"]) == (reg.v1, reg.v2, 40)
     assert 0.0 <= out["agreement"] <= 1.0
     metric = out["metric"]
@@ -138,8 +143,18 @@ def test_shadow_logs_both_sides_under_one_id_and_compares_with_labels(registry, 
     assert status["serving"]["version"] == reg.v2 and status["serving"]["rollout"]["status"] == "promoted"
 
 
+def _no_rollout(reg) -> None:
+    """An earlier test that failed mid-rollout must not fail the next one with "a rollout is under way"."""
+    from sluicegate.deploy.traffic import abort_rollout
+
+    state = read_state(reg.settings, "churn")
+    if state is not None and (state.rollout or {}).get("status") == "active":
+        abort_rollout(reg.settings, "churn", "left by an earlier failed test")
+
+
 def test_canary_breach_rolls_back_answers_and_logs_everything(registry):
     reg = registry
+    _no_rollout(reg)
     url = f"http://127.0.0.1:{reg.port}"
     canary = {"share": 0.5, "window_requests": 1000, "min_requests": 8, "max_p95_ratio": 1000, "check_interval_s": 0.5}
     result = _release(reg, reg.v3, strategy="canary", canary=canary)
@@ -172,6 +187,7 @@ def test_canary_breach_rolls_back_answers_and_logs_everything(registry):
 
 def test_canary_that_holds_for_its_window_is_promoted_by_rollout_check(registry, capsys):
     reg = registry
+    _no_rollout(reg)
     url = f"http://127.0.0.1:{reg.port}"
     canary = {"share": 0.5, "window_requests": 10, "min_requests": 5, "max_p95_ratio": 1000,
               "max_error_rate_increase": 0.5}

@@ -200,9 +200,16 @@ def test_canary_that_holds_for_its_window_is_promoted_by_rollout_check(registry,
             assert resp.status_code == 200
             seen.add(resp.json()[0]["model_version"])
     assert seen == {reg.v1, reg.v2}  # both answer during the canary
-    _wait(lambda: read_state(reg.settings, "churn").rollout.get("status") != "active"
-          or json.loads((reg.settings.home / "deploy" / "churn" / "traffic-stats.json").read_text())
-          .get("candidate", {}).get("requests", 0) >= 10, 10)
+    def counted() -> bool:  # the front writes its counters each check interval; the file may not exist yet
+        stats = reg.settings.home / "deploy" / "churn" / "traffic-stats.json"
+        if read_state(reg.settings, "churn").rollout.get("status") != "active":
+            return True
+        try:
+            return json.loads(stats.read_text()).get("candidate", {}).get("requests", 0) >= 10
+        except (OSError, ValueError):
+            return False
+
+    _wait(counted, 30)
     capsys.readouterr()
     assert main(["rollout", "check", reg.config_path]) == 0
     said = capsys.readouterr().out

@@ -26,7 +26,7 @@ def validate_data(
 ) -> ValidationReport:
     """Run the built-in checks and the Great Expectations suite; publish the report."""
     out_dir = settings().runs_dir / project / "validation" / dataset.fingerprint
-    report = validation.validate_data(load_snapshot(dataset), spec, target, task_type, out_dir,
+    report = validation.validate_data(load_snapshot(dataset, markers=True), spec, target, task_type, out_dir,
                               feature_columns, suite_name=project, fingerprint=dataset.fingerprint)
     create_markdown_artifact(report.to_markdown(), key=artifact_key(project, "validation"),
                              description=f"Data validation of {dataset.fingerprint}")

@@ -31,7 +31,8 @@ ORIGIN = "_sluice_origin"  # "source" or "production"
 PREDICTION_ID = "_sluice_prediction_id"  # production rows: the logged prediction's id
 PREDICTED_AT = "_sluice_predicted_at"  # production rows: when the prediction was made (UTC)
 LABELLED_AT = "_sluice_labelled_at"  # production rows: when its label arrived (UTC)
-MARKER_COLUMNS = (ORIGIN, PREDICTION_ID, PREDICTED_AT, LABELLED_AT)
+UNLOGGED = "_sluice_unlogged"  # production rows: the source columns the log lacks, comma-separated ("" none)
+MARKER_COLUMNS = (ORIGIN, PREDICTION_ID, PREDICTED_AT, LABELLED_AT, UNLOGGED)
 SOURCE, PRODUCTION = "source", "production"
 # version tags: how many production rows a model trained on, and when the newest of their labels arrived
 PRODUCTION_ROWS_TAG = "sluice.production_rows"
@@ -263,6 +264,7 @@ def read_production_rows(project: str, spec: ProductionConfig, columns: list[str
     if logged.empty or label is None:
         return pd.DataFrame(columns=[*columns, *MARKER_COLUMNS])
     out = pd.DataFrame(index=logged.index)
+    unlogged = []
     for col in columns:
         if col == target:
             out[col] = logged[label]
@@ -270,13 +272,28 @@ def read_production_rows(project: str, spec: ProductionConfig, columns: list[str
             out[col] = logged[col]
         elif f"input_{col}" in logged.columns:  # a feature named like a log column (see read_prediction_log)
             out[col] = logged[f"input_{col}"]
-        else:
+        else:  # not a model input (an id, a name, a date the model does not use): nothing was logged
             out[col] = float("nan")
+            unlogged.append(col)
     out[ORIGIN] = PRODUCTION
     out[PREDICTION_ID] = logged["prediction_id"].astype(str)
     out[PREDICTED_AT] = logged["ts"]
     out[LABELLED_AT] = logged["label_ts"]
+    out[UNLOGGED] = ",".join(unlogged)
     return out.reset_index(drop=True)
+
+
+def carried_rows(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """For each column some production rows lack (it is not logged), the rows that carry it.
+
+    Validation judges such a column on those rows only: the empty cells of a column the
+    prediction log never had are not missing data. Columns every row carries are not listed.
+    """
+    if UNLOGGED not in frame.columns:
+        return {}
+    lists = frame[UNLOGGED].fillna("").astype(str)
+    names = {c for value in lists.unique() for c in value.split(",") if c}
+    return {c: ~lists.str.split(",").apply(lambda cols, c=c: c in cols) for c in sorted(names)}
 
 
 def combine_rows(source: pd.DataFrame, production: pd.DataFrame, spec: ProductionConfig) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -258,7 +259,9 @@ def _convert_torch_mlp(scope, operator, container) -> None:
 def _imputer_is_inert(imputer: SimpleImputer, width: int) -> bool:
     """Whether the fitted string imputer leaves None as None (the training pipeline sends None)."""
     probe = np.full((1, width), None, dtype=object)
-    return bool(pd.isna(imputer.transform(probe)).all())
+    with warnings.catch_warnings():  # a nameless probe row on purpose: sklearn's feature-name warning is noise here
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+        return bool(pd.isna(imputer.transform(probe)).all())
 
 
 def _categorical_copy(step: Any, width: int) -> Any:

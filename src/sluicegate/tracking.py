@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,22 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
 AUDIT_SUFFIX = ".audit"  # the experiment `<project>.audit` holds a project's audit trail (project names have no dots)
+
+
+@contextlib.contextmanager
+def _quiet_model_logging():
+    """MLflow's advice printed on every registration, which does not apply here: the integer-column
+    hint (the request schema, not MLflow's signature, validates requests) and the pickle warning
+    (cloudpickle is chosen on purpose: the pipeline holds custom transformers)."""
+    logger = logging.getLogger("mlflow.sklearn")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -222,11 +240,12 @@ class Tracker:
             for path in (artifacts or {}).values():
                 if path and Path(path).exists():
                     self.mlflow.log_artifact(path, artifact_path="reports")
-            signature = infer_signature(input_example, model.predict(input_example))
-            info = mlflow.sklearn.log_model(
-                model, name="model", signature=signature, input_example=input_example,
-                pip_requirements=pip_requirements(model), serialization_format="cloudpickle",
-            )
+            with _quiet_model_logging():
+                signature = infer_signature(input_example, model.predict(input_example))
+                info = mlflow.sklearn.log_model(
+                    model, name="model", signature=signature, input_example=input_example,
+                    pip_requirements=pip_requirements(model), serialization_format="cloudpickle",
+                )
             mv = self.mlflow.register_model(info.model_uri, project, tags=tags)
             self.client.set_tag(run.info.run_id, "sluice.version", str(mv.version))
         self.client.set_registered_model_alias(project, CHALLENGER, mv.version)

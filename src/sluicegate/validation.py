@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sluicegate.config import ColumnCheck, ExpectationSpec, ValidationConfig
+from sluicegate.data import carried_rows, strip_markers
 from sluicegate.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ class ValidationReport:
 
 # ---------------------------------------------------------------- built-in checks
 def builtin_checks(
-    frame: pd.DataFrame, spec: ValidationConfig, target: str, task: str, feature_columns: dict[str, list[str]] | None = None
+    frame: pd.DataFrame, spec: ValidationConfig, target: str, task: str, feature_columns: dict[str, list[str]] | None = None,
+    carried: dict[str, pd.Series] | None = None,
 ) -> list[CheckResult]:
     """Checks every project gets: rows, target present and not constant, NaN/inf share, column types.
 
@@ -97,6 +99,8 @@ def builtin_checks(
         target: target column.
         task: classification or regression (a regression target must be numeric).
         feature_columns: explicitly listed `numeric`/`categorical` feature columns, which must exist.
+        carried: per column that not every row has (production rows lack the columns the prediction
+            log does not record), the rows that carry it; its NaN share counts those rows only.
 
     Returns:
         One `CheckResult` per check.
@@ -124,11 +128,11 @@ def builtin_checks(
             out.append(CheckResult("target_numeric", target, "error", False, str(y.dtype),
                                    f"a regression target must be numeric (dtype {y.dtype})"))
     for col in frame.columns:
-        s = frame[col]
+        s = frame[col] if col not in (carried or {}) else frame.loc[carried[col], col]
         bad = s.isna()
         if pd.api.types.is_float_dtype(s):
             bad = bad | np.isinf(s.to_numpy(dtype=float, na_value=np.nan))
-        share = float(bad.mean())
+        share = float(bad.mean()) if len(bad) else 0.0
         if share > spec.max_nan_share:
             out.append(CheckResult("nan_share", str(col), spec.nan_severity, False, round(share, 4),
                                    f"{share:.1%} of values are NaN/inf (allowed {spec.max_nan_share:.1%})"))
@@ -184,12 +188,14 @@ def _type_ok(s: pd.Series, kind: str) -> bool:
     return str(s.dtype) in TYPE_LISTS[kind]
 
 
-def check_column_rules(frame: pd.DataFrame, columns: dict[str, ColumnCheck]) -> list[CheckResult]:
+def check_column_rules(frame: pd.DataFrame, columns: dict[str, ColumnCheck],
+                       carried: dict[str, pd.Series] | None = None) -> list[CheckResult]:
     """The YAML's column rules over every row, worded in the user's terms.
 
     Same semantics as the GX expectations they stand for: nulls are ignored by range, allowed-set
     and uniqueness rules (`max_null_share` counts them); ranges are inclusive; `type` compares the
-    column's dtype with the type's dtype names.
+    column's dtype with the type's dtype names. A column in `carried` (see `builtin_checks`) is
+    judged on the rows that carry it.
 
     Returns:
         One `CheckResult` per rule, named after the GX expectation type.
@@ -202,7 +208,7 @@ def check_column_rules(frame: pd.DataFrame, columns: dict[str, ColumnCheck]) -> 
                                    f"column is missing{_close(col, frame.columns)}"))
             continue
         out.append(CheckResult("expect_column_to_exist", col, "error", True, None, "ok"))
-        s = frame[col]
+        s = frame[col] if col not in (carried or {}) else frame.loc[carried[col], col]
         if rule.type:
             ok = _type_ok(s, rule.type)
             if ok:
@@ -452,7 +458,8 @@ def validate_data(
     SUMMARY only on failure) and, with `data_docs`, the whole suite once to write Data Docs.
 
     Args:
-        frame: the raw data.
+        frame: the raw data, with or without the snapshot's marker columns (with them, a column the
+            prediction log lacks is judged on the rows that carry it).
         spec: the `validation` section.
         target: target column.
         task: task type.
@@ -464,19 +471,24 @@ def validate_data(
     Returns:
         A `ValidationReport`; the caller decides what a failure means (the task stops the run).
     """
-    checks = builtin_checks(frame, spec, target, task, feature_columns)
+    carried = carried_rows(frame)
+    frame = strip_markers(frame)
+    checks = builtin_checks(frame, spec, target, task, feature_columns, carried)
     fatal = any(c.check in ("not_empty", "target_present") and not c.success for c in checks)
     docs = None
     if not fatal:
-        checks += check_column_rules(frame, spec.columns)
+        checks += check_column_rules(frame, spec.columns, carried)
+        gx_frame = frame  # GX's expectations see the rows that carry every column (the source rows)
+        if carried:
+            gx_frame = frame.loc[pd.concat(list(carried.values()), axis=1).all(axis=1)]
         if spec.data_docs is True:  # the docs show the whole suite, column rules included: GX checks them there too
-            gx_checks, docs = run_expectations(frame, expectations_from_config(spec), out_dir / "data_docs", suite_name)
+            gx_checks, docs = run_expectations(gx_frame, expectations_from_config(spec), out_dir / "data_docs", suite_name)
             own = {(t, kw["column"]) for col, rule in spec.columns.items() for t, kw, _ in _column_expectations(col, rule)}
             checks += [c for c in gx_checks if (c.check, c.column) not in own and c.check != "expect_table_row_count_to_be_between"]
         else:
-            checks += run_expectations(frame, raw_expectations(spec), None, suite_name)[0]
+            checks += run_expectations(gx_frame, raw_expectations(spec), None, suite_name)[0]
             if spec.data_docs == "on_failure" and any(not c.success for c in checks):
-                docs = run_expectations(frame, expectations_from_config(spec), out_dir / "data_docs", suite_name)[1]
+                docs = run_expectations(gx_frame, expectations_from_config(spec), out_dir / "data_docs", suite_name)[1]
     passed = not any(not c.success and c.severity == "error" for c in checks)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "validation.json"

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _wait_for_scheduled_runs(api: str, deployment: str, timeout: float) -> list[dict]:
+    """The SCHEDULED runs the server's scheduler made for a deployment (waits for the first pass)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deps = [d for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json() if d["name"] == deployment]
+        if deps:
+            runs = httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
+                "flow_runs": {"deployment_id": {"any_": [deps[0]["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}).json()
+            if runs:
+                return runs
+        time.sleep(3)
+    return []
 
 
 def test_a_taken_port_falls_back_to_the_temporary_api_with_one_line(tmp_path):
@@ -69,6 +84,17 @@ def test_commands_share_one_server_that_records_their_runs(tmp_path):
 
         status = subprocess.run([SLUICE, "server", "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and str(info["pid"]) in status.stdout
+
+        # the server's scheduler turns the drift check's cron into runs (it did not with SQLAlchemy 2.1:
+        # every scheduler pass failed in the server log, so no scheduled check ever ran)
+        applied = subprocess.run([SLUICE, "deployments", "apply", "configs/diabetes.yaml", "--pool", "sched-test"],
+                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert applied.returncode == 0, applied.stderr[-2000:]
+        scheduled = _wait_for_scheduled_runs(f"http://127.0.0.1:{port}/api", "diabetes-drift-check", timeout=180)
+        log = (tmp_path / "home" / "prefect-server" / "server.log").read_text(errors="replace")
+        assert scheduled, f"no scheduled run of diabetes-drift-check; server log tail: {log[-3000:]}"
+        failed_passes = [line for line in log.splitlines() if "ERROR" in line and "schedule" in line]
+        assert not failed_passes, failed_passes[:3]
     finally:
         stopped = subprocess.run([SLUICE, "server", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert "stopped" in stopped.stdout

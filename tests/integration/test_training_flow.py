@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pandas as pd
 import pytest
@@ -45,8 +46,15 @@ def _task_states(flow_run_id) -> dict[str, str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    # task run states reach the API through Prefect's event recorder, a moment after the flow
+    # returns (under load a run was read with no state yet): wait until every run has one
+    deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if all(r.state is not None for r in runs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
 
 

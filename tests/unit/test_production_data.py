@@ -16,6 +16,7 @@ from sluicegate.data import (
     ORIGIN,
     PREDICTED_AT,
     PREDICTION_ID,
+    UNLOGGED,
     combine_rows,
     dataset_tags,
     ingest_data,
@@ -146,6 +147,31 @@ def test_production_rows_are_joined_with_their_labels_and_shaped_like_the_source
     pd.testing.assert_frame_equal(rows[columns], logged.head(20)[columns], check_dtype=False)
     assert rows[LABELLED_AT].notna().all() and str(rows[PREDICTED_AT].dtype) == "datetime64[ns, UTC]"
     assert read_production_rows("nothing", ON, columns, "churned", home, now=NOW).empty
+
+
+def test_a_source_column_the_log_lacks_is_validated_on_the_rows_that_carry_it(tmp_path):
+    """A source with a column the model does not use (so the log never has it): production rows
+    leave it empty, and validation judges it on the source rows instead of failing the retrain."""
+    from sluicegate.config import ValidationConfig
+    from sluicegate.validation import validate_data
+
+    home = tmp_path / "home"
+    _log(home, 40, NOW - 2 * DAY)
+    source = churn_frame(60).assign(note=lambda f: [f"row {i}" for i in range(len(f))])
+    rows = read_production_rows("churn", ON, list(source.columns), "churned", home, now=NOW)
+    assert rows["note"].isna().all() and set(rows[UNLOGGED]) == {"note"}
+    frame = combine_rows(source, rows, ON)
+    assert frame["note"].isna().mean() == pytest.approx(40 / 100)  # over max_nan_share, counted naively
+    spec = ValidationConfig(max_nan_share=0.2, columns={"note": {"max_null_share": 0.0}})
+    report = validate_data(frame, spec, "churned", "classification", tmp_path / "v")
+    assert report.passed, report.failure_summary()
+    assert report.rows == 100
+    # a logged input left empty in production is still missing data
+    broken = frame.copy()
+    broken.loc[broken[ORIGIN] == "production", "tenure"] = float("nan")
+    failed = validate_data(broken, spec, "churned", "classification", tmp_path / "v2")
+    assert not failed.passed and "tenure" in failed.failure_summary()
+    assert "note" not in failed.failure_summary()
 
 
 def test_production_window_and_row_limit(tmp_path):

@@ -82,10 +82,13 @@ def load_windows(tracker: Any, project: str, target: str, id_column: str | None,
         window = f"file {p.name}"
     else:
         since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=spec.window_hours) if spec.window_hours else None
-        current = read_prediction_log(project, home, last_n=spec.window_rows, since=since)
-        window = (f"last {spec.window_rows} logged predictions" + (f" within {spec.window_hours} h" if since is not None else "")
-                  + " (live traffic only)")
-        labelled = labelled_in_window(read_labelled_predictions(project, home, since=since), current)
+        # the champion's own answers: after a promotion the previous version's predictions (and
+        # their labels) say nothing about the new one, so the window starts empty and fills again
+        current = read_prediction_log(project, home, last_n=spec.window_rows, since=since, model_version=champ.version)
+        window = (f"last {spec.window_rows} logged predictions of v{champ.version}"
+                  + (f" within {spec.window_hours} h" if since is not None else "") + " (live traffic only)")
+        labelled = labelled_in_window(read_labelled_predictions(project, home, since=since, model_version=champ.version),
+                                      current)
     columns = drift_columns(reference, spec, {target, id_column, *LOG_COLUMNS})
     cache = champion_cache_dir(home, project, champ.version)
     model_cache: list[Any] = []

@@ -98,6 +98,23 @@ def test_reader_filters_traffic_last_n_and_since(churn_log):
     assert read_prediction_log("nothing", home).empty
 
 
+def test_readers_keep_one_versions_answers(tmp_path):
+    """Monitoring judges the champion on its own answers: after a promotion the previous version's
+    predictions and labels are left out of the window."""
+    events = [_event(i, version="1" if i < 6 else "2") for i in range(10)]
+    conn = _write(tmp_path, events)
+    record_feedback(conn, parse_feedback([{"prediction_id": f"p{i}", "label": i % 2} for i in range(10)]), current=CLASSES)
+    conn.close()
+    assert len(read_prediction_log("churn", tmp_path)) == 10
+    v2 = read_prediction_log("churn", tmp_path, model_version="2")
+    assert v2.prediction_id.tolist() == ["p6", "p7", "p8", "p9"] and set(v2.model_version) == {"2"}
+    assert read_prediction_log("churn", tmp_path, model_version="2", last_n=2).prediction_id.tolist() == ["p8", "p9"]
+    assert read_prediction_log("churn", tmp_path, model_version="3").empty
+    labelled = read_labelled_predictions("churn", tmp_path, model_version="1")
+    assert sorted(labelled.prediction_id) == [f"p{i}" for i in range(6)]
+    assert len(read_labelled_predictions("churn", tmp_path)) == 10
+
+
 def test_regression_log_has_no_proba_columns(tmp_path):
     _write(tmp_path, [_event(i, value=i * 1.5) for i in range(3)] + [_event(3, value=None)], REGRESSION, "price")
     frame = read_prediction_log("price", tmp_path)

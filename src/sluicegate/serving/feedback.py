@@ -341,6 +341,7 @@ def read_labelled_predictions(
     last_n: int | None = None,
     traffic: Iterable[str] | None = ("live",),
     include_late: bool = True,
+    model_version: str | None = None,
 ) -> pd.DataFrame:
     """Logged predictions that received a label, joined with it (for live performance and retraining).
 
@@ -351,6 +352,7 @@ def read_labelled_predictions(
         last_n: only the newest `last_n` labelled predictions.
         traffic: which traffic (default live only); None for all.
         include_late: keep labels that arrived after the late window.
+        model_version: only the predictions this registered version made (None: every version).
 
     Returns:
         The columns of `read_prediction_log`, then the label in a column named after the target
@@ -367,7 +369,11 @@ def read_labelled_predictions(
             return log_frame([])
         schemas = label_schemas(conn)
         where = "prediction_id IN (SELECT prediction_id FROM feedback" + ("" if include_late else " WHERE late = 0") + ")"
-        rows = select_log_rows(conn, where, [], since=since, last_n=last_n, traffic=traffic)
+        params: list = []
+        if model_version is not None:
+            where += " AND model_version = ?"
+            params.append(str(model_version))
+        rows = select_log_rows(conn, where, params, since=since, last_n=last_n, traffic=traffic)
         labels = conn.execute("SELECT prediction_id, label, received_ts, source, late FROM feedback").fetchall()
     target = next((s.target for s in reversed(list(schemas.values())) if s.target), None) or "label"
     frame = log_frame(rows)

@@ -303,6 +303,7 @@ def read_prediction_log(
     last_n: int | None = None,
     since: datetime | str | float | None = None,
     traffic: Iterable[str] | None = ("live",),
+    model_version: str | None = None,
 ) -> pd.DataFrame:
     """The logged predictions of a project, oldest first, one row per scored record.
 
@@ -313,6 +314,7 @@ def read_prediction_log(
         since: only rows at or after this time (datetime, ISO string or epoch seconds; naive means UTC).
         traffic: which traffic to return (default live only: canary, shadow and health checks are
             not users); None returns every row.
+        model_version: only the rows this registered version answered (None: every version).
 
     Returns:
         Columns `prediction_id`, `ts` (UTC timestamp), `endpoint`, `model_version`, `traffic`,
@@ -331,7 +333,8 @@ def read_prediction_log(
     if not path.exists():
         return _empty()
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
-        rows = select_log_rows(conn, "", [], since=since, last_n=last_n, traffic=traffic)
+        where, params = ("model_version = ?", [str(model_version)]) if model_version is not None else ("", [])
+        rows = select_log_rows(conn, where, params, since=since, last_n=last_n, traffic=traffic)
     return log_frame(rows)
 
 

@@ -33,6 +33,7 @@ CHAMPION = "champion"  # the same names as tracking.CHAMPION (importing tracking
 DELETED_STAGE = "Deleted_Internal"  # MLflow marks a deleted version so in model_versions
 WORKSPACE = "default"
 HTTP_TIMEOUT_S = 10.0
+AUDIT_SUFFIX = ".audit"  # tracking.AUDIT_SUFFIX: the experiment `<project>.audit` holds the audit trail
 
 
 class RegistryReader(Protocol):
@@ -152,6 +153,38 @@ class SqliteRegistryReader:
             latest = self._record(conn, project, max(versions)) if versions else None
         decision = _local_artifact(latest["artifact_uri"], "gate_decision.json") if latest else None
         return _status(project, self.uri, champ, versions, latest, decision)
+
+    def audit_records(self, project: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """What `Tracker.audit_records` returns (`sluice history`), by SQL on the runs of `<project>.audit`."""
+        conn = self._connect()
+        if conn is None:
+            return []
+        with conn:
+            exp = conn.execute("SELECT experiment_id FROM experiments WHERE workspace = ? AND name = ?",
+                               (WORKSPACE, f"{project}{AUDIT_SUFFIX}")).fetchone()
+            if exp is None:
+                return []
+            rows = conn.execute(
+                "SELECT r.artifact_uri, rec.value FROM runs r "
+                "JOIN tags kind ON kind.run_uuid = r.run_uuid AND kind.key = 'sluice.kind' AND kind.value = 'audit' "
+                "LEFT JOIN tags rec ON rec.run_uuid = r.run_uuid AND rec.key = 'sluice.audit.record' "
+                "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active' ORDER BY r.start_time DESC"
+                + (" LIMIT ?" if limit else ""), (exp[0], *((int(limit),) if limit else ()))).fetchall()
+        out = []
+        for artifact_uri, blob in rows:
+            try:
+                rec = json.loads(blob)
+            except (TypeError, ValueError):
+                rec = {"details": {"truncated": True}}
+            if (rec.get("details") or {}).get("truncated"):  # shortened for the tag limit: the artifact is whole
+                rec = _local_artifact(artifact_uri or "", "audit_record.json") or rec
+            out.append(rec)
+        return _audit_order(out)
+
+
+def _audit_order(records: list[dict]) -> list[dict]:
+    """Newest first, by the record's own microsecond timestamp (as `Tracker.audit_records`)."""
+    return sorted(records, key=lambda r: str(r.get("when", "")), reverse=True)
 
 
 class HttpRegistryReader:

@@ -342,9 +342,12 @@ class Tracker:
                                                max_results=min(1000, limit - len(out)) if limit else 1000)
                 for run in page:
                     try:
-                        out.append(json.loads(run.data.tags["sluice.audit.record"]))
-                    except (KeyError, ValueError):  # a record cut at the tag limit: read its artifact
-                        out.append(self._load_run_dict(run.info.run_id, "audit_record.json"))
+                        rec = json.loads(run.data.tags["sluice.audit.record"])
+                    except (KeyError, ValueError):
+                        rec = {"details": {"truncated": True}}
+                    if (rec.get("details") or {}).get("truncated"):  # shortened for the tag limit: the artifact is whole
+                        rec = self._load_run_dict(run.info.run_id, "audit_record.json")
+                    out.append(rec)
                 token = page.token
                 if not token:
                     break

@@ -57,6 +57,23 @@ def test_reader_matches_tracker_status(tmp_path, monkeypatch):
     assert status["last_verdict"]["checks"] == [{"name": "r2", "passed": False}]
 
 
+def test_reader_reads_the_audit_trail_as_the_tracker_does(tmp_path, monkeypatch):
+    from sluicegate.audit import new_record
+
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = load_settings()
+    tr, light = Tracker(settings), reader_for(settings)
+    assert light.audit_records("p") == []
+    for i, why in enumerate(["first deploy", "gate passed", "x" * 9000]):  # the last is cut at MLflow's tag limit
+        tr.append_audit("p", new_record("p", "deploy", str(i + 1), why, who="alice").to_dict())
+    tr.append_audit("q", new_record("q", "promote", "1", "other project", who="bob").to_dict())
+    assert light.audit_records("p") == tr.audit_records("p") and len(light.audit_records("p")) == 3
+    assert light.audit_records("p", 2) == tr.audit_records("p", 2)
+    assert light.audit_records("p")[0]["why"] == "x" * 9000
+    assert [r["project"] for r in light.audit_records("q")] == ["q"]
+
+
 def test_other_stores_use_the_full_tracker(tmp_path):
     env = {"SLUICE_HOME": str(tmp_path)}
     assert reader_for(load_settings({**env, "MLFLOW_TRACKING_URI": "postgresql://u:p@127.0.0.1/db"})) is None

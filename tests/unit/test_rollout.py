@@ -152,3 +152,63 @@ def test_rollout_markdown_has_shares_sides_metric_agreement_and_the_decision():
                                                last_check=_check(PROMOTE, "promoted")))
     assert ended.startswith("# churn: canary of v2 beside v1: PROMOTED")
     assert "Ended **promoted** at T1: held for the window" in ended and "action **promoted**" in ended
+
+
+def _open_canary(home, candidate_requests: int, window_requests: int = 100):
+    """A canary's files as the release and the front leave them (no process runs: nothing is promoted here)."""
+    import json
+    import time
+
+    from sluicegate.deploy.processes import ROUTING_FILE, STATS_FILE, ServingState, state_dir, write_state
+    from sluicegate.settings import load_settings
+
+    settings = load_settings({"SLUICE_HOME": str(home)})
+    folder = state_dir(settings, "churn")
+    folder.mkdir(parents=True)
+    started = time.time() - 60
+    rollout = {"strategy": "canary", "status": "active", "share": 0.2, "since": "2026-11-30T10:00:00+00:00",
+               "started_at": started, "champion_version": "1", "candidate_version": "2", "candidate_pid": 0,
+               "candidate_port": 3602}
+    write_state(settings, ServingState("churn", "1", "churn:1", "127.0.0.1", 3600, 0, 0, 3601,
+                                       "2026-11-30T09:00:00+00:00", rollout=rollout))
+    limits = {"window_requests": window_requests, "min_requests": 5}
+    (folder / ROUTING_FILE).write_text(json.dumps({"mode": "canary", "share": 0.2, "started_at": started,
+                                                    "limits": limits}))
+    (folder / STATS_FILE).write_text(json.dumps({
+        "share": 0.2, "champion": {"requests": 4 * candidate_requests, "errors": 0, "p95_ms": 5.0},
+        "candidate": {"requests": candidate_requests, "errors": 0, "p95_ms": 6.0}}))
+    return settings
+
+
+def test_a_check_keeps_its_verdict_and_action_in_the_rollout_state(tmp_path):
+    from sluicegate.config import PackagingConfig
+    from sluicegate.deploy.traffic import check_rollout, rollout_report, rollout_status
+    from sluicegate.rollout import rollout_lines
+
+    settings = _open_canary(tmp_path / "home", candidate_requests=20)
+    out = check_rollout(None, settings, "churn", PackagingConfig(), "classification", checked_by="drift-check run x")
+    assert (out.action, out.decision.verdict) == ("none", HOLD)
+    serving = rollout_status(settings, "churn")
+    check = serving["rollout"]["last_check"]
+    assert (check["by"], check["verdict"], check["action"]) == ("drift-check run x", HOLD, "none")
+    assert [c["name"] for c in check["checks"]] == ["errors", "latency", "metric", "window"]
+    assert serving["rollout"]["status"] == "active" and serving["rollout"]["stats"]["candidate"]["requests"] == 20
+    assert any(line.startswith("  last check ") and "by drift-check run x: hold" in line
+               for line in rollout_lines(serving))
+    report = rollout_report(settings, "churn")
+    assert report.status == "active" and report.comparison is not None  # no prediction log yet: no labels
+    assert "**hold**" in report.markdown and "| requests | 80 | 20 |" in report.markdown
+
+
+def test_a_canary_that_held_waits_for_a_person_when_approval_is_asked(tmp_path):
+    from sluicegate.config import PackagingConfig
+    from sluicegate.deploy.processes import read_state
+    from sluicegate.deploy.traffic import check_rollout
+
+    settings = _open_canary(tmp_path / "home", candidate_requests=120)
+    out = check_rollout(None, settings, "churn", PackagingConfig(), "classification", approval_needed=True)
+    assert (out.action, out.decision.verdict) == ("waiting", PROMOTE) and "sluice rollout promote churn" in out.message
+    state = read_state(settings, "churn")
+    assert state.version == "1" and state.rollout["status"] == "active"  # nothing moved
+    assert state.rollout["last_check"]["action"] == "waiting"
+    assert state.rollout["last_check"]["by"] == "sluice rollout check"

@@ -228,7 +228,12 @@ def test_canary_that_holds_for_its_window_is_promoted_by_rollout_check(registry,
 
 # ---------------------------------------------------------------- the scheduled drift check advances rollouts
 def _canary_beside_the_champion(reg, canary: dict) -> tuple[str, str, str]:
-    """(url, champion, candidate): a canary of the version not serving (serving v1 first when nothing does)."""
+    """(url, champion, candidate): a canary of the version not serving (serving v1 first when nothing does),
+    started by the training flow's release task; the rollout artifact shows it from the start."""
+    from prefect.artifacts import Artifact
+
+    from tasks.deploy import release_model
+
     _no_rollout(reg)
     state = read_state(reg.settings, "churn")
     if state is None:
@@ -236,8 +241,12 @@ def _canary_beside_the_champion(reg, canary: dict) -> tuple[str, str, str]:
         state = read_state(reg.settings, "churn")
     champion = state.version
     candidate = reg.v2 if champion != reg.v2 else reg.v1
-    _release(reg, candidate, strategy="canary", canary=canary)
+    release_model.fn("churn", candidate, PackagingConfig(), _spec(reg.port, strategy="canary", canary=canary),
+                     "classification", expected_champion=champion)
     assert read_state(reg.settings, "churn").rollout["status"] == "active" and reg.champion() == champion
+    started = Artifact.get("churn-rollout").data
+    assert started.startswith(f"# churn: canary of v{candidate} beside v{champion}: ACTIVE")
+    assert f"v{candidate} answers {canary['share']:.0%}" in started and "Not checked yet" in started
     return f"http://127.0.0.1:{reg.port}", champion, candidate
 
 

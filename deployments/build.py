@@ -50,7 +50,9 @@ def specs(cfg: ProjectConfig, config_path: str) -> list[dict]:
         {"flow": "training", "name": f"{p}-training", "parameters": {"config_path": config_path},
          "cron": cfg.monitoring.training_schedule, "description": f"Train and gate {p} (run from the UI with overrides)."},
         {"flow": "drift", "name": f"{p}-drift-check", "parameters": {"project": config_path},
-         "cron": cfg.monitoring.schedule, "description": f"Scheduled drift check of {p}'s champion."},
+         "cron": cfg.monitoring.schedule,
+         "description": f"Scheduled drift check of {p}'s champion; advances an open shadow or canary rollout "
+                        "(promotes a canary after its window, rolls back a breach)."},
         retrain,
     ]
 

@@ -1,4 +1,5 @@
-"""The drift check flow: compare recent traffic with the champion's training data and labels, alert on persistent drift or degradation."""
+"""The drift check flow: compare recent traffic with the champion's training data and labels, alert on persistent
+drift or degradation, and advance an open shadow or canary rollout."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sluicegate.config import load_config
 from sluicegate.projects import resolve_project
 from tasks.events import emit
 from tasks.monitor import check_drift, check_performance, load_windows, record_drift, record_performance
+from tasks.rollout import advance_rollout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +38,13 @@ def drift_check(project: str, current_path: str | None = None) -> dict:
     give the live metric. Emits `sluicegate.drift.checked` every time,
     `sluicegate.drift.detected` after drift in `monitoring.consecutive` checks in a row, and
     `sluicegate.performance.degraded` after as many degraded checks, outside the cooldown.
+    With `monitoring.retrain: false` these are alerts only: no retraining starts.
+
+    An open rollout (`deploy.strategy` shadow or canary) is checked first, as `sluice rollout
+    check` does: a canary that held for its window is promoted (or waits for approval under
+    `gates.approval`), a breach is rolled back and recorded; a shadow only reports. The
+    `<project>-rollout` artifact shows the result; a failed promotion fails this run after the
+    drift check.
 
     Args:
         project: project name (the YAML under configs/ declaring it) or a YAML path.
@@ -43,6 +52,8 @@ def drift_check(project: str, current_path: str | None = None) -> dict:
     """
     cfg = load_config(config_for(project))
     mon = cfg.monitoring
+    rollout_state = advance_rollout(cfg.project, cfg.packaging, cfg.task, cfg.gates.approval, cfg.notifications,
+                                    return_state=True)  # a drift check that fails on its data holds no canary back
     metric = monitoring.performance_metric(mon.performance, cfg.gates.primary_metric)
     windows = load_windows(cfg.project, cfg.data.target, cfg.data.id_column, mon, current_path, cfg.task,
                            cfg.gates.primary_metric, cfg.seed)
@@ -71,5 +82,13 @@ def drift_check(project: str, current_path: str | None = None) -> dict:
     if perf_signal.alert:
         emit(cfg.project, events.PERFORMANCE_DEGRADED,
              events.performance_payload(cfg.project, payload, perf.reason, perf_signal.reason), cfg.notifications)
+    rollout = rollout_state.result()  # raises the rollout step's failure, now that the drift check is done
+    if rollout is not None:
+        text += f"\nrollout: {rollout.action}: {rollout.message}"
+        print(f"rollout: {rollout.action}: {rollout.message}")
     return {"project": cfg.project, "drifted": report.drifted, "alert": signal.alert, "signal": signal.reason,
-            "performance_alert": perf_signal.alert, "performance_signal": perf_signal.reason, "text": text, **payload}
+            "performance_alert": perf_signal.alert, "performance_signal": perf_signal.reason, "text": text,
+            "rollout": None if rollout is None else {"action": rollout.action, "strategy": rollout.strategy,
+                                                     "message": rollout.message,
+                                                     "verdict": rollout.decision.verdict if rollout.decision else None},
+            **payload}

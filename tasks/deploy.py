@@ -8,10 +8,13 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from sluicegate.config import DeployConfig, NotificationsConfig, PackagingConfig
+from sluicegate.deploy.processes import read_state
 from sluicegate.deploy.release import Promotion, release_version
 from sluicegate.deploy.staged import DeployResult
+from sluicegate.deploy.traffic import active_rollout
 from tasks._common import artifact_key, settings, tracker
 from tasks.events import prefect_emitter
+from tasks.rollout import publish_rollout
 
 
 @task(name="release-model", retries=0)  # a failed canary is a verdict, not a hiccup: never retried
@@ -24,5 +27,7 @@ def release_model(project: str, version: str, packaging: PackagingConfig, deploy
                              events=prefect_emitter(notifications))
     create_markdown_artifact(f"## {project}: deployed v{version} ({deploy.target})\n\n{result.message}",
                              key=artifact_key(project, "deployment"), description=f"{project} deployment")
+    if deploy.target == "local" and active_rollout(read_state(settings(), project)):  # shadow or canary began
+        publish_rollout(project)
     print(result.message)
     return result

@@ -265,3 +265,124 @@ def percentile(values: list[float], q: float) -> float | None:
     k = (len(ordered) - 1) * q / 100.0
     lo, hi = math.floor(k), math.ceil(k)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+# ---------------------------------------------------------------- the rollout's state, as words
+def _pct(value: Any) -> str:
+    return f"{float(value or 0):.0%}"
+
+
+def _who_serves(rollout: dict[str, Any]) -> str:
+    """`v2 answers 20%, v1 80%` (canary) or `mirrored to v2 (20% copied)` (shadow)."""
+    share, cand, champ = float(rollout.get("share") or 0), rollout["candidate_version"], rollout["champion_version"]
+    if rollout.get("strategy") == "shadow":
+        return f"v{champ} answers 100%, mirrored to v{cand} ({share:.0%} copied)"
+    return f"v{cand} answers {share:.0%}, v{champ} {1 - share:.0%}"
+
+
+def _side_line(name: str, data: dict[str, Any] | None) -> str | None:
+    if not data:
+        return None
+    s = SideStats.from_dict(data)
+    return f"{name}: {s.requests} requests, {s.errors} errors ({s.error_rate:.1%}), p95 {_ms(s.p95_ms)}"
+
+
+def _metric_text(metric: dict[str, Any] | None) -> str | None:
+    if not metric or (metric.get("champion") is None and metric.get("candidate") is None):
+        return None
+
+    def cell(v: Any) -> str:
+        return "n/a" if v is None else f"{float(v):.4g}"
+    return (f"live {metric['name']}: champion {cell(metric.get('champion'))} (n={metric.get('champion_n', 0)}), "
+            f"candidate {cell(metric.get('candidate'))} (n={metric.get('candidate_n', 0)})")
+
+
+def _check_text(check: dict[str, Any]) -> str:
+    verdict = check.get("verdict") or "no verdict"
+    return (f"last check {check.get('at')} by {check.get('by')}: {verdict}, action {check.get('action')}: "
+            f"{check.get('reason') or check.get('message')}")
+
+
+def rollout_lines(serving: dict[str, Any] | None) -> list[str]:
+    """`sluice status`'s lines on the local deployment: who serves what share since when, each side's
+    counters, the last check's verdict and what it did, the live metric it judged on.
+
+    Args:
+        serving: what `sluicegate.deploy.traffic.rollout_status` returns (None: nothing deployed).
+    """
+    if not serving:
+        return []
+    rollout = serving.get("rollout") or {}
+    if rollout.get("status") != "active":
+        lines = [f"serving v{serving['version']} at {serving['url']} since {serving['since']}"]
+        if rollout:
+            lines.append(f"last rollout: {rollout.get('strategy')} of v{rollout.get('candidate_version')} "
+                         f"{rollout.get('status')} at {rollout.get('ended')}: {rollout.get('reason')}")
+        return lines
+    lines = [f"serving v{serving['version']} at {serving['url']}; {rollout['strategy']} since {rollout['since']}: "
+             f"{_who_serves(rollout)}" + (" (BREACHED, rolled back)" if rollout.get("breach") else "")]
+    stats = rollout.get("stats") or {}
+    lines += [f"  {line}" for line in (_side_line(s, stats.get(s)) for s in ("champion", "candidate")) if line]
+    check = rollout.get("last_check")
+    if check:
+        lines.append(f"  {_check_text(check)}")
+        metric = _metric_text(check.get("metric"))
+        if metric:
+            lines.append(f"  {metric}")
+    return lines
+
+
+def rollout_markdown(project: str, serving: dict[str, Any], comparison: ShadowComparison | None = None) -> str:
+    """The rollout as markdown for the Prefect UI: who serves what share since when, requests, errors and
+    p95 per side, agreement (shadow), the live metric once labels arrived, and the last decision.
+
+    Args:
+        project: the project.
+        serving: `rollout_status` of the project, with a rollout (active or ended).
+        comparison: `compare_rollout` of the same rollout (agreement and the live metric), if read.
+    """
+    rollout = serving["rollout"]
+    cand, champ, status = rollout["candidate_version"], rollout["champion_version"], rollout.get("status")
+    title = f"# {project}: {rollout['strategy']} of v{cand} beside v{champ}: {str(status).upper()}"
+    if status == "active":
+        now = f"{_who_serves(rollout)} since {rollout['since']}" + \
+            (" (BREACHED: the front rolled it back to 0%)" if rollout.get("breach") else "")
+    else:
+        serves = f"v{serving['version']} serves 100%"
+        now = f"{serves}; the rollout began {rollout['since']} and ended {rollout.get('ended')}: {rollout.get('reason')}"
+    lines = [title, "", f"**Now:** {now}", ""]
+    stats = rollout.get("stats") or {}
+    sides = {s: SideStats.from_dict(stats.get(s)) for s in ("champion", "candidate")}
+    lines += ["| | champion | candidate |", "|---|---|---|",
+              f"| version | v{champ} | v{cand} |",
+              f"| requests | {sides['champion'].requests} | {sides['candidate'].requests} |",
+              f"| errors | {sides['champion'].errors} ({sides['champion'].error_rate:.1%}) "
+              f"| {sides['candidate'].errors} ({sides['candidate'].error_rate:.1%}) |",
+              f"| p95 latency | {_ms(sides['champion'].p95_ms)} | {_ms(sides['candidate'].p95_ms)} |"]
+    check = rollout.get("last_check") or {}
+    metric = asdict(comparison.metric) if comparison is not None and comparison.metric is not None \
+        else check.get("metric")
+    if metric and (metric.get("champion_n") or metric.get("candidate_n")):
+        def cell(v: Any, n: Any) -> str:
+            return f"{'n/a' if v is None else format(float(v), '.4g')} (n={n or 0})"
+        lines.append(f"| live {metric['name']} | {cell(metric.get('champion'), metric.get('champion_n'))} "
+                     f"| {cell(metric.get('candidate'), metric.get('candidate_n'))} |")
+    else:
+        lines.append("| live metric | no labels yet | no labels yet |")
+    if rollout.get("strategy") == "shadow" and comparison is not None:
+        agree = "n/a" if comparison.agreement is None else f"{comparison.agreement:.1%}"
+        lines += ["", f"**Agreement:** {agree} on {comparison.pairs} paired predictions"]
+    lines += ["", "## Decision", ""]
+    if check:
+        lines.append(f"Last check {check.get('at')} by {check.get('by')}: **{check.get('verdict') or 'no verdict'}**"
+                     f", action **{check.get('action')}**. {check.get('message') or check.get('reason') or ''}")
+        if check.get("checks"):
+            lines += ["", "| rule | result | detail |", "|---|---|---|"]
+            for c in check["checks"]:
+                mark = {True: "ok", False: "not yet" if c["name"] == "window" else "FAILED", None: "-"}[c.get("passed")]
+                lines.append(f"| {c['name']} | {mark} | {c['detail']} |")
+    else:
+        lines.append("Not checked yet: the drift-check flow or `sluice rollout check` judges it.")
+    if status != "active":
+        lines += ["", f"Ended **{status}** at {rollout.get('ended')}: {rollout.get('reason')}"]
+    return "\n".join(lines) + "\n"

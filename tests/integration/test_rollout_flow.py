@@ -1,8 +1,11 @@
 """Shadow and canary rollouts on real served models, through the front: compare, breach, hold and promote.
 
-One registry, four model servers in all (each start costs 10-16 s): v1 serves; v2 shadows it
+One registry, six model servers in all (each start costs 10-16 s): v1 serves; v2 shadows it
 and is promoted by hand; v3 (raises on a sentinel input) is a canary that breaches; v1 comes back
-as a canary that holds for its window and is promoted by `sluice rollout check`.
+as a canary that holds for its window and is promoted by `sluice rollout check`; then the scheduled
+drift-check flow advances rollouts by itself: a v2 canary that holds is promoted by a flow run, a
+v1 canary whose live accuracy falls behind on feedback labels is rolled back by the next, and the
+`churn-rollout` Prefect artifact shows each.
 """
 
 from __future__ import annotations
@@ -152,6 +155,17 @@ def _no_rollout(reg) -> None:
         abort_rollout(reg.settings, "churn", "left by an earlier failed test")
 
 
+def _counted(reg, candidate_requests: int) -> bool:
+    """The front writes its counters each check interval; the file may not exist yet."""
+    stats = reg.settings.home / "deploy" / "churn" / "traffic-stats.json"
+    if read_state(reg.settings, "churn").rollout.get("status") != "active":
+        return True
+    try:
+        return json.loads(stats.read_text()).get("candidate", {}).get("requests", 0) >= candidate_requests
+    except (OSError, ValueError):
+        return False
+
+
 def test_canary_breach_rolls_back_answers_and_logs_everything(registry):
     reg = registry
     _no_rollout(reg)
@@ -200,16 +214,7 @@ def test_canary_that_holds_for_its_window_is_promoted_by_rollout_check(registry,
             assert resp.status_code == 200
             seen.add(resp.json()[0]["model_version"])
     assert seen == {reg.v1, reg.v2}  # both answer during the canary
-    def counted() -> bool:  # the front writes its counters each check interval; the file may not exist yet
-        stats = reg.settings.home / "deploy" / "churn" / "traffic-stats.json"
-        if read_state(reg.settings, "churn").rollout.get("status") != "active":
-            return True
-        try:
-            return json.loads(stats.read_text()).get("candidate", {}).get("requests", 0) >= 10
-        except (OSError, ValueError):
-            return False
-
-    _wait(counted, 30)
+    _wait(lambda: _counted(reg, 10), 30)
     capsys.readouterr()
     assert main(["rollout", "check", reg.config_path]) == 0
     said = capsys.readouterr().out
@@ -219,3 +224,124 @@ def test_canary_that_holds_for_its_window_is_promoted_by_rollout_check(registry,
     assert state.version == reg.v1 and state.rollout["status"] == "promoted"
     deploys = [r for r in audit.read_history(reg.tracker, "churn") if r.action == audit.DEPLOY]
     assert deploys and deploys[0].version == reg.v1 and "held for the window" in deploys[0].why
+
+
+# ---------------------------------------------------------------- the scheduled drift check advances rollouts
+def _canary_beside_the_champion(reg, canary: dict) -> tuple[str, str, str]:
+    """(url, champion, candidate): a canary of the version not serving (serving v1 first when nothing does),
+    started by the training flow's release task; the rollout artifact shows it from the start."""
+    from prefect.artifacts import Artifact
+
+    from tasks.deploy import release_model
+
+    _no_rollout(reg)
+    state = read_state(reg.settings, "churn")
+    if state is None:
+        _release(reg, reg.v1)
+        state = read_state(reg.settings, "churn")
+    champion = state.version
+    candidate = reg.v2 if champion != reg.v2 else reg.v1
+    release_model.fn("churn", candidate, PackagingConfig(), _spec(reg.port, strategy="canary", canary=canary),
+                     "classification", expected_champion=champion)
+    assert read_state(reg.settings, "churn").rollout["status"] == "active" and reg.champion() == champion
+    started = Artifact.get("churn-rollout").data
+    assert started.startswith(f"# churn: canary of v{candidate} beside v{champion}: ACTIVE")
+    assert f"v{candidate} answers {canary['share']:.0%}" in started and "Not checked yet" in started
+    return f"http://127.0.0.1:{reg.port}", champion, candidate
+
+
+def _drift_check(reg):
+    """One run of the drift-check flow on a batch of the training rows: (result, flow run id)."""
+    from flows.monitoring import drift_check
+
+    batch = Path(reg.config_path).parents[1] / "data" / "churn.csv"
+    state = drift_check(reg.config_path, str(batch), return_state=True)
+    return state.result(), str(state.state_details.flow_run_id)
+
+
+def _rollout_artifact(run_id: str) -> str:
+    from tests.helpers import flow_run_artifact
+
+    artifact = flow_run_artifact("churn-rollout", run_id)
+    assert artifact is not None, "the drift-check run published no churn-rollout artifact"
+    return artifact.data
+
+
+def test_canary_that_holds_is_promoted_by_the_drift_check_flow(registry, prefect_harness, capsys):
+    reg = registry
+    canary = {"share": 0.5, "window_requests": 10, "min_requests": 5, "max_p95_ratio": 1000,
+              "max_error_rate_increase": 0.5}
+    url, champion, candidate = _canary_beside_the_champion(reg, canary)
+    with httpx.Client(timeout=30) as client:
+        for row in _records(reg.frame, 60):
+            assert client.post(f"{url}/predict", json=[row]).status_code == 200
+    assert _wait(lambda: _counted(reg, 10), 30)
+
+    result, run_id = _drift_check(reg)
+    assert result["rollout"]["action"] == "promoted" and result["rollout"]["verdict"] == "promote", result["rollout"]
+    assert "rollout: promoted" in result["text"]
+    assert reg.champion() == candidate and _served_version(url) == candidate
+    state = read_state(reg.settings, "churn")
+    assert state.version == candidate and state.rollout["status"] == "promoted"
+    check = state.rollout["last_check"]
+    assert check["action"] == "promoted" and check["by"].startswith("drift-check flow run ")
+    deploys = [r for r in audit.read_history(reg.tracker, "churn") if r.action == audit.DEPLOY]
+    assert deploys[0].version == candidate and "held for the window" in deploys[0].why
+    assert deploys[0].flow_run_id == run_id  # recorded as done by this flow run
+
+    md = _rollout_artifact(run_id)
+    assert md.startswith(f"# churn: canary of v{candidate} beside v{champion}: PROMOTED")
+    assert f"v{candidate} serves 100%" in md and "action **promoted**" in md and check["by"] in md
+    cand_requests = state.rollout["stats"]["candidate"]["requests"]
+    assert cand_requests >= 10 and f"| requests | {state.rollout['stats']['champion']['requests']} | {cand_requests} |" in md
+    assert "| window | ok |" in md
+
+    status = _cli_json(capsys, ["status", reg.config_path, "--json"])
+    assert status["serving"]["rollout"]["last_check"]["action"] == "promoted"
+
+    # what `sluice rollout check|promote|abort` call after acting: outside any run, with the API configured
+    from prefect.artifacts import Artifact
+
+    from tasks.rollout import publish_rollout
+
+    assert publish_rollout("churn") is not None
+    latest = Artifact.get("churn-rollout")
+    assert latest.flow_run_id is None and latest.data.startswith(md.splitlines()[0])
+
+    again, _ = _drift_check(reg)  # nothing open any more: the next scheduled run leaves serving alone
+    assert again["rollout"] is None and _served_version(url) == candidate
+
+
+def test_canary_whose_live_metric_falls_behind_is_rolled_back_by_the_drift_check_flow(registry, prefect_harness):
+    reg = registry
+    canary = {"share": 0.5, "window_requests": 1000, "min_requests": 5, "min_labels": 5, "max_metric_drop": 0.05,
+              "max_p95_ratio": 1000, "max_error_rate_increase": 0.5}
+    url, champion, candidate = _canary_beside_the_champion(reg, canary)
+    cand_pid = read_state(reg.settings, "churn").rollout["candidate_pid"]
+    feedback = []
+    with httpx.Client(timeout=30) as client:
+        for row in _records(reg.frame, 60):
+            answer = client.post(f"{url}/predict", json=[row]).json()[0]
+            right = answer["model_version"] == champion  # labels that make the candidate wrong every time
+            feedback.append({"prediction_id": answer["prediction_id"],
+                             "label": answer["prediction"] if right else 1 - int(answer["prediction"])})
+        resp = client.post(f"{url}/feedback", json=feedback)
+    assert resp.status_code == 200 and resp.json()["summary"]["accepted"] == 60, resp.text
+    # the front sees no errors and no slow answers: only the labels show the breach, which the flow judges
+    assert read_state(reg.settings, "churn").rollout["status"] == "active"
+
+    result, run_id = _drift_check(reg)
+    assert result["rollout"]["action"] == "breached", result["rollout"]
+    state = read_state(reg.settings, "churn")
+    assert state.version == champion and reg.champion() == champion and state.rollout["status"] == "breached"
+    assert "metric: live accuracy candidate 0" in state.rollout["reason"]
+    assert state.rollout["last_check"]["by"].startswith("drift-check flow run ")
+    assert _wait(lambda: not pid_alive(cand_pid, BACKEND_MARKER), 30)
+    assert _served_version(url) == champion
+    breaches = [r for r in audit.read_history(reg.tracker, "churn") if r.action == audit.CANARY_BREACH]
+    assert breaches[0].version == candidate and breaches[0].flow_run_id == run_id and "live accuracy" in breaches[0].why
+
+    md = _rollout_artifact(run_id)
+    assert md.startswith(f"# churn: canary of v{candidate} beside v{champion}: BREACHED")
+    assert "action **breached**" in md and "| metric | FAILED | live accuracy candidate 0 " in md
+    assert "| live accuracy | 1 (n=" in md  # the champion was right on every label it got

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -179,27 +179,45 @@ def canary_metric(settings: Settings, project: str, rollout: dict[str, Any], tas
     return LiveMetric(name, champ, cand, champ_n, cand_n, higher_is_better=name != "mae")
 
 
+def _last_check(by: str, decision: CanaryDecision | None, action: str, message: str,
+                metric: LiveMetric | None = None) -> dict[str, Any]:
+    """What a check saw and did, kept in the rollout's state for `sluice status` and the Prefect artifact."""
+    return {"at": _now_iso(), "by": by, "verdict": decision.verdict if decision else None,
+            "reason": decision.reason if decision else None, "action": action, "message": message,
+            "checks": [asdict(c) for c in decision.checks] if decision else [],
+            "metric": asdict(metric) if metric is not None else None}
+
+
 def check_rollout(tracker: Any, settings: Settings, project: str, packaging: PackagingConfig, task: str, *,
-                  approval_needed: bool = False, events: Emitter = NO_EVENTS) -> RolloutCheck:
+                  approval_needed: bool = False, events: Emitter = NO_EVENTS,
+                  checked_by: str = "sluice rollout check") -> RolloutCheck:
     """Judge the project's rollout now and act on the verdict (see the module docstring).
 
+    Whatever the verdict, what the check saw and did is kept in the rollout's state as
+    `last_check` (when, by whom, verdict, action, the rules, the live metric).
+
+    Args:
+        checked_by: who checks (the CLI, the front, a drift-check flow run), as it will be shown.
+
     Raises:
-        DeployError: no rollout is under way.
+        DeployError: no rollout is under way, or the promotion failed (the canary keeps its share).
     """
     with project_lock(settings, project):
         state = read_state(settings, project)
         rollout = active_rollout(state)
-        if rollout is None:
+        if state is None or rollout is None:
             raise DeployError(f"{project}: no shadow or canary rollout is under way")
         routing = read_routing(settings, project) or {}
         stats = read_stats(settings, project)
         if rollout["strategy"] == "shadow":
             c, s = SideStats.from_dict(stats.get("champion")), SideStats.from_dict(stats.get("candidate"))
-            return RolloutCheck(project, "shadow", None, "none",
-                                f"{project}: v{rollout['candidate_version']} shadows v{rollout['champion_version']} "
-                                f"({s.requests} copies, {s.errors} errors; champion {c.requests} requests); "
-                                f"see `sluice compare {project}`, then `sluice rollout promote|abort {project}`")
-        breach = routing.get("breach")
+            text = (f"{project}: v{rollout['candidate_version']} shadows v{rollout['champion_version']} "
+                    f"({s.requests} copies, {s.errors} errors; champion {c.requests} requests); "
+                    f"see `sluice compare {project}`, then `sluice rollout promote|abort {project}`")
+            write_state(settings, replace(state, rollout={**rollout, "last_check": _last_check(
+                checked_by, None, "none", "a shadow is promoted or aborted by a person")}))
+            return RolloutCheck(project, "shadow", None, "none", text)
+        breach, metric = routing.get("breach"), None
         if breach:  # the front already rolled it back: finish the bookkeeping
             decision = CanaryDecision(BREACH, breach.get("reason", "breach"))
         else:
@@ -209,23 +227,46 @@ def check_rollout(tracker: Any, settings: Settings, project: str, packaging: Pac
                                      SideStats.from_dict(stats.get("candidate")), limits,
                                      elapsed_minutes=(time.time() - float(rollout["started_at"])) / 60, metric=metric)
         if decision.verdict == BREACH:
-            ended = _end(settings, state, "breached", decision.reason,  # type: ignore[arg-type]
-                         {"decision": decision.to_dict()})
             text = (f"{project}: canary v{rollout['candidate_version']} breached and was rolled back to share 0; "
                     f"v{rollout['champion_version']} serves everything: {decision.reason}")
+            ended = _end(settings, state, "breached", decision.reason,
+                         {"decision": decision.to_dict(),
+                          "last_check": _last_check(checked_by, decision, "breached", text, metric)})
             events.emit(project, CANARY_BREACHED, {"version": rollout["candidate_version"],
                                                    "champion": rollout["champion_version"], "reason": decision.reason,
                                                    "stats": ended.get("stats"), "text": text})
             return RolloutCheck(project, "canary", decision, "breached", text)
-        if decision.verdict == PROMOTE:
-            if approval_needed:
-                return RolloutCheck(project, "canary", decision, "waiting",
-                                    f"{project}: canary v{rollout['candidate_version']} {decision.reason}; "
-                                    f"gates.approval asks a person: `sluice rollout promote {project}`")
-            result = _promote_locked(tracker, settings, project, packaging, None, events, decision.reason)
+        if decision.verdict == PROMOTE and not approval_needed:
+            checked = _last_check(checked_by, decision, "promoted", decision.reason, metric)
+            result = _promote_locked(tracker, settings, project, packaging, None, events, decision.reason, checked)
             return RolloutCheck(project, "canary", decision, "promoted", result.message)
-        return RolloutCheck(project, "canary", decision, "none",
-                            f"{project}: canary v{rollout['candidate_version']} holds: {decision.reason}")
+        if decision.verdict == PROMOTE:
+            action, text = "waiting", (f"{project}: canary v{rollout['candidate_version']} {decision.reason}; "
+                                       f"gates.approval asks a person: `sluice rollout promote {project}`")
+        else:
+            action, text = "none", f"{project}: canary v{rollout['candidate_version']} holds: {decision.reason}"
+        write_state(settings, replace(state, rollout={**rollout, "last_check": _last_check(
+            checked_by, decision, action, text, metric)}))
+        return RolloutCheck(project, "canary", decision, action, text)
+
+
+def rollout_approval_needed(tracker: Any, settings: Settings, project: str, policy: str) -> bool:
+    """Whether promoting the open rollout's candidate waits for a person under `gates.approval` (`policy`).
+
+    `on_retrain` asks for one when the candidate came from a retrain (its `sluice.reason` tag);
+    a candidate the registry no longer knows is judged as a manual run.
+    """
+    from sluicegate.errors import SluiceError
+    from sluicegate.gates import approval_required
+
+    state = read_state(settings, project)
+    reason = None
+    if state is not None and state.rollout:
+        try:
+            reason = tracker.version(project, str(state.rollout["candidate_version"])).tags.get("sluice.reason")
+        except SluiceError:
+            pass
+    return approval_required(policy, reason).required
 
 
 def promote_rollout(tracker: Any, settings: Settings, project: str, packaging: PackagingConfig,
@@ -237,7 +278,8 @@ def promote_rollout(tracker: Any, settings: Settings, project: str, packaging: P
 
 
 def _promote_locked(tracker: Any, settings: Settings, project: str, packaging: PackagingConfig,
-                    bless: Callable[[], Callable[[], None]] | None, events: Emitter, reason: str) -> DeployResult:
+                    bless: Callable[[], Callable[[], None]] | None, events: Emitter, reason: str,
+                    last_check: dict[str, Any] | None = None) -> DeployResult:
     from sluicegate.deploy.local import wait_serving_version
 
     state = read_state(settings, project)
@@ -269,7 +311,8 @@ def _promote_locked(tracker: Any, settings: Settings, project: str, packaging: P
             log.error("%s: moving champion back after a failed switch FAILED: %s", project, exc)
         raise
     stats = read_stats(settings, project)
-    ended = {**rollout, "status": "promoted", "share": 1.0, "ended": _now_iso(), "reason": reason, "stats": stats}
+    ended = {**rollout, "status": "promoted", "share": 1.0, "ended": _now_iso(), "reason": reason, "stats": stats,
+             **({"last_check": last_check} if last_check else {})}
     write_state(settings, replace(state, version=version, bento_tag=str(rollout["candidate_bento"]),
                                   backend_pid=int(rollout["candidate_pid"]), backend_port=int(rollout["candidate_port"]),
                                   started_at=_now_iso(), rollout=ended))
@@ -348,3 +391,33 @@ def compare_rollout(settings: Settings, project: str, rollout: dict[str, Any]) -
         log = log.iloc[0:0]
     return compare_shadow(log, labelled, str(rollout["champion_version"]), str(rollout["candidate_version"]), target,
                           _log_task(settings, project), stats)
+
+
+@dataclass(frozen=True)
+class RolloutReport:
+    """The project's rollout (open, or the last one) as `rollout_status` and the comparison read for it."""
+
+    project: str
+    status: str  # active, promoted, breached, aborted
+    serving: dict[str, Any]
+    comparison: Any  # a `sluicegate.rollout.ShadowComparison`, None when the prediction log could not be read
+    markdown: str
+
+
+def rollout_report(settings: Settings, project: str) -> RolloutReport | None:
+    """The rollout's state with agreement and the live metric from the prediction log, as markdown for the
+    Prefect UI (`sluicegate.rollout.rollout_markdown`); None when the project never had a rollout."""
+    from sluicegate.rollout import rollout_markdown
+
+    serving = rollout_status(settings, project)
+    if serving is None or not serving.get("rollout"):
+        return None
+    rollout, note = serving["rollout"], ""
+    try:
+        comparison = compare_rollout(settings, project, rollout)
+    except Exception as exc:  # the state still shows: the log's error goes into the report, not a failed check
+        log.warning("%s: comparing the rollout's sides on the prediction log failed: %s: %s", project,
+                    type(exc).__name__, exc)
+        comparison, note = None, f"\n_Agreement and live metric not read from the prediction log: {type(exc).__name__}: {exc}_\n"
+    return RolloutReport(project, str(rollout.get("status")), serving, comparison,
+                         rollout_markdown(project, serving, comparison) + note)

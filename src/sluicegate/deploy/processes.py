@@ -278,7 +278,11 @@ def reap_orphan_candidate(settings: Settings, project: str) -> None:
         if state is None or state.backend_container != name:
             from sluicegate.deploy.engine import remove_container
 
-            remove_container(engine, name)
+            try:
+                remove_container(engine, name)
+            except DeployError as exc:  # never blocks the next deploy: said once, then forgotten
+                print(f"{project}: the orphan candidate container {name} was not removed ({exc}); "
+                      f"remove it with `{engine} rm -f {name}`", file=sys.stderr)
     else:
         try:
             pid = int(text)

@@ -436,8 +436,8 @@ class DeployConfig(StrictModel):
     @model_validator(mode="after")
     def _strategy_target(self) -> DeployConfig:
         if self.strategy != "direct" and self.target != "local":
-            raise ValueError(f"strategy: {self.strategy} needs target: local (got target: {self.target}); the front "
-                             "process that splits traffic runs only with the local target")
+            raise ValueError(f"strategy: {self.strategy} needs target: local (got target: {self.target}); shadow and "
+                             "canary rollouts run beside a local model server process only")
         return self
 
 

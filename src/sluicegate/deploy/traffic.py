@@ -302,7 +302,8 @@ def rollout_status(settings: Settings, project: str) -> dict[str, Any] | None:
     if state is None:
         return None
     out: dict[str, Any] = {"version": state.version, "url": f"http://{state.host}:{state.port}",
-                           "since": state.started_at, "rollout": state.rollout}
+                           "since": state.started_at, "rollout": state.rollout,
+                           "container": state.backend_container or None, "image": state.image or None}
     if active_rollout(state):
         stats = read_stats(settings, project)
         routing = read_routing(settings, project) or {}

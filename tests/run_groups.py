@@ -37,7 +37,7 @@ GROUPS: dict[str, list[str]] = {
     # real servers and long journeys
     "journeys": ["tests/acceptance", *(f"{INTEGRATION}/{m}" for m in (
         "test_closed_loop.py", "test_approval_flow.py", "test_postgres.py", "test_dask.py"))],
-    "containers": [f"{INTEGRATION}/test_containers.py"],
+    "containers": [f"{INTEGRATION}/test_containers.py", f"{INTEGRATION}/test_container_target.py"],
 }
 
 

@@ -22,6 +22,9 @@ class Settings:
         BENTOML_HOME: BentoML store (default SLUICE_HOME/bentoml).
         SLUICE_TASK_RUNNER: `threads` (default) or `dask`, for trials and partitions submitted in parallel.
         SLUICE_DASK_ADDRESS: a Dask scheduler (`tcp://host:8786`); unset with `dask`: a local cluster.
+        SLUICE_CONTAINER_ENGINE: the engine of `deploy.target: container` (default `podman`).
+        SLUICE_CONTAINER_BASE: the image model images are built on (default the lock image that
+            infra/podman/setup.sh builds, `localhost/sluicegate-python:lock`).
     """
 
     home: Path
@@ -32,6 +35,8 @@ class Settings:
     bentoml_home: Path
     task_runner: str = "threads"
     dask_address: str | None = None
+    container_engine: str = "podman"
+    container_base: str = "localhost/sluicegate-python:lock"
 
     @property
     def data_store(self) -> Path:
@@ -56,6 +61,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         bentoml_home=Path(env.get("BENTOML_HOME") or home / "bentoml"),
         task_runner=(env.get("SLUICE_TASK_RUNNER") or "threads").strip().lower(),
         dask_address=env.get("SLUICE_DASK_ADDRESS") or None,
+        container_engine=env.get("SLUICE_CONTAINER_ENGINE") or "podman",
+        container_base=env.get("SLUICE_CONTAINER_BASE") or "localhost/sluicegate-python:lock",
     )
 
 

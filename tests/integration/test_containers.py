@@ -1,8 +1,9 @@
 """The compose stack for real, under podman: Postgres, the Prefect and MLflow servers and a Prefect worker in containers.
 
-From the host, `sluice run` trains against the stack's published loopback ports; then a deployment
-registered from inside the worker container runs there, pulled from the work pool; `down` leaves no
-container, pod or network. Needs podman, podman-compose and the images of infra/podman/setup.sh
+From the host, `sluice run` trains against the stack's published loopback ports; the champion is
+deployed from the stack's registry into a model container (`deploy.target: container`) and
+answers as offline; then a deployment registered from inside the worker container runs there,
+pulled from the work pool; `down` leaves no container, pod or network. Needs podman, podman-compose and the images of infra/podman/setup.sh
 (.ci/run runs it, so CI always has them); elsewhere it skips with one line saying so.
 """
 
@@ -138,6 +139,57 @@ def test_sluice_run_from_the_host_against_the_stack(stack, tmp_path):
     runs = httpx.post(f"{stack['prefect_api']}/flow_runs/filter",
                       json={}, timeout=30).json()
     assert [r["state_type"] for r in runs if r["parameters"].get("reason") == "container-e2e"] == ["COMPLETED"]
+
+
+def test_the_champion_serves_from_a_model_container(stack, tmp_path):
+    """Packaged from the stack's registry (artifacts through the MLflow server), run by podman, switched
+    behind the front; answers equal the registry model's offline predictions; `sluice stop` removes it."""
+    home = tmp_path / "home"
+    env = _client_env(stack, home)
+    port = next((p for p in range(3500, 3600) if _port_free(p)), None)
+    if port is None:
+        pytest.skip("no free port in 3500-3599")
+    sluice = [str(BIN / "sluice")]
+    try:
+        out = subprocess.run([*sluice, "deploy", "configs/breast_cancer.yaml", "--target", "container", "--port",
+                              str(port)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                             stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert re.search(r"from container sluicegate-breast_cancer-v\d+-\w+ \(image localhost/sluicegate-"
+                         r"breast_cancer:v\d+-\w+\)", out.stdout), out.stdout
+
+        from mlflow.tracking import MlflowClient
+
+        from sluicegate.data import load_bundled
+
+        client = MlflowClient(tracking_uri=stack["mlflow"], registry_uri=stack["mlflow"])
+        champion = client.get_model_version_by_alias("breast_cancer", "champion")
+        import mlflow.sklearn
+
+        mlflow.set_tracking_uri(stack["mlflow"])
+        model = mlflow.sklearn.load_model(f"models:/breast_cancer/{champion.version}")
+        frame = load_bundled("sklearn.breast_cancer").drop(columns=["target"]).head(25)
+        rows = json.loads(frame.to_json(orient="records"))
+        answers = httpx.post(f"http://127.0.0.1:{port}/predict", json=rows, timeout=60).json()
+        assert [a["prediction"] for a in answers] == model.predict(frame).tolist()
+        assert {a["model_version"] for a in answers} == {str(champion.version)}
+    finally:
+        stopped = subprocess.run([*sluice, "stop", "configs/breast_cancer.yaml"], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    left = _podman("ps", "-a", "--filter", f"label=sluicegate.home={home.resolve()}", "--format", "{{.Names}}")
+    assert left.stdout.split() == []
+    for image in re.findall(r"\(image (localhost/sluicegate-breast_cancer:[\w.-]+)\)", out.stdout):
+        _podman("rmi", image)  # never -f: an image another session's container uses stays
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def test_a_deployment_runs_on_the_worker_container(stack):

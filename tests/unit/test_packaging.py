@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from sluicegate.config import DeployConfig, PackagingConfig, SecretRef
-from sluicegate.deploy import compare_predictions, docker_available, kubernetes_manifests
+from sluicegate.deploy import compare_predictions, kubernetes_manifests
 from sluicegate.packaging import BentoResult
 from sluicegate.serving.predlog import PredictionEvent, PredictionLog, log_path, read_prediction_log
 from sluicegate.serving.schema import FeatureSchema, infer_feature_schema, record_model, records_frame
@@ -194,15 +194,34 @@ def test_built_bento_has_dockerfile_service_and_canary(built_bento):
 
 
 @pytest.mark.slow
-def test_docker_target_without_engine_says_what_to_run(built_bento):
-    from sluicegate.deploy import deploy_docker
+def test_container_image_context_holds_the_bento_its_model_and_the_pin_check(built_bento, tmp_path):
+    from sluicegate.deploy.container import CONTAINERFILE, PIN_CHECK, image_ref, write_build_context
+    from sluicegate.packaging import verify_model_artifact
 
-    if docker_available():
-        pytest.skip("a docker engine answers here; this checks the message without one")
     bento, settings = built_bento
-    result = deploy_docker(bento, DeployConfig(target="docker"), settings)
-    assert result.target == "docker" and result.files == (bento.dockerfile,)
-    assert "docker info" in result.message and f"bentoml containerize {bento.bento_tag}" in result.message
+    name, bento_version = bento.bento_tag.split(":")
+    assert DeployConfig(target="docker").target == "container"  # the target's former name
+    assert image_ref(bento, DeployConfig(target="container")) == f"localhost/sluicegate-{name}:{bento_version}"
+    assert bento_version.startswith(f"v{bento.version}-")  # project, model version and Bento tag in the image tag
+    assert image_ref(bento, DeployConfig(image="registry.example:5000/ml/churn:latest")) == \
+        f"registry.example:5000/ml/churn:{bento_version}"
+
+    ctx = write_build_context(bento, verify_model_artifact(bento, settings).parent, "localhost/base:x", tmp_path / "c")
+    model_name, model_version = bento.model_tag.split(":")
+    assert (ctx / "models" / model_name / model_version / "model.pkl").is_file()  # where a Bento folder's serve looks
+    assert (ctx / "src" / "service.py").is_file() and (ctx / PIN_CHECK).is_file()
+    lines = (ctx / CONTAINERFILE).read_text().splitlines()
+    assert "FROM localhost/base:x" in lines
+    assert any(line.startswith(f"RUN python {PIN_CHECK} env/python/requirements.txt") for line in lines)
+    # the pin check fails on a version the environment does not have, and passes on the Bento's own pins
+    import subprocess
+    import sys
+
+    pins = ctx / "env" / "python" / "requirements.txt"
+    assert subprocess.run([sys.executable, str(ctx / PIN_CHECK), str(pins)]).returncode == 0
+    pins.write_text("numpy==0.0.1\n")
+    bad = subprocess.run([sys.executable, str(ctx / PIN_CHECK), str(pins)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "numpy==0.0.1 (base has " in bad.stderr
 
 
 # ---------------------------------------------------------------- requests as strict as training (issue 12)

@@ -11,14 +11,22 @@ import time
 import pytest
 
 from sluicegate.deploy.processes import (
+    CANDIDATE_FILE,
     LOCK_FILE,
+    STATE_FILE,
+    ServingState,
+    backend_alive,
     free_port,
     pid_alive,
     port_is_free,
     process_tree,
     project_lock,
+    read_state,
+    reap_orphan_candidate,
+    record_candidate,
     state_dir,
     stop_process_group,
+    write_state,
 )
 from sluicegate.errors import DeployError
 from sluicegate.settings import load_settings
@@ -120,3 +128,29 @@ def test_probes_mark_their_requests_as_canary_traffic():
     from sluicegate.deploy.canary import probe_headers
 
     assert probe_headers(PackagingConfig())["X-Sluice-Traffic"] == "canary"  # the canary's /predict requests
+
+
+def test_state_files_without_the_container_fields_read_as_a_process_backend(tmp_path):
+    import json
+
+    settings = load_settings({"SLUICE_HOME": str(tmp_path)})
+    folder = state_dir(settings, "p")
+    folder.mkdir(parents=True)
+    old = {"project": "p", "version": "1", "bento_tag": "p:v1-x", "host": "127.0.0.1", "port": 3000, "front_pid": 0,
+           "backend_pid": os.getpid(), "backend_port": 1, "started_at": "t", "front_token": "", "rollout": None}
+    (folder / STATE_FILE).write_text(json.dumps(old))
+    state = read_state(settings, "p")
+    assert (state.backend_container, state.engine, state.image) == ("", "", "")
+    assert not backend_alive(state)  # pytest is no model server: the marker does not match
+    in_container = ServingState(**{**old, "backend_pid": 0, "backend_container": "c", "engine": "podman", "image": "i"})
+    write_state(settings, in_container)
+    assert read_state(settings, "p") == in_container
+
+
+def test_an_orphan_container_whose_engine_is_gone_never_blocks_the_next_deploy(tmp_path, capsys):
+    settings = load_settings({"SLUICE_HOME": str(tmp_path)})
+    state_dir(settings, "p").mkdir(parents=True)
+    record_candidate(settings, "p", "container:no-such-engine-here:sluicegate-p-v1-abc")
+    reap_orphan_candidate(settings, "p")
+    assert not (state_dir(settings, "p") / CANDIDATE_FILE).exists()
+    assert "no-such-engine-here rm -f sluicegate-p-v1-abc" in capsys.readouterr().err

@@ -410,14 +410,17 @@ class DeployConfig(StrictModel):
     """Where the champion goes after a promotion: a local process, a container, or Kubernetes manifests."""
 
     enabled: bool = False
-    target: Literal["local", "docker", "kubernetes"] = "local"
+    target: Literal["local", "container", "docker", "kubernetes"] = Field(
+        default="local", description="local: a model server process; container (or its former name docker): the "
+                                     "model image run by podman; kubernetes: manifests")
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)
     canary_rows: int = Field(default=20, ge=1, le=10_000)
     canary_tolerance: float = Field(default=1e-6, ge=0)
     readiness_timeout_s: float = Field(default=120, gt=0)
     output_dir: str | None = Field(default=None, description="manifests folder (default SLUICE_HOME/deploy/<project>)")
-    image: str | None = Field(default=None, description="container image (default <project>:<bento version>)")
+    image: str | None = Field(default=None, description="image repository (default localhost/sluicegate-<project>; "
+                                                        "the tag is always the Bento's version)")
     replicas: int = Field(default=2, ge=1)
     hpa: HpaConfig = HpaConfig()
     strategy: Literal["direct", "shadow", "canary"] = Field(
@@ -425,11 +428,16 @@ class DeployConfig(StrictModel):
     shadow: ShadowConfig = ShadowConfig()
     canary: CanaryTrafficConfig = CanaryTrafficConfig()
 
+    @field_validator("target")
+    @classmethod
+    def _docker_is_container(cls, value: str) -> str:
+        return "container" if value == "docker" else value  # the target's name before it ran containers
+
     @model_validator(mode="after")
     def _strategy_target(self) -> DeployConfig:
         if self.strategy != "direct" and self.target != "local":
-            raise ValueError(f"strategy: {self.strategy} needs target: local (got target: {self.target}); the front "
-                             "process that splits traffic runs only with the local target")
+            raise ValueError(f"strategy: {self.strategy} needs target: local (got target: {self.target}); shadow and "
+                             "canary rollouts run beside a local model server process only")
         return self
 
 

@@ -1,11 +1,13 @@
-"""Deploy a Bento: a canaried local process behind a stable port, a container image, or Kubernetes manifests.
+"""Deploy a Bento: a canaried local process or container behind a stable port, or Kubernetes manifests.
 
     processes  state.json, process groups, loopback ports, the model server process
     proxy      the front process that owns a project's port (`python -m sluicegate.deploy.proxy`)
     canary     replaying held-out rows against a candidate
     staged     what a target returns: a checked candidate to commit or abort, and the deploy result
     local      the local target: stage a candidate, switch traffic, stop
-    targets    the docker and kubernetes targets
+    engine     podman (or a CLI like it) as a program: build, run, health check, remove
+    container  the container target: the model image on the lock image, canaried, switched like local
+    targets    the kubernetes target
     release    the one release procedure (release, rollback, restore champion) the flow and the CLI call
     traffic    shadow and canary rollouts beside the champion: start, check, promote, abort
 
@@ -25,7 +27,8 @@ _EXPORTS = {
     "canary": ("CanaryReport", "auth_headers", "compare_predictions", "run_canary"),
     "staged": ("DeployResult", "Staged"),
     "local": ("deploy_local", "stop_local", "wait_serving_version", "serving_version"),
-    "targets": ("docker_available", "deploy_docker", "kubernetes_manifests", "deploy_kubernetes"),
+    "container": ("stage_container", "image_ref", "build_image"),
+    "targets": ("kubernetes_manifests", "deploy_kubernetes"),
     "release": ("Promotion", "deploy_bento", "stage_bento", "restore_champion", "release_version",
                 "rollback_release"),
 }

@@ -1,7 +1,12 @@
-"""The local target: a canaried `bentoml serve` process behind a front process that owns the configured port."""
+"""The local target: a canaried `bentoml serve` process behind a front process that owns the configured port.
+
+The container target (`sluicegate.deploy.container`) shares the front and the switch: its
+backend is a container whose port is published on loopback instead of a process.
+"""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import subprocess
 import time
@@ -10,11 +15,12 @@ from datetime import datetime, timezone
 
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.canary import CanaryReport, probe_headers, run_canary
+from sluicegate.deploy.engine import remove_container
 from sluicegate.deploy.processes import (
-    BACKEND_MARKER,
     FRONT_MARKER,
     STATE_FILE,
     ServingState,
+    backend_alive,
     free_port,
     pid_alive,
     port_is_free,
@@ -23,6 +29,7 @@ from sluicegate.deploy.processes import (
     record_candidate,
     start_backend,
     state_dir,
+    stop_backend,
     stop_process_group,
     stop_rollout_candidate,
     wait_ready,
@@ -34,17 +41,41 @@ from sluicegate.errors import DeployError
 from sluicegate.packaging import BentoResult, verify_model_artifact
 from sluicegate.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class LocalCandidate:
-    """A candidate model server that answered /readyz and passed the canary on a free loopback port."""
+    """A candidate model server that answered /readyz and passed the canary on a free loopback port:
+    a `bentoml serve` process, or (container target) a container publishing its port there."""
 
     bento: BentoResult
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None  # None for a container
     port: int
     report: CanaryReport
     previous: ServingState | None  # what the front served when the candidate started
     front_ok: bool  # the recorded front process runs on the configured host and port
+    container: str = ""  # the container target: the candidate's container, its engine and image
+    engine: str = ""
+    image: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    @property
+    def target(self) -> str:
+        return "container" if self.container else "local"
+
+
+@dataclass(frozen=True)
+class FrontCheck:
+    """What serves a project's port before a deploy (see `check_front`)."""
+
+    state: ServingState | None
+    front_ok: bool  # the recorded front answers on the configured host and port
+    old_backend: bool  # the recorded backend still runs
+    unchanged: Staged | None  # the same Bento already serves the same way: nothing to do
 
 
 def front_serves(state: ServingState | None, attempts: int = 3) -> bool:
@@ -69,14 +100,16 @@ def serving_version(settings: Settings, project: str) -> str | None:
     return state.version if front_serves(state) else None
 
 
-def stage_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingConfig, settings: Settings) -> Staged:
-    """Start the Bento on a free loopback port and canary it; nothing that serves is touched yet.
+def check_front(bento: BentoResult, spec: DeployConfig, settings: Settings, in_container: bool) -> FrontCheck:
+    """Before starting a candidate: is our front serving the configured port, is the port free
+    otherwise, does the old backend run, and does the same Bento already serve (as a process, or in a
+    container when `in_container`)?
+
+    A front of ours that does not answer is stopped here: it blocks the port.
 
     Raises:
-        DeployError: corrupted artifact, port taken by another process, candidate not ready,
-            or canary mismatch. The candidate is stopped.
+        DeployError: the configured port is taken by another process.
     """
-    verify_model_artifact(bento, settings)
     folder = state_dir(settings, bento.project)
     folder.mkdir(parents=True, exist_ok=True)
     state = read_state(settings, bento.project)
@@ -87,14 +120,31 @@ def stage_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingConf
     if not front_ok and not port_is_free(spec.host, spec.port):
         raise DeployError(f"port {spec.port} on {spec.host} is in use by another process; stop it or set "
                           f"deploy.port to a free port")
-    old_backend = state is not None and pid_alive(state.backend_pid, BACKEND_MARKER)
-    if front_ok and old_backend and state.bento_tag == bento.bento_tag:  # type: ignore[union-attr]
+    old_backend = state is not None and backend_alive(state)
+    target = "container" if in_container else "local"
+    if front_ok and old_backend and state.bento_tag == bento.bento_tag \
+            and bool(state.backend_container) == in_container:  # type: ignore[union-attr]
         url = f"http://{spec.host}:{spec.port}"
-        result = DeployResult("local", bento.project, bento.version, bento.bento_tag, url,
+        result = DeployResult(target, bento.project, bento.version, bento.bento_tag, url,
                               message=f"{bento.project} v{bento.version} already serving at {url}; nothing to do",
                               was=bento.version)
-        return Staged("local", lambda: result, lambda: None)
+        return FrontCheck(state, front_ok, old_backend, Staged(target, lambda: result, lambda: None))
+    return FrontCheck(state, front_ok, old_backend, None)
 
+
+def stage_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingConfig, settings: Settings) -> Staged:
+    """Start the Bento on a free loopback port and canary it; nothing that serves is touched yet.
+
+    Raises:
+        DeployError: corrupted artifact, port taken by another process, candidate not ready,
+            or canary mismatch. The candidate is stopped.
+    """
+    verify_model_artifact(bento, settings)
+    folder = state_dir(settings, bento.project)
+    front = check_front(bento, spec, settings, in_container=False)
+    if front.unchanged is not None:
+        return front.unchanged
+    state = front.state
     cand_port = free_port("127.0.0.1")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     log_file = folder / f"backend-v{bento.version}-{stamp}.log"
@@ -107,9 +157,9 @@ def stage_local(bento: BentoResult, spec: DeployConfig, packaging: PackagingConf
     except BaseException:
         _discard(settings, bento.project, proc)
         raise
-    cand = LocalCandidate(bento, proc, cand_port, report, state if old_backend else None, front_ok)
+    cand = LocalCandidate(bento, proc, cand_port, report, state if front.old_backend else None, front.front_ok)
     return Staged("local", lambda: switch_traffic(cand, spec, packaging, settings),
-                  lambda: _discard(settings, bento.project, proc), cand)
+                  lambda: discard_candidate(settings, cand), cand)
 
 
 def _discard(settings: Settings, project: str, proc: subprocess.Popen) -> None:
@@ -117,9 +167,19 @@ def _discard(settings: Settings, project: str, proc: subprocess.Popen) -> None:
     record_candidate(settings, project, None)
 
 
+def discard_candidate(settings: Settings, cand: LocalCandidate) -> None:
+    """Stop a candidate that will not serve: its process group, or its container (removed)."""
+    if cand.container:
+        remove_container(cand.engine, cand.container)
+        record_candidate(settings, cand.bento.project, None)
+    elif cand.proc is not None:
+        _discard(settings, cand.bento.project, cand.proc)
+
+
 def switch_traffic(cand: LocalCandidate, spec: DeployConfig, packaging: PackagingConfig,
                    settings: Settings) -> DeployResult:
-    """Point the front at the candidate (starting the front if needed), record it, stop the old backend.
+    """Point the front at the candidate (starting the front if needed), record it, stop the old backend
+    (a process, or a container: stopped and removed).
 
     Raises:
         DeployError: the front did not start or did not switch; the old backend serves again
@@ -141,19 +201,26 @@ def switch_traffic(cand: LocalCandidate, spec: DeployConfig, packaging: Packagin
     except BaseException:
         if state is not None:
             write_backend(folder, state.backend_port)
-        _discard(settings, bento.project, cand.proc)
+        discard_candidate(settings, cand)
         raise
     write_state(settings, ServingState(bento.project, bento.version, bento.bento_tag, spec.host, spec.port,
-                                       front_pid, cand.proc.pid, cand.port, datetime.now(timezone.utc).isoformat(),
-                                       token))
+                                       front_pid, cand.pid, cand.port, datetime.now(timezone.utc).isoformat(),
+                                       token, backend_container=cand.container, engine=cand.engine,
+                                       image=cand.image))
     record_candidate(settings, bento.project, None)
-    if state is not None and state.backend_pid != cand.proc.pid:
+    note = ""
+    if state is not None and (state.backend_pid, state.backend_container) != (cand.pid, cand.container):
         time.sleep(0.5)  # let requests already forwarded to the old backend finish
-        stop_process_group(state.backend_pid, BACKEND_MARKER)
+        try:
+            stop_backend(state)
+        except DeployError as exc:  # the switch is done; what is left of the old backend is only reported
+            log.warning("%s: the old backend of v%s was not stopped: %s", bento.project, state.version, exc)
+            note = f"; the old backend was NOT stopped: {exc}"
     was = f" (was v{state.version})" if state is not None else ""
-    return DeployResult("local", bento.project, bento.version, bento.bento_tag, url, (str(folder / STATE_FILE),),
-                        f"{bento.project} v{bento.version} serving at {url}{was}; canary {cand.report.rows} rows "
-                        f"matched (max difference {cand.report.max_abs_diff:.2g})",
+    where = f" from container {cand.container} (image {cand.image})" if cand.container else ""
+    return DeployResult(cand.target, bento.project, bento.version, bento.bento_tag, url, (str(folder / STATE_FILE),),
+                        f"{bento.project} v{bento.version} serving at {url}{where}{was}; canary {cand.report.rows} "
+                        f"rows matched (max difference {cand.report.max_abs_diff:.2g}){note}",
                         state.version if state is not None else None)
 
 
@@ -194,7 +261,7 @@ def wait_serving_version(url: str, version: str, packaging: PackagingConfig, dea
 
 
 def stop_local(settings: Settings, project: str) -> ServingState | None:
-    """Stop a project's local deployment gracefully and forget its state.
+    """Stop a project's local deployment (process or container backend) gracefully and forget its state.
 
     The front stops accepting first and lets accepted requests finish (at most its drain timeout);
     only then is the backend stopped, with every process it started. Waits for a deploy of
@@ -209,6 +276,6 @@ def stop_local(settings: Settings, project: str) -> ServingState | None:
         if pid_alive(state.front_pid, FRONT_MARKER):
             # the front exits once its connections are done (bounded by its own drain timeout)
             stop_process_group(state.front_pid, FRONT_MARKER, timeout_s=DEFAULT_DRAIN_S + 10)
-        stop_process_group(state.backend_pid, BACKEND_MARKER)
+        stop_backend(state)  # the model server's process group, or its container
         (folder / STATE_FILE).unlink(missing_ok=True)
         return state

@@ -51,6 +51,29 @@ class ServingState:
     # a shadow or canary rollout beside this version: strategy, status (active, breached, aborted,
     # promoted), share, since, candidate version/pid/port (see `sluicegate.deploy.traffic`)
     rollout: dict | None = None
+    # the container target: the backend is this container (backend_pid 0), run by `engine`
+    backend_container: str = ""
+    engine: str = ""
+    image: str = ""
+
+
+def backend_alive(state: ServingState) -> bool:
+    """Whether the recorded backend (a model server process, or a container) still runs."""
+    if state.backend_container:
+        from sluicegate.deploy.engine import container_state
+
+        return container_state(state.engine or "podman", state.backend_container) == "running"
+    return pid_alive(state.backend_pid, BACKEND_MARKER)
+
+
+def stop_backend(state: ServingState) -> None:
+    """Stop the recorded backend gracefully: its process group, or its container (stopped and removed)."""
+    if state.backend_container:
+        from sluicegate.deploy.engine import remove_container
+
+        remove_container(state.engine or "podman", state.backend_container)
+    else:
+        stop_process_group(state.backend_pid, BACKEND_MARKER)
 
 
 def state_dir(settings: Settings, project: str) -> Path:
@@ -229,8 +252,12 @@ def project_lock(settings: Settings, project: str, timeout_s: float = 900.0) -> 
         os.close(fd)
 
 
-def record_candidate(settings: Settings, project: str, pid: int | None) -> None:
-    """Remember (or forget, with None) the model server a deploy started and has not yet committed."""
+CONTAINER_PREFIX = "container:"  # a candidate container in CANDIDATE_FILE: container:<engine>:<name>
+
+
+def record_candidate(settings: Settings, project: str, pid: int | str | None) -> None:
+    """Remember (or forget, with None) the model server a deploy started and has not yet committed:
+    a process id, or `container:<engine>:<name>` for a container."""
     path = state_dir(settings, project) / CANDIDATE_FILE
     if pid is None:
         path.unlink(missing_ok=True)
@@ -242,12 +269,27 @@ def reap_orphan_candidate(settings: Settings, project: str) -> None:
     """Stop a candidate left behind by a deploy that died between starting it and committing."""
     path = state_dir(settings, project) / CANDIDATE_FILE
     try:
-        pid = int(path.read_text().strip())
-    except (OSError, ValueError):
+        text = path.read_text().strip()
+    except OSError:
         return
     state = read_state(settings, project)
-    if state is None or state.backend_pid != pid:
-        stop_process_group(pid, BACKEND_MARKER)
+    if text.startswith(CONTAINER_PREFIX):
+        engine, _, name = text.removeprefix(CONTAINER_PREFIX).partition(":")
+        if state is None or state.backend_container != name:
+            from sluicegate.deploy.engine import remove_container
+
+            try:
+                remove_container(engine, name)
+            except DeployError as exc:  # never blocks the next deploy: said once, then forgotten
+                print(f"{project}: the orphan candidate container {name} was not removed ({exc}); "
+                      f"remove it with `{engine} rm -f {name}`", file=sys.stderr)
+    else:
+        try:
+            pid = int(text)
+        except ValueError:
+            return
+        if state is None or state.backend_pid != pid:
+            stop_process_group(pid, BACKEND_MARKER)
     path.unlink(missing_ok=True)
 
 

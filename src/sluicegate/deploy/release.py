@@ -1,7 +1,8 @@
 """The release procedure, one copy for the training flow and the CLI: validate first, then bless, then switch.
 
 A release packages a version, stages it on its target (local: a model server on a free
-port that must pass the canary), and only then moves the aliases (`champion`, as a
+port that must pass the canary; container: the same with the model's image run by podman on a
+published loopback port), and only then moves the aliases (`champion`, as a
 compare-and-set) and switches traffic. With `deploy.strategy: shadow|canary` (local target,
 a champion serving) the candidate instead starts a rollout beside the champion and the
 aliases wait for its end (`sluicegate.deploy.traffic`); releasing the rollout's candidate
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from sluicegate.config import DeployConfig, PackagingConfig
+from sluicegate.deploy.container import stage_container
 from sluicegate.deploy.local import serving_version, stage_local
 from sluicegate.deploy.processes import project_lock, read_state, state_dir
 from sluicegate.deploy.staged import DeployResult, Staged
-from sluicegate.deploy.targets import stage_docker, stage_kubernetes
+from sluicegate.deploy.targets import stage_kubernetes
 from sluicegate.errors import DeployError, PromotionConflictError, RegistryError, SluiceError
 from sluicegate.events import (
     DEPLOY_FAILED,
@@ -39,6 +41,7 @@ from sluicegate.tracking import CHAMPION, PREVIOUS
 
 log = logging.getLogger(__name__)
 
+FRONTED = ("local", "container")
 Undo = Callable[[], None]
 Bless = Callable[[], Undo]  # moves aliases; returns how to move them back
 
@@ -61,15 +64,15 @@ def stage_bento(bento: BentoResult, spec: DeployConfig, packaging: PackagingConf
     """
     if spec.target == "local":
         return stage_local(bento, spec, packaging, settings)
-    if spec.target == "docker":
-        return stage_docker(bento, spec, settings)
+    if spec.target == "container":
+        return stage_container(bento, spec, packaging, settings)
     return stage_kubernetes(bento, spec, packaging, out_dir or state_dir(settings, bento.project) / "kubernetes",
                             settings)
 
 
 def deploy_bento(bento: BentoResult, spec: DeployConfig, packaging: PackagingConfig, settings: Settings,
                  out_dir: Path | None = None) -> DeployResult:
-    """Deploy to the configured target (`local`, `docker` or `kubernetes`) without touching aliases.
+    """Deploy to the configured target (`local`, `container` or `kubernetes`) without touching aliases.
 
     Raises:
         DeployError: the deploy failed; whatever was serving keeps serving.
@@ -202,8 +205,9 @@ def _release_locked(tracker: Any, project: str, version: str, packaging: Packagi
     from sluicegate.deploy import traffic
     from sluicegate.packaging import package_model
 
-    serving = serving_version(settings, project) if spec.target == "local" else None
-    rollout = traffic.active_rollout(read_state(settings, project)) if spec.target == "local" else None
+    behind_front = spec.target in FRONTED  # the targets whose port a front process owns
+    serving = serving_version(settings, project) if behind_front else None
+    rollout = traffic.active_rollout(read_state(settings, project)) if behind_front else None
     if rollout is not None:
         if str(rollout["candidate_version"]) == str(version) and bless is not None:  # promote the rollout
             return traffic.promote_rollout(tracker, settings, project, packaging, bless, events,

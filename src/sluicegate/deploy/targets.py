@@ -1,63 +1,14 @@
-"""The container targets: a Docker image built with `bentoml containerize`, and Kubernetes manifests."""
+"""The Kubernetes target: manifests for the model image (the container target builds and runs it: `deploy.container`)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from sluicegate.config import DeployConfig, PackagingConfig
-from sluicegate.deploy.processes import serve_env
 from sluicegate.deploy.staged import DeployResult, Staged
-from sluicegate.errors import DeployError
 from sluicegate.packaging import BentoResult, safe_name, verify_model_artifact
 from sluicegate.settings import Settings
-
-
-# ---------------------------------------------------------------- docker target
-def docker_available() -> bool:
-    """True only when a docker engine answers `docker info`."""
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def deploy_docker(bento: BentoResult, spec: DeployConfig, settings: Settings) -> DeployResult:
-    """Build the container image with `bentoml containerize` when a docker engine answers; else say how.
-
-    Building an image changes nothing that serves, so the whole work happens when staged.
-
-    Raises:
-        DeployError: the Bento has no Dockerfile, or containerize failed.
-    """
-    verify_model_artifact(bento, settings)
-    dockerfile = Path(bento.dockerfile)
-    if not dockerfile.exists():
-        raise DeployError(f"{bento.bento_tag}: no Dockerfile at {dockerfile}; rebuild the bento")
-    image = spec.image or bento.bento_tag
-    command = f"BENTOML_HOME={settings.bentoml_home} bentoml containerize {bento.bento_tag} -t {image}"
-    run = f"docker run --rm -p 127.0.0.1:{spec.port}:3000 -e BENTOML_HOST=0.0.0.0 {image}"
-    if not docker_available():
-        return DeployResult("docker", bento.project, bento.version, bento.bento_tag, None, (str(dockerfile),),
-                            f"no docker engine answered `docker info`, so no image was built. Dockerfile: "
-                            f"{dockerfile}. On a machine with docker run: {command} ; then: {run}")
-    proc = subprocess.run([sys.executable, "-m", "bentoml", "containerize", bento.bento_tag, "-t", image],
-                          env=serve_env(settings), capture_output=True, text=True, timeout=3600)
-    if proc.returncode != 0:
-        raise DeployError(f"bentoml containerize {bento.bento_tag} failed ({proc.returncode}): "
-                          f"{(proc.stderr or proc.stdout).strip()[-800:]}")
-    return DeployResult("docker", bento.project, bento.version, bento.bento_tag, None, (str(dockerfile),),
-                        f"built image {image}; run it with: {run}")
-
-
-def stage_docker(bento: BentoResult, spec: DeployConfig, settings: Settings) -> Staged:
-    result = deploy_docker(bento, spec, settings)
-    return Staged("docker", lambda: result, lambda: None)
 
 
 # ---------------------------------------------------------------- kubernetes target

@@ -41,6 +41,7 @@ from sluicegate.deploy.processes import (
     record_candidate,
     renice_tree,
     state_dir,
+    stop_backend,
     stop_process_group,
     write_state,
 )
@@ -315,9 +316,9 @@ def _promote_locked(tracker: Any, settings: Settings, project: str, packaging: P
              **({"last_check": last_check} if last_check else {})}
     write_state(settings, replace(state, version=version, bento_tag=str(rollout["candidate_bento"]),
                                   backend_pid=int(rollout["candidate_pid"]), backend_port=int(rollout["candidate_port"]),
-                                  started_at=_now_iso(), rollout=ended))
+                                  backend_container="", engine="", image="", started_at=_now_iso(), rollout=ended))
     time.sleep(0.5)  # requests already forwarded to the old backend finish
-    stop_process_group(state.backend_pid, BACKEND_MARKER)
+    stop_backend(state)  # a process, or the container the champion ran in
     text = f"{project} v{version} serving at {url} (was v{state.version}); {rollout['strategy']}: {reason}"
     events.emit(project, MODEL_DEPLOYED, deployed_payload(project, version, "local", url, state.version, text))
     return DeployResult("local", project, version, str(rollout["candidate_bento"]), url, (), text, state.version)
@@ -344,7 +345,8 @@ def rollout_status(settings: Settings, project: str) -> dict[str, Any] | None:
     if state is None:
         return None
     out: dict[str, Any] = {"version": state.version, "url": f"http://{state.host}:{state.port}",
-                           "since": state.started_at, "rollout": state.rollout}
+                           "since": state.started_at, "rollout": state.rollout,
+                           "container": state.backend_container or None, "image": state.image or None}
     if active_rollout(state):
         stats = read_stats(settings, project)
         routing = read_routing(settings, project) or {}

@@ -61,8 +61,11 @@ LATE_DAYS_ENV = "SLUICE_FEEDBACK_LATE_DAYS"
 TRAFFIC: contextvars.ContextVar[str] = contextvars.ContextVar("sluice_traffic", default="live")
 # Shadow copies carry the champion's prediction ids (X-Sluice-Prediction-Id, comma-separated, one
 # per record), so both rows of a prediction share its id; honoured for shadow traffic only. Held as
-# [ids, next index]: the middleware validates the records once before BentoML does, then rewinds.
+# [ids, next index]; when a body is validated a second time (the refusal path) the index is rewound.
 GIVEN_IDS: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("sluice_given_ids", default=None)
+# The request's records as the middleware validated them (an instance of the API's input model);
+# BentoML's input parsing takes them from here instead of validating the body a second time.
+VALIDATED: contextvars.ContextVar[Any] = contextvars.ContextVar("sluice_validated", default=None)
 
 
 def load_service_config() -> Optional[dict]:
@@ -123,8 +126,11 @@ class GuardMiddleware:
     """
 
     def __init__(self, app: Any, max_bytes: int, token_env: Optional[str], metadata: dict,
-                 metrics_public: bool = False):
+                 metrics_public: bool = False, record_specs: Optional[dict] = None):
         self.app = app
+        # route -> BentoML input model of an API whose body is a list of records (see `use_validated_input`)
+        self.record_specs = dict(record_specs or {})
+        self.record_types = {route: _item_type(spec) for route, spec in self.record_specs.items()}
         self.max_bytes = max_bytes
         self.token_env = token_env
         self.token = os.environ.get(token_env, "") if token_env else None
@@ -201,19 +207,6 @@ class GuardMiddleware:
         if json_too_deep(body, MAX_JSON_DEPTH):  # counted before parsing: deep nesting costs the parsers dearly
             return await _json(send, 400, {"error": "invalid JSON", "detail": f"nested deeper than {MAX_JSON_DEPTH} "
                                            "levels; send a JSON list of flat records"})
-        if not json_is_valid(body or b"null"):  # BentoML answers malformed JSON with a bare 500
-            try:
-                json.loads(body)
-            except (ValueError, RecursionError) as exc:  # say what is wrong instead
-                return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)[:300]})
-        record_type = globals().get("Record")  # defined once the service config is loaded
-        if scope["path"] in RECORD_ROUTES and record_type is not None:  # refusals in the user's terms
-            problems = request_problems(record_type, _loads(body or b"null"))
-            if problems:
-                return await _json(send, 400, {"error": "invalid records", "detail": problems})
-        given = GIVEN_IDS.get()
-        if given is not None:
-            given[1] = 0  # the records are validated again below (BentoML): the ids start over
         replayed = False
 
         async def replay() -> dict:
@@ -223,7 +216,44 @@ class GuardMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        spec = self.record_specs.get(scope["path"])
+        if spec is not None:
+            # The records' one validation: BentoML's own (its input model, from the JSON text), done here
+            # and handed to it. Only a refused body is looked at again, to say why in the user's terms.
+            try:
+                validated = spec.model_validate_json(body or b"null")
+            except ValueError:  # pydantic's ValidationError
+                validated = None
+            if validated is not None:
+                token = VALIDATED.set(validated)
+                try:
+                    return await self.app(scope, replay, send)
+                finally:
+                    VALIDATED.reset(token)
+        if not json_is_valid(body or b"null"):  # BentoML answers malformed JSON with a bare 500
+            try:
+                json.loads(body)
+            except (ValueError, RecursionError) as exc:  # say what is wrong instead
+                return await _json(send, 400, {"error": "invalid JSON", "detail": str(exc)[:300]})
+        # the API's record model; else the one defined once the service config is loaded
+        record_type = self.record_types.get(scope["path"]) or globals().get("Record")
+        if scope["path"] in RECORD_ROUTES and record_type is not None:  # refusals in the user's terms
+            problems = request_problems(record_type, _loads(body or b"null"))
+            if problems:
+                return await _json(send, 400, {"error": "invalid records", "detail": problems})
+        given = GIVEN_IDS.get()
+        if given is not None:
+            given[1] = 0  # the records are validated again below (BentoML): the ids start over
         return await self.app(scope, replay, send)
+
+
+def _item_type(spec: Any) -> Any:
+    """The record model of an input model whose root is a list of records, or None."""
+    import typing
+
+    field = getattr(spec, "model_fields", {}).get("root")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 and isinstance(args[0], type) else None
 
 
 def _loads(body: bytes) -> Any:
@@ -297,6 +327,34 @@ def prediction_ids(n: int) -> list[str]:
     """`n` random UUID4 strings from one read of the OS's random source (uuid4 reads it once per id)."""
     raw = os.urandom(16 * n)
     return [str(uuid.UUID(bytes=raw[i:i + 16], version=4)) for i in range(0, 16 * n, 16)]
+
+
+def use_validated_input(service: Any) -> dict:
+    """Let each API's input parsing take the records GuardMiddleware validated, instead of validating again.
+
+    Returns route -> input model for the record APIs (the middleware's `record_specs`). A request
+    the middleware did not validate (no record route, or a body it passed on refused) is parsed
+    by BentoML as before.
+    """
+    specs = {}
+    for method in service.apis.values():
+        if method.route not in RECORD_ROUTES:
+            continue
+        spec = method.input_spec
+        specs[method.route] = spec
+        parse = spec.from_http_request
+        if getattr(parse, "_sluice_validated", False):
+            continue
+
+        async def from_http_request(cls: Any, request: Any, serde: Any, _parse: Any = parse) -> Any:
+            validated = VALIDATED.get()
+            if isinstance(validated, cls):
+                return validated
+            return await _parse(request, serde)
+
+        from_http_request._sluice_validated = True  # type: ignore[attr-defined]
+        spec.from_http_request = classmethod(from_http_request)
+    return specs
 
 
 def cache_io_schemas(service: Any) -> None:
@@ -581,6 +639,7 @@ if CONFIG is not None:
     SluiceService.add_asgi_middleware(
         GuardMiddleware, max_bytes=int(PACK["request_max_bytes"]), token_env=PACK.get("auth_token_env"),
         metadata=CONFIG["metadata"], metrics_public=bool(PACK.get("metrics_public", False)),
+        record_specs=use_validated_input(SluiceService),
     )
 
 

@@ -76,3 +76,27 @@ def test_prediction_log_takes_one_item_per_request_and_writes_json(tmp_path):
     assert [r[0] for r in rows] == ["id-0", "id-1", "id-2", "id-nan"]
     assert json.loads(rows[1][1]) == {"tenure": 1, "plan": "é"} and json.loads(rows[1][2]) == {"0": 0.25, "1": 0.75}
     assert json.loads(rows[2][3]) == 1.0 and rows[3][3] == "NaN"  # NaN stays NaN, as json always wrote it
+
+
+def test_answers_written_with_orjson_read_as_the_pydantic_models_wrote_them():
+    import numpy as np
+    from pydantic import RootModel
+
+    cases = [
+        (service.Prediction, [{"prediction": 1, "model_version": "3", "fallback": False, "prediction_id": "a"},
+                              {"prediction": 2.5e-07, "model_version": "3", "fallback": True, "prediction_id": "b",
+                               "warnings": ["tenure: 99 is above max 80"]},
+                              {"prediction": None, "model_version": "3", "fallback": False, "error": "could not score",
+                               "prediction_id": "c"},
+                              {"prediction": "yes", "model_version": "3", "fallback": False}, {"prediction": True,
+                                                                                               "model_version": "3"}]),
+        (service.Probabilities, [{"probabilities": {"0": 0.25, "1": 0.75}, "model_version": "3", "fallback": False,
+                                  "prediction_id": "d"}]),
+    ]
+    for model, outputs in cases:
+        fast = service.answer_json(outputs, model)
+        slow = RootModel[list[model]]([model(**o) for o in outputs]).model_dump_json().encode()
+        assert fast is not None and fast.body == slow and fast.media_type == "application/json"
+    # values pydantic would convert are left to pydantic
+    assert service.answer_json([{"prediction": np.float32(0.5), "model_version": "3"}], service.Prediction) is None
+    assert service.answer_json([{"probabilities": {"0": 0, "1": 1}, "model_version": "3"}], service.Probabilities) is None

@@ -285,6 +285,10 @@ except ImportError:  # an image without orjson: json checks every body
         def loads(body: bytes) -> None:
             raise ValueError("no orjson")
 
+        @staticmethod
+        def dumps(value: Any) -> None:
+            raise TypeError("no orjson")
+
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -321,6 +325,46 @@ async def _raw(send: Any, status: int, body: bytes, extra: list | None = None) -
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def answer_json(outputs: list[dict], model: type[BaseModel]) -> Any:
+    """The answers as the list of `model` would be written (same fields, order and values), built with
+    orjson; None when a value is not plainly JSON (then the pydantic models answer, as before).
+
+    BentoML validates a returned list into its output model, dumps it once to look at it and once
+    more to write it: for 100 records several milliseconds, ten times what orjson takes. A response
+    returned as such goes out as it is. Only for APIs without adaptive batching, which must return
+    lists it can split.
+    """
+    from starlette.responses import Response
+
+    fields = [(name, f.get_default()) for name, f in model.model_fields.items()]
+    rows = []
+    for o in outputs:
+        row = {name: o.get(name, default) for name, default in fields}
+        for value in row.values():
+            if not _plain_json(value):
+                return None
+        rows.append(row)
+    try:
+        return Response(_ORJSON.dumps(rows), media_type="application/json")
+    except Exception:
+        return None
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether pydantic would write this value unchanged: JSON scalars, a list of text, {text: float}."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is list:
+        return all(type(v) is str for v in value)
+    if kind is dict:  # probabilities: pydantic writes an int as a float
+        return all(type(k) is str and type(v) is float for k, v in value.items())
+    return False
 
 
 def prediction_ids(n: int) -> list[str]:
@@ -576,7 +620,8 @@ if CONFIG is not None:
             @bentoml.api
             async def predict(self, records: list[Record], /) -> list[Prediction]:  # type: ignore[valid-type]
                 """Predict one value per record. Body: a JSON list of records."""
-                return [Prediction(**o) for o in self._answer("predict", records)]
+                outputs = self._answer("predict", records)
+                return answer_json(outputs, Prediction) or [Prediction(**o) for o in outputs]
 
         else:
 
@@ -590,8 +635,9 @@ if CONFIG is not None:
             @bentoml.api
             async def predict_proba(self, records: list[Record], /) -> list[Probabilities]:  # type: ignore[valid-type]
                 """Class probabilities per record. Body: a JSON list of records."""
-                return [Probabilities(**{k: v for k, v in o.items() if k != "prediction"})
-                        for o in self._answer("predict_proba", records)]
+                outputs = self._answer("predict_proba", records)
+                return answer_json(outputs, Probabilities) or \
+                    [Probabilities(**{k: v for k, v in o.items() if k != "prediction"}) for o in outputs]
 
         elif IS_CLASSIFIER:
 

@@ -157,16 +157,23 @@ class PredictionLog:
     """Queue of events drained by one writer thread, so requests never wait on disk.
 
     `record` only enqueues. The thread writes whatever has queued up in one transaction, at
-    least every `flush_interval_s`. The log must stay complete: when the queue is full,
+    least every `flush_interval_s`; woken by a request, it first lingers a moment (`linger_s`) so
+    that the requests arriving meanwhile go in the same transaction. Waking per request cost the
+    serving thread dearly: each wake takes the GIL, and the request thread, coming back from the
+    model runtime (which releases it), waited for the writer's Python (up to the 5 ms switch
+    interval); measured at c=32, a 0.2 ms ONNX call took 1.25 ms inside the server. The log must stay complete: when the queue is full,
     `record` waits for room (back-pressure on the request) instead of dropping events, and a
     locked database is retried until it answers. `flush` waits until everything recorded so
     far is on disk; `close` drains the queue and waits for the last write (graceful shutdown).
     """
 
     def __init__(self, path: Path, flush_interval_s: float = 0.2, max_queue: int = 100_000,
-                 on_written: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None):
+                 on_written: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None,
+                 linger_s: float = 0.05):
         self.path = path
         self.flush_interval_s = flush_interval_s
+        self.linger_s = min(linger_s, flush_interval_s)
+        self._max_queue = max_queue
         self.dropped = 0
         self.written = 0
         # counters for /metrics (the service passes Prometheus counters' inc); called from the writer thread
@@ -217,6 +224,8 @@ class PredictionLog:
                 item = self._queue.get(timeout=self.flush_interval_s)
             except queue.Empty:
                 continue
+            if isinstance(item, list) and self.linger_s > 0 and self._queue.qsize() < self._max_queue // 2:
+                time.sleep(self.linger_s)  # let the batch build up (see the class docstring)
             while True:
                 if item is None:
                     stop = True

@@ -13,15 +13,21 @@ Servers, each one process (plus BentoML's own) on loopback, all scoring the same
                 after the runs, every answered live record must be in the log
 
 Scenarios: one record and 100 records per request, at concurrency 1 and 32, bounded in time and in
-requests. The load generator is a minimal asyncio HTTP/1.1 client (uvloop when installed) with
+requests, each repeated `--repeats` times (the median p50 and throughput are reported, with the best
+of each beside them). For the deployed service the CPU seconds per request of the front process, the model server
+(all its processes) and the load generator are printed too: where a request's CPU goes.
+`--front-baseline SRC` also starts the front of another checkout (`SRC` holding `sluicegate/`, e.g.
+`../main/src`) on the same model server and alternates the two, run for run: an A/B of the front alone
+that the machine's other load falls on equally. The load generator is a minimal asyncio HTTP/1.1 client (uvloop when installed) with
 keep-alive connections, in this process: on a 2-core machine it competes with the server for CPU, as
 any client on the same machine would. The load average is printed with the figures.
 Then batch scoring (`scoring.score_frame`) rows/s through the graph and natively.
 
-Run: `.venv/bin/python benchmarks/serving.py [--servers echo,fastapi-onnx,...] [--seconds 4]`.
+Then, unless `--no-shadow`, `shadow_overhead()`: the champion's p50 through the front at c=1 with
+prediction logging on, plain forwarding vs mirroring 100% of requests to a shadow candidate.
 
-`--shadow-overhead` runs only `shadow_overhead()`: the champion's p50 through the front at c=1
-with prediction logging on, plain forwarding vs mirroring 100% of requests to a shadow candidate.
+Run: `.venv/bin/python benchmarks/serving.py [--servers echo,fastapi-onnx,...] [--seconds 4] [--repeats 3]
+[--ports 3400-3499]`; `--shadow-overhead` runs only the shadow comparison.
 """
 
 from __future__ import annotations
@@ -42,7 +48,35 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sluicegate.deploy import free_port as _free_port  # noqa: E402
+from sluicegate.deploy import free_port  # noqa: E402
+
+PORT_RANGE: list[int] = []  # --ports: every port this benchmark listens on comes from here
+
+
+def _free_port() -> int:
+    """A free loopback port: from --ports when given (then also for the model servers `deploy_local` starts)."""
+    from sluicegate.deploy.processes import port_is_free
+
+    while PORT_RANGE:
+        port = PORT_RANGE.pop(0)
+        if port_is_free("127.0.0.1", port):
+            return port
+    if _PORTS_GIVEN:
+        raise RuntimeError("--ports: no free port left in the range")
+    return free_port()
+
+
+_PORTS_GIVEN = False
+
+
+def _use_ports(spec: str) -> None:
+    global _PORTS_GIVEN
+    low, _, high = spec.partition("-")
+    PORT_RANGE[:] = list(range(int(low), int(high or low) + 1))
+    _PORTS_GIVEN = True
+    import sluicegate.deploy.local as local
+
+    local.free_port = lambda host="127.0.0.1": _free_port()  # the candidate model servers of deploy_local
 
 NUMERIC = tuple(f"x{i}" for i in range(16))
 CATEGORICAL = ("plan", "region", "channel")
@@ -314,6 +348,8 @@ class Served:
         self.answered_rows = 0
         self.started_at = time.time()
         self.settings = prep["homes"][name]
+        self.baseline: subprocess.Popen | None = None  # --front-baseline: the other checkout's front
+        self.baseline_port: int | None = None
 
     def __enter__(self) -> "Served":
         from sluicegate.deploy.processes import serve_env
@@ -339,10 +375,47 @@ class Served:
 
             spec = DeployConfig(port=self.port, canary_rows=5, readiness_timeout_s=180)
             deploy_local(self.prep["bentos"][runtime], spec, PackagingConfig(runtime=runtime), self.settings)
+            if self.prep.get("front_baseline"):
+                self.start_baseline(Path(self.prep["front_baseline"]).resolve())
         self.started_at = time.time()
         return self
 
+    def start_baseline(self, src: Path) -> None:
+        """The front of another checkout, forwarding to the same model server (same backend file)."""
+        import secrets
+
+        from sluicegate.deploy.processes import BACKEND_FILE, state_dir
+        from sluicegate.deploy.proxy import is_our_front
+
+        self.baseline_port = _free_port()
+        token = secrets.token_hex(8)
+        env = {**os.environ, "PYTHONPATH": str(src), "SLUICE_FRONT_TOKEN": token}
+        self.baseline = _start([sys.executable, "-m", "sluicegate.deploy.proxy", "127.0.0.1", str(self.baseline_port),
+                                str(state_dir(self.settings, PROJECT) / BACKEND_FILE), "5"], env=env,
+                               log=self.workdir / f"{self.name}-baseline-front.log")
+        end = time.monotonic() + 20
+        while not is_our_front("127.0.0.1", self.baseline_port, self.baseline.pid, token):
+            if time.monotonic() > end:
+                raise RuntimeError(f"the baseline front from {src} did not start")
+            time.sleep(0.1)
+
+    def cpu_pids(self) -> dict[str, list[int]]:
+        """The processes whose CPU time is split out: the front, the model server (all its processes)."""
+        if not self.name.startswith("front"):
+            return {}
+        from sluicegate.deploy.processes import process_tree, read_state
+
+        state = read_state(self.settings, PROJECT)
+        if state is None:
+            return {}
+        out = {"front": [state.front_pid], "server": [state.backend_pid, *process_tree(state.backend_pid)]}
+        if self.baseline is not None:
+            out["baseline front"] = [self.baseline.pid]
+        return out
+
     def __exit__(self, *exc) -> None:
+        if self.baseline is not None:
+            _stop(self.baseline)
         if self.proc is not None:
             _stop(self.proc)
         elif self.name.startswith("front"):
@@ -350,8 +423,16 @@ class Served:
 
             stop_local(self.settings, PROJECT)
 
-    def run(self, body: bytes, rows: int, conc: int, seconds: float, max_requests: int) -> dict:
-        r = load(self.port, body, conc, seconds, max_requests)
+    def run(self, body: bytes, rows: int, conc: int, seconds: float, max_requests: int,
+            port: int | None = None) -> dict:
+        pids = self.cpu_pids()
+        before = {k: _cpu_seconds(v) for k, v in pids.items()}
+        me = time.process_time()
+        r = load(port or self.port, body, conc, seconds, max_requests)
+        n = max(1, r["requests"])
+        r["cpu_us"] = {k: 1e6 * (_cpu_seconds(v) - before[k]) / n for k, v in pids.items()}
+        if pids:
+            r["cpu_us"]["load generator"] = 1e6 * (time.process_time() - me) / n
         self.answered_rows += r["requests"] * rows
         return r
 
@@ -365,6 +446,38 @@ class Served:
             if logged >= self.answered_rows or time.monotonic() > deadline:
                 return self.answered_rows, logged
             time.sleep(0.2)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (ones that exited count as 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _summary(runs: list[dict]) -> dict:
+    """The median p50 (with that run's p99) and the median throughput of the runs, and the best of each."""
+    ranked = sorted(runs, key=lambda r: r["p50_ms"])
+    out = dict(ranked[len(ranked) // 2])
+    out["best_p50_ms"] = ranked[0]["p50_ms"]
+    out["best_rps"] = max(r["rps"] for r in runs)
+    out["runs"] = len(runs)
+    rpss = sorted(r["rps"] for r in runs)
+    out["rps"] = rpss[len(rpss) // 2]
+    return out
+
+
+def _line(label: str, conc: int, batch: int, r: dict) -> str:
+    cpu = r.get("cpu_us") or {}
+    split = ("  cpu/request " + ", ".join(f"{k} {v:.0f} us" for k, v in cpu.items())) if cpu else ""
+    return (f"{label:21s} c={conc:<3d} rows={batch:<4d} p50 {r['p50_ms']:7.3f} ms (best {r['best_p50_ms']:.3f})  "
+            f"p99 {r['p99_ms']:7.2f} ms  {r['rps']:8.1f} req/s (best {r['best_rps']:.1f})  "
+            f"({r['requests']} ok, {r['shed']} shed)  load {os.getloadavg()[0]:.2f}{split}")
 
 
 def batch_scoring(prep: dict, rows: int = 200_000) -> dict[str, float]:
@@ -387,7 +500,7 @@ def batch_scoring(prep: dict, rows: int = 200_000) -> dict[str, float]:
 
 # ---------------------------------------------------------------- shadow mirroring through the front
 def shadow_overhead(seconds: float = 4.0, rounds: int = 3, max_requests: int = 5000,
-                    model_kind: str = "logistic") -> dict:
+                    model_kind: str = "logistic", prep: dict | None = None) -> dict:
     """The champion's p50 through the front at c=1 (one row, prediction logging on): plain forwarding
     (`deploy.strategy: direct`) vs shadow mirroring of 100% of live requests to a candidate.
 
@@ -402,13 +515,16 @@ def shadow_overhead(seconds: float = 4.0, rounds: int = 3, max_requests: int = 5
     from sluicegate.deploy.proxy import ROUTING_FILE, start_front, write_backend
     from sluicegate.packaging import bentoml_env
 
-    workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-shadow-"))
-    print(f"workdir {workdir}", flush=True)
-    prep = prepare(workdir, model_kind)
+    if prep is None:
+        workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-shadow-"))
+        print(f"workdir {workdir}", flush=True)
+        prep = prepare(workdir, model_kind)
+    else:
+        workdir = Path(prep["workdir"])
     bento, settings, rows = prep["bentos"]["onnx"], prep["homes"]["bento-onnx"], prep["rows"]  # log on
     env = {**os.environ, **bentoml_env(settings), "SLUICE_HOME": str(settings.home)}
     ports = {side: _free_port() for side in ("champion", "candidate", "front")}
-    folder = workdir / "front"
+    folder = workdir / "shadow-front"
     folder.mkdir()
     procs = [_start([sys.executable, "-m", "bentoml", "serve", bento.bento_tag, "--host", "127.0.0.1", "--port",
                      str(ports[side])], env) for side in ("champion", "candidate")]
@@ -469,7 +585,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--shadow-overhead", action="store_true",
                         help="only measure shadow mirroring through the front (see shadow_overhead)")
+    parser.add_argument("--no-shadow", action="store_true", help="skip the shadow mirroring comparison")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per scenario (median reported)")
+    parser.add_argument("--ports", help="listen only on ports from this range, e.g. 3400-3499")
+    parser.add_argument("--front-baseline", type=Path,
+                        help="also run the front of another checkout's src (A/B of the front on one model server)")
     args = parser.parse_args(argv)
+    if args.ports:
+        _use_ports(args.ports)
     if args.shadow_overhead:
         shadow_overhead(args.seconds, model_kind=args.model)
         return 0
@@ -489,28 +612,46 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workdir {workdir}; model {args.model}; load average at start {os.getloadavg()}", flush=True)
     prep = prepare(workdir, args.model)
     prep["workdir"] = str(workdir)
+    prep["front_baseline"] = args.front_baseline
     print(f"parity on 2,000 rows: max difference {prep['parity'].max_abs_diff:.2g} (limit {prep['parity'].limit:.2g})",
           flush=True)
     results: dict[tuple[str, int, int], dict] = {}
     logs: dict[str, tuple[int, int] | None] = {}
     for name in servers:
         with Served(name, workdir, prep) as served:
+            ports = {name: served.port}
+            if served.baseline_port is not None:
+                ports[f"{name} (baseline front)"] = served.baseline_port
             for conc, batch in SCENARIOS:
                 body = json.dumps(prep["rows"][:batch]).encode()
-                served.run(body, batch, conc, 1.0, 2000)  # warm-up (bounded)
-                results[(name, conc, batch)] = r = served.run(body, batch, conc, args.seconds, args.max_requests)
-                print(f"{name:15s} c={conc:<3d} rows={batch:<4d} p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.2f} ms  "
-                      f"{r['rps']:8.1f} req/s  ({r['requests']} ok, {r['shed']} shed with 503)  "
-                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+                runs: dict[str, list[dict]] = {label: [] for label in ports}
+                for port in ports.values():
+                    served.run(body, batch, conc, 1.0, 2000, port)  # warm-up (bounded)
+                for _ in range(max(1, args.repeats)):
+                    for label, port in ports.items():  # alternated: the machine's other load falls on each alike
+                        runs[label].append(served.run(body, batch, conc, args.seconds, args.max_requests, port))
+                for label, got in runs.items():
+                    results[(label, conc, batch)] = r = _summary(got)
+                    print(_line(label, conc, batch, r), flush=True)
             logs[name] = served.log_complete()
             if logs[name] is not None:
                 answered, logged = logs[name]
                 print(f"{name:15s} prediction log: {logged} of {answered} answered live records", flush=True)
-    # the shadow mirroring overhead through the front: `shadow_overhead()` (--shadow-overhead)
     print(f"\nbaseline: FastAPI {__import__('fastapi').__version__} + uvicorn {__import__('uvicorn').__version__} "
           f"(http=httptools, loop={_uvicorn_loop()}), 1 worker; floor: asyncio HTTP/1.1 echo server")
     print(f"load average now {os.getloadavg()} on {os.cpu_count()} cores")
     report_goals(results, logs)
+    if args.front_baseline:
+        for conc, batch in SCENARIOS:
+            for runtime in ("onnx", "native"):
+                new, old = results.get((f"front-{runtime}", conc, batch)), \
+                    results.get((f"front-{runtime} (baseline front)", conc, batch))
+                if new and old:
+                    print(f"  front-{runtime} this checkout / baseline front c={conc:<3d} rows={batch:<4d} "
+                          f"p50 {new['p50_ms'] / old['p50_ms']:.2f}x  throughput {new['rps'] / old['rps']:.2f}x")
+    if not args.no_shadow:
+        print("\nshadow mirroring through the front (bento-onnx, prediction log on):", flush=True)
+        shadow_overhead(min(args.seconds, 3.0), model_kind=args.model, prep=prep)
     if not args.no_batch:
         rates = batch_scoring(prep)
         print(f"batch scoring (score_frame, 200,000 rows): onnx {rates['onnx']:,.0f} rows/s, native "

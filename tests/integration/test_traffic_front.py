@@ -141,3 +141,68 @@ def test_canary_breach_rolls_back_to_the_champion_and_answers_every_request(fron
     finally:
         champ.close()
         cand.close()
+
+
+# ---------------------------------------------------------------- plain forwarding (no rollout): piped
+@pytest.fixture()
+def plain_front(tmp_path):
+    made = {}
+
+    def make(champion: Backend) -> int:
+        folder = tmp_path / "deploy" / "plain"
+        folder.mkdir(parents=True)
+        write_backend(folder, champion.port)
+        port = free_port()
+        made["proc"] = start_front("127.0.0.1", port, folder, secrets.token_hex(8), 5)
+        return port
+
+    yield make
+    if "proc" in made:
+        stop_process_group(made["proc"].pid)
+
+
+def _read_response(sock, buf: bytes) -> tuple[bytes, bytes, bytes]:
+    """One HTTP response (head, body) off a raw socket, and what was read past it."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed before a response"
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside a body"
+        rest += chunk
+    return head, rest[:length], rest[length:]
+
+
+def _request(records: list) -> bytes:
+    body = json.dumps(records).encode()
+    return (b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+            % len(body)) + body
+
+
+def test_piped_connection_carries_pipelined_large_and_half_closed_requests(plain_front):
+    import socket
+
+    champ = Backend("1")
+    try:
+        port = plain_front(champ)
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(_request([{"x": 1}]) + _request([{"x": 2}, {"x": 3}]))  # two requests in one write
+            head, body, rest = _read_response(sock, b"")
+            assert head.startswith(b"HTTP/1.1 200") and len(json.loads(body)) == 1
+            head, body, rest = _read_response(sock, rest)
+            assert len(json.loads(body)) == 2
+            big = [{"x": i, "pad": "p" * 20} for i in range(20_000)]  # ~0.6 MB each way: flow control engages
+            sock.sendall(_request(big))
+            head, body, rest = _read_response(sock, rest)
+            assert len(json.loads(body)) == 20_000
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(_request([{"x": 4}]))
+            sock.shutdown(socket.SHUT_WR)  # the client is done sending; the answer must still come back
+            head, body, _ = _read_response(sock, b"")
+            assert head.startswith(b"HTTP/1.1 200") and json.loads(body)[0]["model_version"] == "1"
+        assert [len(b) for _, b in champ.seen] == [1, 2, 20_000, 1]
+    finally:
+        champ.close()

@@ -199,7 +199,8 @@ class _Upstream:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 writer.write(head + body)
                 await writer.drain()
-                resp_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)
+                async with asyncio.timeout(timeout_s):  # no task per wait, as wait_for makes in 3.11
+                    resp_head = await reader.readuntil(b"\r\n\r\n")
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
                 if reused and attempt == 0:
                     continue
@@ -207,7 +208,8 @@ class _Upstream:
             try:
                 status = int(resp_head.split(b" ", 2)[1])
                 headers = _headers(resp_head)
-                resp_body, to_eof = await asyncio.wait_for(_read_body(reader, headers, True), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    resp_body, to_eof = await _read_body(reader, headers, True)
             except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.TimeoutError):
                 writer.close()
                 return None
@@ -223,13 +225,154 @@ class _Upstream:
         self.idle.clear()
 
 
+class _Client(asyncio.Protocol):
+    """One client connection. Its first line decides: the front's identity, request-by-request routing
+    (a rollout is on: handed to `Front.routed` as streams), or piping. Piped bytes go from one transport
+    to the other in the protocol callbacks, with no stream reader or task per chunk in between (each
+    request crosses the front twice; at c=32 on 2 cores the front's CPU is the backend's lost CPU).
+    """
+
+    def __init__(self, front: "Front"):
+        self.front = front
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer: asyncio.Transport | None = None  # the backend connection, once open
+        self.piping = False  # the first line said: pipe to the backend
+        self.conn: _Conn | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        _nodelay(transport)
+        self.conn = _Conn(transport)  # type: ignore[arg-type]
+        self.front.conns[self] = self.conn
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if self.peer is not None:
+            conn.awaiting, conn.last_from, conn.last_at = True, "client", time.monotonic()  # type: ignore[union-attr]
+            self.peer.write(data)
+            return
+        self.buf += data
+        if self.piping:  # the backend connection is being opened (reading is paused meanwhile)
+            return
+        end = self.buf.find(b"\n")  # the request line: HTTP clients speak first
+        if end < 0:
+            if len(self.buf) > 2 ** 20:
+                self.transport.close()  # type: ignore[union-attr]
+            return
+        self.decide(bytes(self.buf[:end + 1]))
+
+    def decide(self, first: bytes) -> None:
+        front, transport = self.front, self.transport
+        if first.split(b" ")[:2] == [b"GET", IDENTITY_PATH.encode()]:
+            transport.write(front.identity())  # type: ignore[union-attr]
+            transport.close()  # type: ignore[union-attr]
+            return
+        if front.routing() is not None:  # request by request, on streams
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=2 ** 20, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport.set_protocol(protocol)  # type: ignore[union-attr]
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            rest = bytes(self.buf[len(first):])
+            self.buf.clear()
+            if rest:
+                reader.feed_data(rest)
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)  # type: ignore[arg-type]
+            front.start_routed(first, reader, writer, self.conn, self)  # type: ignore[arg-type]
+            return
+        self.piping = True
+        transport.pause_reading()  # type: ignore[union-attr]
+        asyncio.ensure_future(self.connect())
+
+    async def connect(self) -> None:
+        try:
+            peer, _ = await asyncio.get_running_loop().create_connection(
+                lambda: _Backend(self), "127.0.0.1", self.front.backend())
+        except (OSError, ValueError):
+            self.transport.write(NO_BACKEND)  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        if self.transport.is_closing():  # type: ignore[union-attr]
+            peer.close()
+            return
+        self.peer = peer  # type: ignore[assignment]
+        self.conn.upstream = peer  # type: ignore[union-attr,assignment]
+        self.conn.awaiting = True  # type: ignore[union-attr]
+        peer.write(bytes(self.buf))
+        self.buf.clear()
+        self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        if self.peer is not None and self.peer.can_write_eof():  # half-close: the answer may still come back
+            self.peer.write_eof()
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.conns.pop(self, None)
+        if self.peer is not None:
+            self.peer.close()  # sends what is buffered, then closes
+
+    def pause_writing(self) -> None:  # the client reads slower than the backend answers
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and not self.peer.is_closing():
+            self.peer.resume_reading()
+
+
+class _Backend(asyncio.Protocol):
+    """The backend side of a piped connection: answers go straight to the client's transport."""
+
+    def __init__(self, client: _Client):
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        _nodelay(transport)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.client.conn
+        if conn.awaiting:  # type: ignore[union-attr]  # the first bytes of a response
+            conn.awaiting = False  # type: ignore[union-attr]
+            if self.client.front.draining:
+                data = _close_after(data)
+        conn.last_from, conn.last_at = "backend", time.monotonic()  # type: ignore[union-attr]
+        self.client.transport.write(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        return False  # closes this side; connection_lost closes the client's after its buffer is sent
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.transport.close()  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:  # the backend reads slower than the client sends
+        self.client.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        if not self.client.transport.is_closing():  # type: ignore[union-attr]
+            self.client.transport.resume_reading()  # type: ignore[union-attr]
+
+
+def _nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
 class Front:
     """The forwarding server and its graceful stop."""
 
     def __init__(self, host: str, port: int, backend_file: Path, token: str, drain_s: float):
         self.host, self.port, self.backend_file, self.token, self.drain_s = host, port, backend_file, token, drain_s
         self.cache: dict[str, Any] = {"mtime": None, "port": None}
-        self.conns: dict[asyncio.Task, _Conn] = {}
+        self.conns: dict[Any, _Conn] = {}  # open client connections (by their protocol), for the drain
         self.draining = False
         self.routing_file = backend_file.parent / ROUTING_FILE
         self.stats_file = backend_file.parent / STATS_FILE
@@ -275,44 +418,14 @@ class Front:
         return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                 b"connection: close\r\n\r\n" % len(body)) + body
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        conn = _Conn(writer)
-        self.conns[task] = conn  # type: ignore[index]
-        try:
-            try:
-                first = await reader.readline()  # the request line: HTTP clients speak first
-            except (ConnectionError, ValueError):
-                first = b""
-            if not first:
-                writer.close()
-                return
-            if first.split(b" ")[:2] == [b"GET", IDENTITY_PATH.encode()]:
-                writer.write(self.identity())
-                await writer.drain()
-                writer.close()
-                return
-            if self.routing() is not None:
-                await self.routed(first, reader, writer, conn)
-                return
-            try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend())
-            except (OSError, ValueError):
-                writer.write(NO_BACKEND)
-                await writer.drain()
-                writer.close()
-                return
-            conn.upstream = up_writer
-            sock = up_writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            up_writer.write(first)
-            conn.awaiting = True
-            await asyncio.gather(self.pipe(reader, up_writer, conn, "client"), self.pipe(up_reader, writer, conn, "backend"))
-        except ConnectionError:
-            pass
-        finally:
-            self.conns.pop(task, None)  # type: ignore[arg-type]
+    def accepted(self) -> asyncio.Protocol:
+        """The protocol of a new client connection (see `_Client`)."""
+        return _Client(self)
+
+    def start_routed(self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     conn: _Conn, key: Any) -> None:
+        task = asyncio.ensure_future(self.routed(first, reader, writer, conn))
+        task.add_done_callback(lambda _: self.conns.pop(key, None))
 
     # ------------------------------------------------------------ shadow and canary: request by request
     async def routed(self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -331,7 +444,8 @@ class Front:
                 head = b"".join(lines)
                 headers = _headers(head)
                 body, _ = await _read_body(reader, headers, False)
-                answer = await self.answer(head, headers, body, ups)
+                mirror: list = []
+                answer = await self.answer(head, headers, body, ups, mirror)
                 if answer is None:
                     writer.write(NO_BACKEND)
                     await writer.drain()
@@ -343,6 +457,8 @@ class Front:
                     resp_head = _close_after(resp_head)
                 writer.write(resp_head + resp_body)
                 conn.awaiting, conn.last_from, conn.last_at = False, "backend", time.monotonic()
+                for copy in mirror:  # the answer is on its way: only now is the shadow copy made and queued
+                    self._mirror(*copy)
                 await writer.drain()
                 if closing:
                     return
@@ -357,9 +473,10 @@ class Front:
             except Exception:
                 pass
 
-    async def answer(self, head: bytes, headers: dict[bytes, bytes], body: bytes,
-                     ups: dict[int, _Upstream]) -> tuple[int, bytes, bytes] | None:
-        """Route one request, measure it, and start its shadow copy; the answer for the client."""
+    async def answer(self, head: bytes, headers: dict[bytes, bytes], body: bytes, ups: dict[int, _Upstream],
+                     mirror: list) -> tuple[int, bytes, bytes] | None:
+        """Route one request and measure it; the answer for the client. A shadow copy to send once the
+        answer is written is appended to `mirror` as the arguments of `_mirror`."""
         routing = self.routing()
         champion_port = self.backend()
         method, target = head.split(b" ", 2)[:2]
@@ -379,8 +496,7 @@ class Front:
         got = await self._measured("champion", self._up(ups, champion_port), head, body)
         if routing["mode"] == "shadow" and got is not None and got[0] == 200 and share > 0 \
                 and (share >= 1 or random.random() < share):
-            ids = b",".join(_PREDICTION_ID.findall(got[2]))
-            self._mirror(cand_port, head, body, ids)
+            mirror.append((cand_port, head, body, got[2]))
         return got
 
     @staticmethod
@@ -415,12 +531,13 @@ class Front:
             meter.add(took_ms, got[0] >= 500 or bool(_RECORD_FAILED.search(got[2])), got[0])
         self.dirty = True
 
-    def _mirror(self, port: int, head: bytes, body: bytes, ids: bytes) -> None:
-        """Send the candidate a copy of a request the champion answered, without waiting for it."""
+    def _mirror(self, port: int, head: bytes, body: bytes, answer: bytes) -> None:
+        """Send the candidate a copy of a request the champion answered (`answer`), without waiting for it."""
         if self.shadow_inflight >= MAX_SHADOW_INFLIGHT:
             self.meters.setdefault("candidate", _Meter()).dropped += 1
             self.dirty = True
             return
+        ids = b",".join(_PREDICTION_ID.findall(answer))
         add = [(b"X-Sluice-Traffic", b"shadow")] + ([(b"X-Sluice-Prediction-Id", ids)] if ids else [])
         copy = _rewrite(head, (TRAFFIC_HEADER, PREDICTION_ID_HEADER, b"connection"), add)
         if self.shadow_pool is None or self.shadow_pool.port != port:
@@ -494,30 +611,10 @@ class Front:
                              cwd=routing.get("cwd") or None, stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True)
 
-    async def pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn, side: str) -> None:
-        try:
-            while data := await reader.read(65536):
-                if side == "client":
-                    conn.awaiting = True
-                elif conn.awaiting:  # the first bytes of a response
-                    conn.awaiting = False
-                    if self.draining:
-                        data = _close_after(data)
-                conn.last_from, conn.last_at = side, time.monotonic()
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            try:
-                writer.close()
-            except Exception:
-                pass
-
     async def serve(self) -> None:
         listener = socket.create_server((self.host, self.port), backlog=1024, reuse_port=False)
-        server = await asyncio.start_server(self.handle, sock=listener, limit=2 ** 20)
         loop = asyncio.get_running_loop()
+        server = await loop.create_server(self.accepted, sock=listener)
         stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
@@ -541,8 +638,10 @@ class Front:
                     break
                 except OSError:
                     break
-                reader, writer = await asyncio.open_connection(sock=conn, limit=2 ** 20)
-                asyncio.ensure_future(self.handle(reader, writer))
+                try:
+                    await asyncio.get_running_loop().connect_accepted_socket(self.accepted, conn)
+                except OSError:
+                    conn.close()
             sock.close()
         await asyncio.sleep(0)  # the handlers just started register their connection before the drain looks
 

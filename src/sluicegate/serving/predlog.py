@@ -157,16 +157,23 @@ class PredictionLog:
     """Queue of events drained by one writer thread, so requests never wait on disk.
 
     `record` only enqueues. The thread writes whatever has queued up in one transaction, at
-    least every `flush_interval_s`. The log must stay complete: when the queue is full,
+    least every `flush_interval_s`; woken by a request, it first lingers a moment (`linger_s`) so
+    that the requests arriving meanwhile go in the same transaction. Waking per request cost the
+    serving thread dearly: each wake takes the GIL, and the request thread, coming back from the
+    model runtime (which releases it), waited for the writer's Python (up to the 5 ms switch
+    interval); measured at c=32, a 0.2 ms ONNX call took 1.25 ms inside the server. The log must stay complete: when the queue is full,
     `record` waits for room (back-pressure on the request) instead of dropping events, and a
     locked database is retried until it answers. `flush` waits until everything recorded so
     far is on disk; `close` drains the queue and waits for the last write (graceful shutdown).
     """
 
     def __init__(self, path: Path, flush_interval_s: float = 0.2, max_queue: int = 100_000,
-                 on_written: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None):
+                 on_written: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None,
+                 linger_s: float = 0.05):
         self.path = path
         self.flush_interval_s = flush_interval_s
+        self.linger_s = min(linger_s, flush_interval_s)
+        self._max_queue = max_queue
         self.dropped = 0
         self.written = 0
         # counters for /metrics (the service passes Prometheus counters' inc); called from the writer thread
@@ -174,7 +181,8 @@ class PredictionLog:
         self._on_dropped = on_dropped or (lambda n: None)
         self._failing_since: float | None = None  # first drop of the current outage
         self._last_alarm = 0.0
-        self._queue: queue.Queue[PredictionEvent | _Flush | None] = queue.Queue(maxsize=max_queue)
+        # one item per request (a list of events), a flush marker, or None (close); `max_queue` bounds the items
+        self._queue: queue.Queue[list[PredictionEvent] | _Flush | None] = queue.Queue(maxsize=max_queue)
         self._conn = connect_log(path)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -185,17 +193,18 @@ class PredictionLog:
         return self._conn
 
     def record(self, events: list[PredictionEvent]) -> None:
-        for ev in events:
-            self._put(ev)
+        """Queue one request's events as one item (one queue operation per request, not per record)."""
+        if events:
+            self._put(list(events))
 
-    def _put(self, item: PredictionEvent | _Flush | None) -> None:
+    def _put(self, item: list[PredictionEvent] | _Flush | None) -> None:
         while True:
             try:
                 self._queue.put(item, timeout=1.0)
                 return
             except queue.Full:
                 if not self._thread.is_alive():  # nobody will ever drain it
-                    self._drop(1, "the prediction log writer is not running")
+                    self._drop(len(item) if isinstance(item, list) else 1, "the prediction log writer is not running")
                     return
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -215,13 +224,15 @@ class PredictionLog:
                 item = self._queue.get(timeout=self.flush_interval_s)
             except queue.Empty:
                 continue
+            if isinstance(item, list) and self.linger_s > 0 and self._queue.qsize() < self._max_queue // 2:
+                time.sleep(self.linger_s)  # let the batch build up (see the class docstring)
             while True:
                 if item is None:
                     stop = True
                 elif isinstance(item, _Flush):
                     markers.append(item)
                 else:
-                    batch.append(item)
+                    batch += item
                 if len(batch) >= 5000:
                     break
                 try:
@@ -234,11 +245,10 @@ class PredictionLog:
                 m.done.set()
 
     def _write(self, batch: list[PredictionEvent]) -> None:
-        rows = [(e.ts, e.project, e.model_version, e.endpoint, e.source,
-                 json.dumps(e.inputs, default=str),
-                 json.dumps(e.probabilities if e.probabilities is not None else e.prediction, default=str),
-                 e.prediction_id, e.traffic, json.dumps(e.prediction, default=str),
-                 json.dumps(e.probabilities) if e.probabilities is not None else None, e.id_value) for e in batch]
+        rows = [(e.ts, e.project, e.model_version, e.endpoint, e.source, _dumps(e.inputs),
+                 _dumps(e.probabilities if e.probabilities is not None else e.prediction),
+                 e.prediction_id, e.traffic, _dumps(e.prediction),
+                 _dumps(e.probabilities) if e.probabilities is not None else None, e.id_value) for e in batch]
         attempt = 0
         while True:
             try:
@@ -294,6 +304,39 @@ class PredictionLog:
         self._conn.close()
         if self.dropped:
             log.warning("prediction log dropped %d events", self.dropped)
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of a logged value: orjson (several times faster than json on the writer thread), json for
+    what orjson refuses (NaN is written as NaN, as json always did, so old and new rows read alike)."""
+    if _orjson is not None:
+        try:
+            text = _orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+            if "null" not in text or not _has_nan(value):
+                return text
+        except TypeError:
+            pass
+    return json.dumps(value, default=str)
+
+
+def _has_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (math.inf, -math.inf)
+    if isinstance(value, dict):
+        return any(_has_nan(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nan(v) for v in value)
+    return False
+
+
+try:
+    import orjson as _orjson
+
+    # datetimes, numpy values and non-text keys go to json (TypeError), which writes them as it always did
+    _ORJSON_OPTIONS = _orjson.OPT_PASSTHROUGH_DATETIME
+except ImportError:  # an image without orjson: json writes every row
+    _orjson = None  # type: ignore[assignment]
+    _ORJSON_OPTIONS = 0
 
 
 def read_prediction_log(

@@ -125,14 +125,19 @@ def load_flow(root: Path, module: str, name: str) -> Any:
     import importlib
 
     package, module = ("tasks", module[len("..tasks."):]) if module.startswith("..tasks.") else ("flows", module)
-    for candidate in dict.fromkeys((root, Path.cwd(), _checkout())):
-        if (candidate / package / f"{module}.py").exists():
-            if str(candidate) not in sys.path:
-                sys.path.insert(0, str(candidate))
-            loaded = getattr(importlib.import_module(f"{package}.{module}"), name)
-            quiet_expected_failures()  # Prefect has configured its logging by now
-            return loaded
-    raise SluiceError(f"cannot find {package}/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
+    candidate = flow_checkout(root, f"{package}/{module}.py")
+    if candidate is None:
+        raise SluiceError(f"cannot find {package}/{module}.py under {root} or {Path.cwd()}; run sluice from the project checkout")
+    if str(candidate) not in sys.path:
+        sys.path.insert(0, str(candidate))
+    loaded = getattr(importlib.import_module(f"{package}.{module}"), name)
+    quiet_expected_failures()  # Prefect has configured its logging by now
+    return loaded
+
+
+def flow_checkout(root: Path, file: str = "flows/training.py") -> Optional[Path]:
+    """The checkout `load_flow` loads `file` from: the project root, the working directory or this install's."""
+    return next((c for c in dict.fromkeys((root, Path.cwd(), _checkout())) if (c / file).exists()), None)
 
 
 def resolve(arg: str, registered: bool = True, known: Any = None) -> tuple[str, Optional[Path]]:

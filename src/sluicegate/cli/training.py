@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from sluicegate.cli.base import _probe_registry, app, load_flow, prepare_runtime_env, resolve
+from sluicegate.cli.base import _probe_registry, app, flow_checkout, load_flow, prepare_runtime_env, resolve
 from sluicegate.errors import GateRejected
 
 
@@ -22,18 +22,26 @@ def run(
 ) -> None:
     """Run the gated training pipeline for one project."""
     from sluicegate.config import load_config
+    from sluicegate.runkey import load_config_for_key
 
     _, config = resolve(project, registered=False)
-    cfg = load_config(config, set_)  # fail fast, before Prefect starts
+    cfg = load_config_for_key(config, set_)  # schema and cross-checks; the estimator's own rules only if it changed
     _probe_registry()
-    prepare_runtime_env()
-    _require_persistent_api(cfg.root, cfg.project, cfg.gates.approval, reason)
-    training_pipeline = load_flow(cfg.root, "training", "training_pipeline")
-    models = (f"best of {', '.join(c.name for c in cfg.model_candidates())}" if cfg.selects_model and len(cfg.model_candidates()) > 1
-              else cfg.model.kind + (", tuned" if cfg.selects_model else ""))
-    typer.echo(f"sluice: training {cfg.project} ({models}, {cfg.task}) from {config}", err=True)
-
-    result = training_pipeline(str(config), list(set_) or None, reason)
+    result = None
+    if _unchanged(cfg):  # recorded as a flow run that reads the registry only; None if the champion moved meanwhile
+        prepare_runtime_env()
+        typer.echo(f"sluice: {cfg.project}: same data, config and code as its champion; recording an unchanged run", err=True)
+        result = load_flow(cfg.root, "unchanged", "training_unchanged")(str(config), list(set_) or None, reason)
+    if result is None:
+        cfg = load_config(config, set_)  # every check, before Prefect starts
+        prepare_runtime_env()
+        _require_persistent_api(cfg.root, cfg.project, cfg.gates.approval, reason)
+        training_pipeline = load_flow(cfg.root, "training", "training_pipeline")
+        models = (f"best of {', '.join(c.name for c in cfg.model_candidates())}"
+                  if cfg.selects_model and len(cfg.model_candidates()) > 1
+                  else cfg.model.kind + (", tuned" if cfg.selects_model else ""))
+        typer.echo(f"sluice: training {cfg.project} ({models}, {cfg.task}) from {config}", err=True)
+        result = training_pipeline(str(config), list(set_) or None, reason)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -41,6 +49,20 @@ def run(
         typer.echo(f"  {result.summary}")
     if result.outcome == "rejected":
         raise GateRejected(f"{result.project}: candidate v{result.version} rejected; champion stays v{result.champion}")
+
+
+def _unchanged(cfg: Any) -> bool:
+    """Whether the champion carries this run's key (same source bytes, config and code), read without
+    MLflow or Prefect; False where that cannot be known cheaply (SQL, production rows, other registries)."""
+    from sluicegate.registry_reader import reader_for
+    from sluicegate.runkey import run_key, unchanged_outcome
+    from sluicegate.settings import load_settings
+
+    reader, checkout = reader_for(load_settings()), flow_checkout(cfg.root)
+    if reader is None or checkout is None or not (checkout / "flows" / "unchanged.py").exists():
+        return False
+    key = run_key(cfg, (checkout / "flows", checkout / "tasks"))
+    return key is not None and unchanged_outcome(cfg, key, reader.champion_record(cfg.project)) is not None
 
 
 def _require_persistent_api(root: Path, project: str, policy: str, reason: Optional[str]) -> None:

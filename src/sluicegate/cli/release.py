@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -20,12 +20,40 @@ def deploy(
     port: Optional[int] = typer.Option(None, help="Override deploy.port."),
 ) -> None:
     """Package the champion as a Bento and deploy it; canary first, the old model keeps serving on failure."""
-    from sluicegate.deploy.release import release_version
+    quick = _already_serving(project, version) if target is None and port is None else None
+    if quick is not None:
+        typer.echo(quick.message)
+        return
+    from sluicegate.deploy.release import release_version  # packaging: pandas, BentoML
 
     name, packaging, spec, task, out_dir, settings, tracker, notifications = _release_context(project, target, port)
     result = release_version(tracker, name, version, packaging, spec, task, settings, out_dir,
                              events=_emitter(notifications))
     typer.echo(result.message)
+
+
+def _already_serving(project: str, version: Optional[str]) -> Any:
+    """The no-op result when the champion (or `version`) already serves locally, released with the same
+    packaging and deploy settings, code and libraries; read without MLflow, BentoML or Prefect.
+    None when a deploy has anything to do, or when that cannot be known cheaply."""
+    from sluicegate.deploy.current import already_serving, release_key
+    from sluicegate.registry_reader import reader_for
+    from sluicegate.runkey import load_config_for_key
+    from sluicegate.settings import load_settings
+
+    settings = load_settings()
+    reader = reader_for(settings)
+    if reader is None:
+        return None
+    name, path = resolve(project, known=reader.projects)
+    champion = reader.champion_record(name) if path is not None else None
+    if champion is None:
+        return None
+    cfg = load_config_for_key(path)  # deploy releases a registered version: the model section is not used
+    spec, want = cfg.deploy, str(version or champion["version"])
+    if spec.target != "local":
+        return None
+    return already_serving(settings, name, want, release_key(name, want, cfg.packaging, spec, cfg.task), spec.host, spec.port)
 
 
 @app.command()

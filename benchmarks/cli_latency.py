@@ -78,12 +78,26 @@ def plain(config: str, home: str) -> None:
     print(plain_script(Path(config), Path(home)))
 
 
+def _bytecode() -> str:
+    """Whether the libraries' compiled bytecode is there: without it every process compiles what it imports."""
+    import importlib.util
+    import sysconfig
+
+    init = Path(sysconfig.get_paths()["purelib"]) / "pandas" / "__init__.py"
+    if Path(importlib.util.cache_from_source(str(init))).exists():
+        return "cached (.pyc present)"
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return "NOT cached and never written (PYTHONDONTWRITEBYTECODE set): every process compiles its imports"
+    return "not cached yet (written on first import)"
+
+
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     base = Path(tempfile.mkdtemp(prefix="sluice-bench-cli-"))
     server_home = base / "server-home"
     port = _free_port()
     print(f"CLI latency benchmark: {runs} runs each, whole processes; load average {os.getloadavg()}")
+    print(f"library bytecode: {_bytecode()}")
     floor = _row('python -c "import pandas" (floor)', [_time([sys.executable, "-c", "import pandas"], _env(base))
                                                         for _ in range(runs)])
     check = _row(f"sluice config check {PROJECT}", [_time(_sluice("config", "check", PROJECT), _env(base))

@@ -12,11 +12,13 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.unchanged import CODE_FOLDERS
 from sluicegate import events
 from sluicegate.config import ProjectConfig, config_hash, load_config, resolve_path
 from sluicegate.data import DatasetRef, dataset_tags
 from sluicegate.features import FeatureSet
 from sluicegate.gates import approval_required, decide_outcome
+from sluicegate.runkey import RUN_KEY_TAG, run_key
 from sluicegate.serving.schema import request_rules
 from sluicegate.split import SplitResult
 from sluicegate.stores import run_tags
@@ -102,6 +104,9 @@ def training_pipeline(config_path: str, overrides: list[str] | None = None, reas
     tags = {**run_tags(project, cfg.task, cfg.data.target, dataset.fingerprint, dataset.path, config_hash(cfg),
                        str(cfg.source), cfg.root, selected, request_rules(cfg.validation.columns)),
             **dataset_tags(dataset)}
+    key_of_run = run_key(cfg, CODE_FOLDERS)  # the CLI finds an unchanged re-run by it, before importing this stack
+    if key_of_run:
+        tags[RUN_KEY_TAG] = key_of_run
     record = register_candidate(project, key, trained, report, split.test_path, tags,
                                 {"validation": checked.json_path or ""}, reason)
     decision = decide_promotion(record, report, champion, cfg.gates, project)

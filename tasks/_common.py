@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-import sluicegate
+from sluicegate.runkey import code_fingerprint  # the sluicegate source: a changed step never hits an old cache entry
 from sluicegate.settings import Settings, load_settings, make_private
 
 
@@ -36,17 +36,6 @@ def _tracker(s: Settings):
 def tracker():
     """One MLflow tracker per process and settings."""
     return _tracker(settings())
-
-
-@functools.cache
-def code_fingerprint() -> str:
-    """Hash of the sluicegate package source: a changed step never hits an old cache entry."""
-    h = hashlib.sha256(sluicegate.__version__.encode())
-    root = Path(sluicegate.__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def store_id(home: Path) -> str:

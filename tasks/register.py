@@ -10,6 +10,7 @@ from sluicegate import audit, gates
 from sluicegate.config import GatesConfig
 from sluicegate.evaluation import EvaluationReport
 from sluicegate.gates import GateDecision, same_model_decision
+from sluicegate.runkey import RUN_KEY_TAG
 from sluicegate.tracking import ModelRecord
 from sluicegate.training import ChampionScore, TrainResult, load_model_file
 from tasks._common import artifact_key, tracker, transient_only
@@ -30,6 +31,9 @@ def register_candidate(
             print(f"adopting {project} v{existing.version}: registered by an interrupted run, no verdict yet")
         else:
             print(f"candidate unchanged: reusing {project} v{existing.version}")
+        run_key = tags.get(RUN_KEY_TAG)
+        if run_key and existing.tags.get(RUN_KEY_TAG) != run_key:  # these inputs give this version: say so for the next run
+            tr.set_version_tags(project, existing.version, {RUN_KEY_TAG: run_key})
         return existing
     model = load_model_file(trained.model_path)
     example = pd.read_parquet(test_path).drop(columns=[tags["sluice.target"]]).head(5)

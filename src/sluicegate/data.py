@@ -23,6 +23,7 @@ from sluicegate.config import (
 )
 from sluicegate.config.sources import is_glob, relative_name, source_files, sql_params  # noqa: F401 (re-exported)
 from sluicegate.errors import DataSourceError
+from sluicegate.runkey import hash_file, source_key  # noqa: F401 (re-exported)
 
 # Marker columns: where a snapshot row came from. Never features (features.select_columns skips
 # the prefix), never validated, stripped from the split parts; the split reads them.
@@ -53,38 +54,6 @@ class DatasetRef:
     columns: tuple[str, ...]
     production_rows: int = 0
     labelled_until: str | None = None
-
-
-def source_key(source: DataSource, root: Path) -> str | None:
-    """A cheap key that changes whenever the source's bytes change; None when unknowable (SQL).
-
-    Files are hashed whole (far cheaper than parsing them), so an edited file never hits a
-    cache entry of its old content even if its size and mtime were kept. For a folder or a
-    glob the key covers the sorted file list and every file's content, so a new partition
-    file changes it.
-    """
-    if isinstance(source, (CsvSource, ParquetSource)):
-        try:
-            files = source_files(source, root)
-        except DataSourceError:
-            return None
-        listing = hashlib.sha256()
-        for path in files:
-            listing.update(f"{relative_name(path, root)}\0{hash_file(path)}\n".encode())
-        return f"{source.kind}:{listing.hexdigest()}:{source.model_dump_json()}"
-    if isinstance(source, BundledSource):
-        import sklearn
-
-        return f"bundled:{source.name}:sklearn-{sklearn.__version__}"
-    return None
-
-
-def hash_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # looks up a named secret in a secret store (the tasks layer passes one for Prefect Secret blocks)

@@ -41,6 +41,8 @@ class RegistryReader(Protocol):
 
     def status(self, project: str) -> dict[str, Any]: ...
 
+    def champion_record(self, project: str) -> dict[str, Any] | None: ...
+
 
 def reader_for(settings: Settings) -> RegistryReader | None:
     """A light reader for the settings' stores, or None when only MLflow itself can read them."""
@@ -139,6 +141,16 @@ class SqliteRegistryReader:
         return {"version": version, "run_id": run_id, "artifact_uri": artifact_uri or "", "metrics": metrics, "tags": tags,
                 "run_status": run_status, "run_tags": run_tags}
 
+    def champion_record(self, project: str) -> dict[str, Any] | None:
+        """The champion's `{version, run_id, metrics, tags, ...}`; None when there is none."""
+        conn = self._connect()
+        if conn is None:
+            return None
+        with conn:
+            alias = conn.execute("SELECT version FROM registered_model_aliases WHERE workspace = ? AND name = ? AND alias = ?",
+                                 (WORKSPACE, project, CHAMPION)).fetchone()
+            return self._record(conn, project, alias[0]) if alias else None
+
     def status(self, project: str) -> dict[str, Any]:
         conn = self._connect()
         if conn is None:
@@ -226,6 +238,11 @@ class HttpRegistryReader:
                 "tags": {t["key"]: t.get("value") for t in mv.get("tags", [])},
                 "run_status": run.get("info", {}).get("status"),
                 "run_tags": {t["key"]: t.get("value") for t in run.get("data", {}).get("tags", [])}}
+
+    def champion_record(self, project: str) -> dict[str, Any] | None:
+        """The champion's `{version, run_id, metrics, tags, ...}`; None when there is none."""
+        found = self._get("/api/2.0/mlflow/registered-models/alias", name=project, alias=CHAMPION)
+        return self._record(found["model_version"]) if found else None
 
     def status(self, project: str) -> dict[str, Any]:
         versions: list[int] = []

@@ -76,6 +76,8 @@ def test_failed_deploy_after_promotion_restores_previous_champion(project):
 
 def test_flow_blesses_the_candidate_after_its_canary_and_switches_traffic(project):
     from flows.training import training_pipeline
+    from sluicegate.config import load_config
+    from sluicegate.deploy.current import already_serving, release_key
     from sluicegate.deploy.local import stop_local
     from sluicegate.deploy.processes import free_port
 
@@ -90,6 +92,17 @@ def test_flow_blesses_the_candidate_after_its_canary_and_switches_traffic(projec
         assert tracker.alias("churn", "previous-champion").version == before
         served = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()["version"]
         assert str(served) == str(result.version)
+        # the release recorded its key: deploying exactly this again is a no-op found without packaging
+        cfg = load_config(path, ["deploy.enabled=true", f"deploy.port={port}"])
+        version, settings = str(result.version), load_settings()
+        key = release_key("churn", version, cfg.packaging, cfg.deploy, cfg.task)
+        same = already_serving(settings, "churn", version, key, cfg.deploy.host, port)
+        assert same is not None and same.was == version and "nothing to do" in same.message
+        slower = cfg.deploy.model_copy(update={"readiness_timeout_s": cfg.deploy.readiness_timeout_s + 1})
+        assert already_serving(settings, "churn", version, release_key("churn", version, cfg.packaging, slower, cfg.task),
+                               cfg.deploy.host, port) is None  # any other setting: the full release decides
+        assert already_serving(settings, "churn", before, release_key("churn", before, cfg.packaging, cfg.deploy, cfg.task),
+                               cfg.deploy.host, port) is None  # another version
     finally:
         stop_local(load_settings(), "churn")
 

@@ -102,6 +102,34 @@ def test_unchanged_rerun_is_served_from_cache_and_promotes_nothing(project):
     assert "unchanged" in result.summary.lower()
 
 
+def _latest_flow_run():
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)[0]
+
+
+def test_unchanged_cli_run_is_recorded_without_training(project, capsys):
+    """The champion carries its run's key (data, config, code): `sluice run` records `unchanged` in a
+    training-pipeline flow run that runs no task; any other config runs the full pipeline."""
+    assert _tracker().champion("churn").tags.get("sluice.run_key")
+    assert main(["run", str(project)]) == 0
+    out = capsys.readouterr()
+    assert "churn: unchanged (version 1, champion 1)" in out.out and "recording an unchanged run" in out.err, out
+    run = _latest_flow_run()
+    assert run.state_name == "Completed" and _task_states(run.id) == {}
+    summary = flow_run_artifact("churn-training-summary", run.id).data
+    assert "unchanged" in summary and "reject" not in summary.lower(), summary
+    assert len(_tracker().versions("churn")) == 1
+
+    # a gate setting differs from the champion's run: the whole pipeline runs (the same model: unchanged)
+    assert main(["run", str(project), "--set", "gates.min_improvement=0.002"]) == 0
+    out = capsys.readouterr()
+    assert "recording an unchanged run" not in out.err and "churn: unchanged (version 1" in out.out, out
+    assert {"ingest-data", "train-model", "register-candidate"} <= set(_task_states(_latest_flow_run().id))
+
+
 def test_worse_candidate_is_not_promoted_and_says_why(project, capsys):
     worse = "model={kind: sklearn, estimator: knn, params: {n_neighbors: 1}}"
     code = main(["run", str(project), "--set", worse])

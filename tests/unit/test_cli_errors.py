@@ -67,7 +67,7 @@ def test_main_prints_one_line_with_the_report_path(no_debug, capsys, monkeypatch
     def fail(*_a, **_k):
         raise DataValidationError("data validation failed: tenure: 12 values above max 120", "/tmp/r/validation.json")
 
-    monkeypatch.setattr(cli, "resolve", fail)
+    monkeypatch.setattr(cli.release, "resolve", fail)  # where `sluice stop` looks it up
     code = cli.main(["stop", "churn"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 4

@@ -59,8 +59,8 @@ from sluicegate.config.schema import (
     config_json_schema,
 )
 from sluicegate.schema_base import StrictModel
+from sluicegate.trainers.mlp import TorchModelConfig
 from sluicegate.trainers.sk import SklearnModelConfig
-from sluicegate.trainers.torch_mlp import TorchModelConfig
 from sluicegate.trainers.xgb import XGBoostModelConfig
 
 __all__ = [

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.canary import CanaryReport, probe_headers, run_canary
+from sluicegate.deploy.current import front_serves
 from sluicegate.deploy.engine import remove_container
 from sluicegate.deploy.processes import (
     FRONT_MARKER,
@@ -35,7 +36,7 @@ from sluicegate.deploy.processes import (
     wait_ready,
     write_state,
 )
-from sluicegate.deploy.proxy import DEFAULT_DRAIN_S, is_our_front, start_front, write_backend
+from sluicegate.deploy.proxy import DEFAULT_DRAIN_S, start_front, write_backend
 from sluicegate.deploy.staged import DeployResult, Staged
 from sluicegate.errors import DeployError
 from sluicegate.packaging import BentoResult, verify_model_artifact
@@ -76,22 +77,6 @@ class FrontCheck:
     front_ok: bool  # the recorded front answers on the configured host and port
     old_backend: bool  # the recorded backend still runs
     unchanged: Staged | None  # the same Bento already serves the same way: nothing to do
-
-
-def front_serves(state: ServingState | None, attempts: int = 3) -> bool:
-    """Whether the recorded front answers on its port with the pid and token recorded with it.
-
-    Asked a few times before saying no: a busy machine may be slow to answer, and a front
-    that does not answer is stopped by the next deploy.
-    """
-    if state is None or not state.front_token or not pid_alive(state.front_pid, FRONT_MARKER):
-        return False
-    for attempt in range(attempts):
-        if is_our_front(state.host, state.port, state.front_pid, state.front_token):
-            return True
-        if attempt + 1 < attempts:
-            time.sleep(0.5)
-    return False
 
 
 def serving_version(settings: Settings, project: str) -> str | None:

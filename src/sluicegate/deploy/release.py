@@ -20,6 +20,7 @@ from typing import Any, Callable, NoReturn
 
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy.container import stage_container
+from sluicegate.deploy.current import release_key, write_release_key
 from sluicegate.deploy.local import serving_version, stage_local
 from sluicegate.deploy.processes import project_lock, read_state, state_dir
 from sluicegate.deploy.staged import DeployResult, Staged
@@ -248,6 +249,8 @@ def _release_locked(tracker: Any, project: str, version: str, packaging: Packagi
             except Exception as undo_exc:
                 note = f"; moving the aliases back FAILED ({type(undo_exc).__name__}: {undo_exc}), check them"
         fail.reraise(exc, note=note)
+    if result.target == "local":  # a repeated deploy of exactly this is then a no-op found without packaging
+        write_release_key(settings, project, release_key(project, version, packaging, spec, task))
     events.emit(project, MODEL_DEPLOYED,
                 deployed_payload(project, version, result.target, result.url, result.was, result.message))
     log.info("%s: released v%s (%s)", project, version, result.message)

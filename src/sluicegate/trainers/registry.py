@@ -7,14 +7,18 @@ it, and training and tuning look trainers up in it. Importing this module import
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import numpy as np
 from pydantic import BaseModel
 
 from sluicegate.schema_base import did_you_mean
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Trainer(Protocol):
@@ -58,6 +62,22 @@ class ModelKind:
 
 
 _KINDS: dict[str, ModelKind] = {}
+_MODEL_CHECKS = contextvars.ContextVar("sluice_model_checks", default=True)
+
+
+@contextlib.contextmanager
+def without_model_checks() -> typing.Iterator[None]:
+    """Skip the trainers' own checks of model sections (`model.params` by the estimator's rules, which
+    import scikit-learn or XGBoost: seconds) while loading a config.
+
+    Only for a config that is then compared, by its run key, with one that passed them with the same
+    code and libraries (`sluicegate.runkey`); anything else loads with every check.
+    """
+    token = _MODEL_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _MODEL_CHECKS.reset(token)
 
 
 def register_trainer(trainer: Trainer, config: type[BaseModel]) -> Trainer:
@@ -107,8 +127,8 @@ def label(spec: Any) -> str:
 
 
 def check_model_config(spec: Any, task: str) -> list[tuple[tuple, str]]:
-    """Problems in a model section, located under `model`."""
-    return get_trainer(spec.kind).check(spec, task)
+    """Problems in a model section, located under `model` (none inside `without_model_checks`)."""
+    return get_trainer(spec.kind).check(spec, task) if _MODEL_CHECKS.get() else []
 
 
 def check_params(spec: Any, task: str, params: dict[str, Any]) -> list[tuple[tuple, str]]:
@@ -117,6 +137,8 @@ def check_params(spec: Any, task: str, params: dict[str, Any]) -> list[tuple[tup
     A trainer may provide `check_overrides(spec, task, params)`; otherwise the overrides are
     merged into `spec.params` and the trainer's own `check` runs on the result.
     """
+    if not _MODEL_CHECKS.get():
+        return []
     trainer = get_trainer(spec.kind)
     own = getattr(trainer, "check_overrides", None)
     if own is not None:
@@ -137,3 +159,23 @@ def unknown_param(name: str, known: list[str], owner: str) -> str:
     if hint:
         msg += f"; did you mean {hint!r}?"
     return msg
+
+
+def check_range(name: str, value, low=None, high=None, low_open=False, high_open=False, integer=False):
+    """A scikit-learn style message when `value` is outside the range, else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer and not float(value).is_integer():
+        ok = False
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return None
+    lo = "(" if (low_open or low is None) else "["
+    hi = ")" if (high_open or high is None) else "]"
+    kind = "an int" if integer else "a number"
+    return (
+        f"must be {kind} in the range {lo}{low if low is not None else '-inf'}, "
+        f"{high if high is not None else 'inf'}{hi} (got {value!r})"
+    )

@@ -2,39 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from sklearn import ensemble, linear_model, neighbors
-from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import InvalidParameterError
+import importlib
+from typing import TYPE_CHECKING, Any, Literal
 
 from sluicegate.schema_base import StrictModel, unknown_choice
 from sluicegate.trainers.registry import register_trainer, unknown_param
 
-ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
-    "logistic_regression": {"classification": linear_model.LogisticRegression},
-    "ridge": {"regression": linear_model.Ridge, "classification": linear_model.RidgeClassifier},
-    "linear_regression": {"regression": linear_model.LinearRegression},
-    "elastic_net": {"regression": linear_model.ElasticNet},
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+
+# short name -> task -> "sklearn module.Class", imported when a project of that estimator is
+# checked or fitted: building the config schema (`sluice config check`) imports no scikit-learn
+ESTIMATORS: dict[str, dict[str, str]] = {
+    "logistic_regression": {"classification": "linear_model.LogisticRegression"},
+    "ridge": {"regression": "linear_model.Ridge", "classification": "linear_model.RidgeClassifier"},
+    "linear_regression": {"regression": "linear_model.LinearRegression"},
+    "elastic_net": {"regression": "linear_model.ElasticNet"},
     "random_forest": {
-        "classification": ensemble.RandomForestClassifier,
-        "regression": ensemble.RandomForestRegressor,
+        "classification": "ensemble.RandomForestClassifier",
+        "regression": "ensemble.RandomForestRegressor",
     },
     "extra_trees": {
-        "classification": ensemble.ExtraTreesClassifier,
-        "regression": ensemble.ExtraTreesRegressor,
+        "classification": "ensemble.ExtraTreesClassifier",
+        "regression": "ensemble.ExtraTreesRegressor",
     },
     "gradient_boosting": {
-        "classification": ensemble.GradientBoostingClassifier,
-        "regression": ensemble.GradientBoostingRegressor,
+        "classification": "ensemble.GradientBoostingClassifier",
+        "regression": "ensemble.GradientBoostingRegressor",
     },
     "hist_gradient_boosting": {
-        "classification": ensemble.HistGradientBoostingClassifier,
-        "regression": ensemble.HistGradientBoostingRegressor,
+        "classification": "ensemble.HistGradientBoostingClassifier",
+        "regression": "ensemble.HistGradientBoostingRegressor",
     },
     "knn": {
-        "classification": neighbors.KNeighborsClassifier,
-        "regression": neighbors.KNeighborsRegressor,
+        "classification": "neighbors.KNeighborsClassifier",
+        "regression": "neighbors.KNeighborsRegressor",
     },
 }
 
@@ -54,7 +56,8 @@ class SklearnTrainer:
         return f"sklearn:{spec.estimator}"
 
     def estimator_class(self, name: str, task: str) -> type[BaseEstimator]:
-        return ESTIMATORS[name][task]
+        module, cls = ESTIMATORS[name][task].rsplit(".", 1)
+        return getattr(importlib.import_module(f"sklearn.{module}"), cls)
 
     def check(self, spec: Any, task: str) -> list[tuple[tuple, str]]:
         if spec.estimator not in ESTIMATORS:
@@ -65,6 +68,8 @@ class SklearnTrainer:
         return self.check_params(spec.estimator, task, spec.params, ("params",))
 
     def check_params(self, name: str, task: str, params: dict, loc: tuple) -> list[tuple[tuple, str]]:
+        if not params:
+            return []  # nothing to check: scikit-learn (seconds to import) is not needed
         cls = self.estimator_class(name, task)
         known = sorted(cls().get_params())
         problems = []
@@ -73,6 +78,8 @@ class SklearnTrainer:
                 problems.append(((*loc, key), unknown_param(key, known, cls.__name__)))
         if problems:
             return problems
+        from sklearn.utils._param_validation import InvalidParameterError
+
         try:
             cls(**params)._validate_params()
         except InvalidParameterError as exc:

@@ -8,12 +8,11 @@ from typing import Any, Literal
 from pydantic import Field
 
 from sluicegate.schema_base import StrictModel
-from sluicegate.trainers.base import EncodedLabelClassifier, check_range
-from sluicegate.trainers.registry import register_trainer, unknown_param
-from sluicegate.trainers.torch_mlp import cuda_available
+from sluicegate.trainers.registry import check_range, register_trainer, unknown_param
 
-# xgboost is imported inside functions only (this module is its one importer): building the
-# config schema loads every trainer module, and a project of another kind must not pay for it.
+# xgboost and scikit-learn are imported inside functions only (this module is xgboost's one
+# importer): building the config schema loads every trainer module, and a project of another
+# kind must not pay for it.
 
 # Simple bounds xgboost itself only checks at fit time.
 BOUNDS: dict[str, dict[str, Any]] = {
@@ -31,6 +30,8 @@ BOUNDS: dict[str, dict[str, Any]] = {
 
 def resolve_device(device: str) -> str:
     if device == "auto":
+        from sluicegate.trainers.torch_mlp import cuda_available  # the one CUDA probe (torch's owner)
+
         return "cuda" if cuda_available() else "cpu"
     return device
 
@@ -83,6 +84,8 @@ class XGBoostTrainer:
         return self.check_params(task, spec.params, ("params",))
 
     def check_params(self, task: str, params: dict, loc: tuple) -> list[tuple[tuple, str]]:
+        if not params:
+            return []  # nothing to check: xgboost (seconds to import) is not needed
         xgb = _xgb()
         cls = xgb.XGBClassifier if task == "classification" else xgb.XGBRegressor
         known = sorted(set(cls().get_params()) | set(BOUNDS))
@@ -117,6 +120,8 @@ class XGBoostTrainer:
         if report is not None:
             model.set_params(callbacks=[_report_rounds_class()(report, model.get_params()["eval_metric"])])
         if task == "classification":
+            from sluicegate.trainers.base import EncodedLabelClassifier
+
             wrapped = EncodedLabelClassifier(model)
             # eval_set labels must be encoded the same way as the training labels
             from sklearn.preprocessing import LabelEncoder

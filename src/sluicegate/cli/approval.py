@@ -54,13 +54,19 @@ def history(
 ) -> None:
     """The audit trail, newest first: promotions, rejections, approvals, deploys, rollbacks, manual promotions."""
     from sluicegate.audit import history_json, read_history
+    from sluicegate.registry_reader import reader_for
     from sluicegate.settings import load_settings
-    from sluicegate.tracking import Tracker
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     _probe_registry()
     name = resolve(project)[0]
-    records = read_history(Tracker(load_settings()), name, limit)
+    settings = load_settings()
+    store = reader_for(settings)  # a SQLite registry is read by SQL, without importing MLflow
+    if store is None or not hasattr(store, "audit_records"):
+        from sluicegate.tracking import Tracker
+
+        store = Tracker(settings)
+    records = read_history(store, name, limit)
     if as_json:
         typer.echo(history_json(records))
         return

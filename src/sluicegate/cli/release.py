@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from sluicegate.cli.base import _emitter, _release_context, _rollout_emitter, app, resolve, rollout_app
+from sluicegate.cli.base import _emitter, _release_context, _rollout_emitter, app, load_flow, resolve, rollout_app
 from sluicegate.errors import ConfigError, SluiceError
 
 
@@ -16,7 +16,7 @@ from sluicegate.errors import ConfigError, SluiceError
 def deploy(
     project: str = typer.Argument(..., help="Project name or its YAML file."),
     version: Optional[str] = typer.Option(None, help="Deploy this version instead of the champion."),
-    target: Optional[str] = typer.Option(None, help="Override deploy.target: local, docker or kubernetes."),
+    target: Optional[str] = typer.Option(None, help="Override deploy.target: local, container (docker) or kubernetes."),
     port: Optional[int] = typer.Option(None, help="Override deploy.port."),
 ) -> None:
     """Package the champion as a Bento and deploy it; canary first, the old model keeps serving on failure."""
@@ -29,7 +29,20 @@ def deploy(
     name, packaging, spec, task, out_dir, settings, tracker, notifications = _release_context(project, target, port)
     result = release_version(tracker, name, version, packaging, spec, task, settings, out_dir,
                              events=_emitter(notifications))
+    from sluicegate.deploy.processes import read_state
+    from sluicegate.deploy.traffic import active_rollout
+
+    if active_rollout(read_state(settings, name)):
+        _publish_rollout(name)
     typer.echo(result.message)
+
+
+def _publish_rollout(project: str) -> None:
+    """Refresh the `<project>-rollout` Prefect artifact (nothing without a Prefect API)."""
+    try:
+        load_flow(Path.cwd(), "..tasks.rollout", "publish_rollout")(project)
+    except Exception as exc:  # the command's action is done; the artifact is only a view of it
+        typer.echo(f"sluice: rollout artifact not updated: {type(exc).__name__}: {exc}", err=True)
 
 
 def _already_serving(project: str, version: Optional[str]) -> Any:
@@ -58,7 +71,7 @@ def _already_serving(project: str, version: Optional[str]) -> Any:
 
 @app.command()
 def stop(project: str = typer.Argument(..., help="Project name or its YAML file.")) -> None:
-    """Stop the project's local deployment (front process and model server)."""
+    """Stop the project's deployment (front process, and the model server process or container)."""
     from sluicegate.deploy.local import stop_local
     from sluicegate.settings import load_settings
 
@@ -84,8 +97,7 @@ def rollback(
 @rollout_app.command("check")
 def rollout_check(project: str = typer.Argument(..., help="Project name or its YAML file.")) -> None:
     """Judge the canary now: roll back a breach, promote one that held for its window, else report."""
-    from sluicegate.deploy.traffic import check_rollout
-    from sluicegate.gates import approval_required
+    from sluicegate.deploy.traffic import check_rollout, rollout_approval_needed
 
     name, packaging, spec, task, out_dir, settings, tracker, notifications = _release_context(project)
     cfg_path = resolve(project)[1]
@@ -94,18 +106,12 @@ def rollout_check(project: str = typer.Argument(..., help="Project name or its Y
         from sluicegate.config import load_config
 
         policy = load_config(cfg_path).gates.approval
-    from sluicegate.deploy.processes import read_state
-
-    state = read_state(settings, name)
-    reason = None
-    if state is not None and state.rollout:
-        try:
-            reason = tracker.version(name, str(state.rollout["candidate_version"])).tags.get("sluice.reason")
-        except SluiceError:
-            pass
-    needed = approval_required(policy, reason).required
-    out = check_rollout(tracker, settings, name, packaging, task, approval_needed=needed,
-                        events=_rollout_emitter(notifications))
+    needed = rollout_approval_needed(tracker, settings, name, policy)
+    try:
+        out = check_rollout(tracker, settings, name, packaging, task, approval_needed=needed,
+                            events=_rollout_emitter(notifications))
+    finally:
+        _publish_rollout(name)
     typer.echo(out.message)
     if out.decision is not None:
         for c in out.decision.checks:
@@ -122,8 +128,11 @@ def rollout_promote(
     from sluicegate.deploy.traffic import promote_rollout
 
     name, packaging, spec, task, out_dir, settings, tracker, notifications = _release_context(project)
-    result = promote_rollout(tracker, settings, name, packaging, events=_rollout_emitter(notifications, by),
-                             reason=f"promoted by {(by or '').strip() or 'hand'}")
+    try:
+        result = promote_rollout(tracker, settings, name, packaging, events=_rollout_emitter(notifications, by),
+                                 reason=f"promoted by {(by or '').strip() or 'hand'}")
+    finally:
+        _publish_rollout(name)
     typer.echo(result.message)
 
 
@@ -145,6 +154,7 @@ def rollout_abort(
 
         notifications = load_config(cfg_path).notifications
     ended = abort_rollout(load_settings(), name, reason, events=_rollout_emitter(notifications, by))
+    _publish_rollout(name)
     typer.echo(f"{name}: {ended['strategy']} of v{ended['candidate_version']} aborted; "
                f"v{ended['champion_version']} serves everything")
 

@@ -13,6 +13,7 @@ import pytest
 from sluicegate.cli import main
 from sluicegate.errors import FeedbackError
 from sluicegate.serving.feedback import (
+    await_logged,
     check_label,
     import_feedback,
     parse_feedback,
@@ -113,6 +114,25 @@ def test_readers_keep_one_versions_answers(tmp_path):
     labelled = read_labelled_predictions("churn", tmp_path, model_version="1")
     assert sorted(labelled.prediction_id) == [f"p{i}" for i in range(6)]
     assert len(read_labelled_predictions("churn", tmp_path)) == 10
+
+
+def test_labels_wait_briefly_for_rows_another_process_is_still_writing(tmp_path):
+    """A canary candidate (another process) logs its answers a moment after sending them: a label that
+    arrives first waits for the row instead of being called unknown."""
+    conn = _write(tmp_path, [_event(0)])
+    late = PredictionLog(log_path(tmp_path, "churn"))
+    timer = threading.Timer(0.3, lambda: (late.record([_event(1), _event(2)]), late.flush(5.0)))
+    timer.start()
+    items = parse_feedback([{"prediction_id": f"p{i}", "label": 1} for i in range(3)])
+    try:
+        assert await_logged(conn, items, timeout_s=10.0) == 0
+        result = record_feedback(conn, items, current=CLASSES)
+    finally:
+        timer.join()
+        late.close()
+    assert result.counts["accepted"] == 3
+    assert await_logged(conn, parse_feedback([{"prediction_id": "never", "label": 1}]), timeout_s=0.2) == 1
+    conn.close()
 
 
 def test_regression_log_has_no_proba_columns(tmp_path):

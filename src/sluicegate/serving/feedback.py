@@ -84,6 +84,30 @@ class FeedbackResult:
                 "items": [o.to_dict() for o in self.outcomes]}
 
 
+def await_logged(conn: sqlite3.Connection, items: list[FeedbackItem], timeout_s: float = 1.0, step_s: float = 0.05) -> int:
+    """Wait up to `timeout_s` until every `prediction_id` the items name is in the log; returns how many
+    are still missing.
+
+    Another process may have answered them (a canary candidate, a second worker): its log writer
+    batches rows for a moment (`PredictionLog.linger_s`), so a label sent right after the answer can
+    arrive first. The service flushes its own writer; this covers the others.
+    """
+    ids = sorted({i.prediction_id for i in items if i.prediction_id is not None})
+    deadline = time.monotonic() + timeout_s
+    missing = len(ids)
+    while ids:
+        found = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found |= {r[0] for r in conn.execute(
+                f"SELECT prediction_id FROM predictions WHERE prediction_id IN ({', '.join('?' * len(chunk))})", chunk)}
+        missing = len(ids) - len(found)
+        if not missing or time.monotonic() >= deadline:
+            break
+        time.sleep(step_s)
+    return missing
+
+
 def parse_feedback(body: Any, id_column: str | None = None) -> list[FeedbackItem]:
     """Check the shape of a feedback body: a list of `{"prediction_id": ..., "label": ...}` objects.
 

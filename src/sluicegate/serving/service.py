@@ -22,7 +22,7 @@ from pydantic import BaseModel, PrivateAttr
 
 from sluicegate.data import hash_file
 from sluicegate.errors import FeedbackError
-from sluicegate.serving.feedback import LATE_AFTER_DAYS, id_text, parse_feedback, record_feedback
+from sluicegate.serving.feedback import LATE_AFTER_DAYS, await_logged, id_text, parse_feedback, record_feedback
 from sluicegate.serving.predlog import (
     TRAFFIC_HEADER,
     TRAFFIC_TAGS,
@@ -666,6 +666,7 @@ if CONFIG is not None:
                 return JSONResponse({"error": "invalid feedback", "detail": exc.problems}, status_code=400)
             self.plog.flush(5.0)  # labels for predictions answered a moment ago must find them
             try:
+                await_logged(self.feedback_db, parsed)  # ...also those another process answered (a canary)
                 with self.feedback_lock:
                     result = record_feedback(self.feedback_db, parsed, current=LABEL_SCHEMA, source="api",
                                              late_after_days=self.late_after_days)

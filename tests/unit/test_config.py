@@ -267,8 +267,9 @@ def test_config_check_command_reports_source_problems_with_exit_code_2(tmp_path,
     assert f"{path}: evaluation.slices.0: column 'plann' not in data/x.csv; did you mean 'plan'?" in err
 
 
-def _imported_by_config_check(path: Path, repo_root: Path, libraries: list[str]) -> list[str]:
+def _imported_by_config_check(path: Path, repo_root: Path, libraries: list[str], home: Path | None = None) -> list[str]:
     """Which of `libraries` a `sluice config check` process has imported when it ends (exit 0 asserted)."""
+    import os
     import subprocess
     import sys
 
@@ -276,7 +277,8 @@ def _imported_by_config_check(path: Path, repo_root: Path, libraries: list[str])
             f"code = main(['config', 'check', {str(path)!r}]); "
             f"loaded = [m for m in {libraries!r} if m in sys.modules]; "
             "print('imported:' + ','.join(loaded)); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, **({"SLUICE_HOME": str(home)} if home is not None else {})}
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     line = done.stdout.strip().splitlines()[-1]
     assert line.startswith("imported:"), done.stdout
@@ -297,7 +299,22 @@ def test_config_check_imports_only_the_estimator_library_it_checks_params_with(t
     sk = _csv_project(tmp_path, target="label").with_name("sk.yaml")
     sk.write_text(_csv_project(tmp_path).read_text().replace("estimator: logistic_regression",
                                                                "estimator: logistic_regression, params: {C: 2.0}"))
-    assert _imported_by_config_check(sk, repo_root, HEAVY) == ["sklearn"]
+    home = tmp_path / "fresh-home"  # nothing remembered yet
+    assert _imported_by_config_check(sk, repo_root, HEAVY, home) == ["sklearn"]
+    # the section passed: the same section is not checked again (nor sklearn imported) until it,
+    # the task, the libraries or the trainers' code change
+    assert _imported_by_config_check(sk, repo_root, HEAVY, home) == []
+    sk.write_text(sk.read_text().replace("C: 2.0", "C: 3.0"))
+    assert _imported_by_config_check(sk, repo_root, HEAVY, home) == ["sklearn"]
+    sk.write_text(sk.read_text().replace("C: 3.0", "C: -1.0"))  # a problem is never remembered
+    import os
+    import subprocess
+    import sys
+
+    for _ in range(2):
+        bad = subprocess.run([sys.executable, "-m", "sluicegate.cli", "config", "check", str(sk)], cwd=repo_root,
+                             capture_output=True, text=True, timeout=120, env={**os.environ, "SLUICE_HOME": str(home)})
+        assert bad.returncode == 2 and "model.params.C" in bad.stderr, bad.stderr[-1000:]
 
 
 def _sqlite_project(tmp_path, monkeypatch, target: str, query: str = "SELECT * FROM customers;") -> Path:

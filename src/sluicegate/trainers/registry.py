@@ -127,8 +127,70 @@ def label(spec: Any) -> str:
 
 
 def check_model_config(spec: Any, task: str) -> list[tuple[tuple, str]]:
-    """Problems in a model section, located under `model` (none inside `without_model_checks`)."""
-    return get_trainer(spec.kind).check(spec, task) if _MODEL_CHECKS.get() else []
+    """Problems in a model section, located under `model` (none inside `without_model_checks`).
+
+    Checking `params` by the estimator's own rules imports its library (scikit-learn: ~1-2 s). A
+    section that passed is remembered (`_PASSED`): the same section, task, library versions and
+    trainer code pass again without the import. Problems are never remembered.
+    """
+    if not _MODEL_CHECKS.get():
+        return []
+    key = _check_key(spec, task)
+    if key is not None and key in _passed_keys():
+        return []
+    problems = get_trainer(spec.kind).check(spec, task)
+    if not problems and key is not None:
+        _remember_pass(key)
+    return problems
+
+
+_PASSED = "model-checks-passed"  # under $SLUICE_HOME/cache: one key per line
+
+
+def _check_key(spec: Any, task: str) -> str | None:
+    """What a model check depends on: the section, the task, the model libraries' versions, the trainers' code."""
+    import hashlib
+    import json
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        versions = {}
+        for dist in ("scikit-learn", "xgboost", "torch"):
+            try:
+                versions[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                versions[dist] = None
+        code = hashlib.sha256()
+        for path in sorted(Path(__file__).parent.glob("*.py")):
+            code.update(path.read_bytes())
+        blob = json.dumps([spec.model_dump(mode="json"), task, versions, code.hexdigest()], sort_keys=True, default=str)
+    except Exception:  # never let the memo break a check: check the slow way
+        return None
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _memo_path():
+    from sluicegate.settings import load_settings
+
+    return load_settings().home / "cache" / _PASSED
+
+
+def _passed_keys() -> set[str]:
+    try:
+        return set(_memo_path().read_text().split())
+    except (OSError, ValueError):
+        return set()
+
+
+def _remember_pass(key: str) -> None:
+    try:
+        path = _memo_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:  # appends of one short line: concurrent writers do not interleave
+            f.write(key + "\n")
+    except OSError:
+        pass  # a read-only home: the next check is slow, not wrong
 
 
 def check_params(spec: Any, task: str, params: dict[str, Any]) -> list[tuple[tuple, str]]:

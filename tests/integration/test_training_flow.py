@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pandas as pd
 import pytest
@@ -12,7 +11,7 @@ from sluicegate.cli import main
 from sluicegate.errors import PromotionConflictError
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-from tests.helpers import churn_config, churn_frame, flow_run_artifact, write_project
+from tests.helpers import churn_config, churn_frame, env_var, flow_run_artifact, task_states, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +20,9 @@ pytestmark = pytest.mark.slow
 def project(tmp_path_factory, prefect_harness):
     """One churn project and SLUICE_HOME shared by the tests below, in order."""
     root = tmp_path_factory.mktemp("churn")
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(root / ".sluice")
-    path = write_project(root, churn_frame(1200), churn_config(root))
-    yield path
-    if old is None:
-        os.environ.pop("SLUICE_HOME", None)
-    else:
-        os.environ["SLUICE_HOME"] = old
+    with env_var("SLUICE_HOME", str(root / ".sluice")):
+        path = write_project(root, churn_frame(1200), churn_config(root))
+        yield path
 
 
 def _flow():
@@ -41,23 +35,14 @@ def _tracker() -> Tracker:
     return Tracker(load_settings())
 
 
-def _task_states(flow_run_id) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
-
-
 def _run(path, *overrides):
     state = _flow()(str(path), list(overrides) or None, "test", return_state=True)
-    return state.result(), _task_states(state.state_details.flow_run_id)
+    return state.result(), task_states(state.state_details.flow_run_id)
 
 
 def _run_with_id(path):
     state = _flow()(str(path), None, "test", return_state=True)
-    return state.result(), _task_states(state.state_details.flow_run_id), state.state_details.flow_run_id
+    return state.result(), task_states(state.state_details.flow_run_id), state.state_details.flow_run_id
 
 
 def test_first_run_promotes_and_status_reports_it(project, capsys):

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from sluicegate.errors import RegistryError
 from sluicegate.settings import Settings, redact
-from sluicegate.stores import version_verdict
+from sluicegate.stores import registry_unreachable, version_verdict
 
 CHAMPION = "champion"  # the same names as tracking.CHAMPION (importing tracking would import pandas)
 DELETED_STAGE = "Deleted_Internal"  # MLflow marks a deleted version so in model_versions
@@ -160,8 +160,7 @@ class HttpRegistryReader:
                 return None
             raise RegistryError(f"the model registry at {redact(self.uri)} answered {exc.code} to {route}: {body[:300]}") from None
         except (OSError, ValueError) as exc:
-            raise RegistryError(f"the model registry at {redact(self.uri)} does not answer ({exc}); start it or "
-                                f"point MLFLOW_TRACKING_URI at a running server") from None
+            raise registry_unreachable(self.uri, exc) from None
 
     def projects(self) -> list[str]:
         names: list[str] = []

@@ -151,8 +151,13 @@ def probe_store(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         with socket.create_connection((parts.hostname, parts.port or ports[scheme]), timeout=timeout_s):
             pass
     except OSError as exc:
-        raise RegistryError(f"the model registry at {redact(uri)} does not answer ({exc}); start it or "
-                            f"point MLFLOW_TRACKING_URI at a running server") from None
+        raise registry_unreachable(uri, exc) from None
+
+
+def registry_unreachable(uri: str, exc: Exception) -> RegistryError:
+    """The error for a registry at `uri` that does not answer (exit code 8), the URI redacted."""
+    return RegistryError(f"the model registry at {redact(uri)} does not answer ({exc}); start it or "
+                         f"point MLFLOW_TRACKING_URI at a running server")
 
 
 def version_verdict(tags: dict[str, str], run_status: str | None, run_tag_values: dict[str, str]) -> dict[str, str]:

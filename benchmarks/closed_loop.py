@@ -1,10 +1,11 @@
 """Benchmark: from shifted traffic and its labels being logged to the retrained model answering, stage by stage.
 
 The product path end to end, as a user runs it (the template is
-tests/acceptance/test_feedback_loop_journey.py): a project YAML with `data.production.enabled`,
-`deploy.enabled` and `monitoring: {consecutive: 1, cooldown_minutes: 0}`; `sluice run` (which
-starts the local Prefect server, SLUICE_PREFECT_SERVER=auto) trains and serves a champion;
-`sluice deployments serve CONFIG` runs the deployments in the background; shifted traffic goes
+tests/acceptance/test_feedback_loop_journey.py; the steps both take are in tests/journey.py): a
+project YAML with `data.production.enabled`, `deploy.enabled` and `monitoring: {consecutive: 1,
+cooldown_minutes: 0}`; `sluice run` (which starts the local Prefect server,
+SLUICE_PREFECT_SERVER=auto) trains and serves a champion; `sluice deployments serve CONFIG` runs
+the deployments in the background; shifted traffic goes
 through the served /predict and /predict_proba, its labels through POST /feedback. Then the
 timer starts: a run of the drift-check deployment is created through the API, as its schedule
 would -> the check -> the `sluicegate.drift.detected` alert -> the retraining deployment's run ->
@@ -40,8 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -51,13 +50,26 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+from _common import ROOT  # noqa: F401  (puts the checkout on sys.path)
 
 from sluicegate.deploy import free_port
+from tests.journey import (
+    TERMINAL,
+    accuracy,
+    deployments,
+    lay_out_project,
+    post_json,
+    prefect_api,
+    send_feedback,
+    send_traffic,
+    serve_deployments,
+    sluice,
+    stop_group,
+    user_env,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-SLUICE = str(Path(sys.executable).parent / "sluice")
 FEATURES = ["x1", "x2", "plan"]
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 GOAL_S, GIVE_UP_S = 120.0, 600.0
 
 PROJECT_YAML = """\
@@ -98,77 +110,35 @@ def data(n: int, seed: int, shifted: bool) -> pd.DataFrame:
     return pd.DataFrame({"x1": x1, "x2": x2 + (3.0 if shifted else 0.0), "plan": plan, "y": np.where(y, "yes", "no")})
 
 
-def wait(pred, timeout: float, step: float = 0.5, what: str = ""):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
-
-
-def post(url: str, body: dict):
-    r = httpx.post(url, json=body, timeout=20)
-    r.raise_for_status()
-    return r.json()
-
-
 def ts(value: str | None) -> float | None:
     return pd.Timestamp(value).timestamp() if value else None
-
-
-def send(served: str, rows: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Half the rows through /predict, half through /predict_proba: (prediction ids, predicted labels)."""
-    ids, labels = [], []
-    records = rows[FEATURES].to_dict(orient="records")
-    for i in range(0, len(records), 50):
-        route = "predict" if (i // 50) % 2 == 0 else "predict_proba"
-        answer = httpx.post(f"{served}/{route}", json=records[i:i + 50], timeout=60)
-        answer.raise_for_status()
-        for item in answer.json():
-            ids.append(item["prediction_id"])
-            labels.append(item["prediction"] if route == "predict"
-                          else max(item["probabilities"], key=item["probabilities"].get))
-    return ids, labels
-
-
-def sluice(args: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([SLUICE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def main() -> None:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     base = Path(tempfile.mkdtemp(prefix="sluice-bench-loop-"))
-    (base / "configs").mkdir()
-    (base / "data").mkdir()
-    shutil.copy(ROOT / "configs" / "base.yaml", base / "configs" / "base.yaml")
+    lay_out_project(base)
     data(3000, 0, shifted=False).to_csv(base / "data" / "d.csv", index=False)
     serve_port = free_port()
     config = base / "configs" / "loopbench.yaml"
     config.write_text(PROJECT_YAML.replace("{port}", str(serve_port)))
     served = f"http://127.0.0.1:{serve_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SLUICE_", "MLFLOW_", "BENTOML_"))}
-    env.update({"SLUICE_HOME": str(base / ".sluice"), "SLUICE_PREFECT_SERVER": "auto",
-                "SLUICE_PREFECT_PORT": str(free_port()), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_RUNNER_POLL_FREQUENCY": "2", "GX_ANALYTICS_ENABLED": "false", "BENTOML_DO_NOT_TRACK": "true"})
+    env = user_env(base / ".sluice", free_port())
     serve = None
     try:
         print("training and serving the champion (sluice run; starts the local Prefect server) ...", flush=True)
         first = sluice(["run", str(config), "--reason", "first model"], env)
         if first.returncode != 0:
             raise RuntimeError(f"sluice run failed ({first.returncode}): {first.stdout[-2000:]}{first.stderr[-2000:]}")
-        api = json.loads((base / ".sluice" / "prefect-server" / "server.json").read_text())["url"] + "/api"
+        api = prefect_api(base / ".sluice")
         print("  serving version", httpx.get(f"{served}/metadata", timeout=10).json()["version"], flush=True)
-        serve = subprocess.Popen([SLUICE, "deployments", "serve", str(config)], cwd=ROOT, env=env,
-                                 stdout=open(base / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        serve = serve_deployments(config, env, base / "serve.log")
         names = {"loopbench-drift-check", "loopbench-retraining"}
-        deps = wait(lambda: (d := {x["name"]: x for x in post(f"{api}/deployments/filter", {})}) and names <= d.keys()
-                    and d, 300, 1, "the deployments")
+        deps = wait_for(lambda: (d := deployments(api)) and names <= d.keys() and d, 300, 1, "the deployments")
         time.sleep(5)  # let the serve process settle into its polling loop
 
         def runs(name: str) -> list[dict]:
-            found = post(f"{api}/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deps[name]["id"]]}}})
+            found = post_json(f"{api}/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deps[name]["id"]]}}})
             return sorted(found, key=lambda r: r["created"])
 
         def retrains() -> list[dict]:
@@ -177,20 +147,18 @@ def main() -> None:
             return [r for r in runs("loopbench-retraining") if r["state_type"] != "CANCELLED"]
 
         traffic = data(600, 1, shifted=True)
-        ids, predicted = send(served, traffic)
-        old_accuracy = float(np.mean(np.array(predicted) == traffic.y.to_numpy()))
-        answer = httpx.post(f"{served}/feedback", json=[{"prediction_id": i, "label": y}
-                                                        for i, y in zip(ids, traffic.y)], timeout=60)
-        answer.raise_for_status()
-        print(f"  {len(ids)} shifted rows served and labelled ({answer.json()['summary']['accepted']} accepted); "
+        ids, predicted = send_traffic(served, traffic, FEATURES)
+        old_accuracy = accuracy(predicted, traffic.y)
+        summary = send_feedback(served, ids, traffic.y)
+        print(f"  {len(ids)} shifted rows served and labelled ({summary['accepted']} accepted); "
               f"old model accuracy on them {old_accuracy:.2f}", flush=True)
 
         t0 = time.time()  # shifted traffic and labels are logged: the schedule fires now
-        check_run = post(f"{api}/deployments/{deps['loopbench-drift-check']['id']}/create_flow_run", {"parameters": {}})
+        check_run = post_json(f"{api}/deployments/{deps['loopbench-drift-check']['id']}/create_flow_run", {"parameters": {}})
         deadline = time.monotonic() + GIVE_UP_S
         left = lambda: max(1.0, deadline - time.monotonic())  # noqa: E731
-        check = wait(lambda: [r for r in runs("loopbench-drift-check") if r["id"] == check_run["id"]
-                              and r["state_type"] in TERMINAL], left(), 0.5, "the drift check")[0]
+        check = wait_for(lambda: [r for r in runs("loopbench-drift-check") if r["id"] == check_run["id"]
+                                  and r["state_type"] in TERMINAL], left(), 0.5, "the drift check")[0]
         if check["state_type"] != "COMPLETED":
             raise RuntimeError(f"drift check {check['state_name']}: {(base / 'serve.log').read_text()[-3000:]}")
 
@@ -207,15 +175,15 @@ def main() -> None:
                                    f"{(base / 'serve.log').read_text()[-3000:]}")
             return False
 
-        wait(lambda: answering_v2() or retrain_failed(), left(), 0.25, "version 2 answering")
+        wait_for(lambda: answering_v2() or retrain_failed(), left(), 0.25, "version 2 answering")
         t_answer = time.time()
-        retrain = wait(lambda: [r for r in retrains() if r["state_type"] in TERMINAL],
-                       left(), 0.5, "the retraining run to finish")[0]
+        retrain = wait_for(lambda: [r for r in retrains() if r["state_type"] in TERMINAL],
+                           left(), 0.5, "the retraining run to finish")[0]
         cancelled = sum(r["state_type"] == "CANCELLED" for r in runs("loopbench-retraining"))
-        sub = [r for r in post(f"{api}/flow_runs/filter", {"flows": {"name": {"any_": ["training-pipeline"]}}})
+        sub = [r for r in post_json(f"{api}/flow_runs/filter", {"flows": {"name": {"any_": ["training-pipeline"]}}})
                if r.get("parent_task_run_id") and ts(r["created"]) >= t0]
         sub = max(sub, key=lambda r: r["created"])
-        tasks = post(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [sub["id"]]}}})
+        tasks = post_json(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [sub["id"]]}}})
         span = {}
         for t in tasks:
             name = t["name"].rsplit("-", 1)[0]
@@ -223,14 +191,14 @@ def main() -> None:
                 a, b = span.get(name, (None, None))
                 s, e = ts(t["start_time"]), ts(t["end_time"])
                 span[name] = (min(a, s) if a else s, max(b, e) if b else e)
-        alerts = post(f"{api}/events/filter", {"filter": {"event": {"name": ["sluicegate.drift.detected", "sluicegate.performance.degraded"]}}, "limit": 10})
+        alerts = post_json(f"{api}/events/filter", {"filter": {"event": {"name": ["sluicegate.drift.detected", "sluicegate.performance.degraded"]}}, "limit": 10})
         alert_at = min((ts(e["occurred"]) for e in alerts["events"] if ts(e["occurred"]) >= t0 - 1), default=None)
 
         status = sluice(["status", str(config), "--json"], env, 120)
         verdict = json.loads(status.stdout)["last_verdict"]["summary"] if status.returncode == 0 else status.stderr
         fresh = data(300, 2, shifted=True)
-        _, now = send(served, fresh)
-        new_accuracy = float(np.mean(np.array(now) == fresh.y.to_numpy()))
+        _, now = send_traffic(served, fresh, FEATURES)
+        new_accuracy = accuracy(now, fresh.y)
 
         def row(label: str, at: float | None, since: float | None, note: str = "") -> None:
             at_s = f"{at - t0:7.1f}" if at else "      ?"
@@ -265,12 +233,8 @@ def main() -> None:
         print(f"accuracy on shifted traffic: old model {old_accuracy:.2f}, new model {new_accuracy:.2f}")
         print(f"verdict: {verdict}")
     finally:
-        if serve is not None and serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGTERM)
-            try:
-                serve.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(serve.pid, signal.SIGKILL)
+        if serve is not None:
+            stop_group(serve)
         for args in (["stop", str(config)], ["server", "stop"]):
             try:
                 sluice(args, env, 120)

@@ -52,3 +52,13 @@ def sluice_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("SLUICE_HOME", str(home))
     return home
+
+
+@pytest.fixture()
+def tracker(tmp_path, monkeypatch):
+    """A Tracker (MLflow on SQLite) on a fresh SLUICE_HOME, tmp_path itself."""
+    from sluicegate.settings import load_settings
+    from sluicegate.tracking import Tracker
+
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
+    return Tracker(load_settings())

@@ -1,12 +1,25 @@
-"""Small real datasets and project files for tests (no downloads)."""
+"""Small real datasets and project files for tests (no downloads), and the helpers several test modules share:
+a loopback webhook receiver, a hand-built churn registry, served-model probes."""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import yaml
+
+NUMERIC = ["tenure", "monthly_charges", "support_calls"]
+CATEGORICAL = ["plan", "region"]
+DATES = ["signup_date"]
+FEATURES = NUMERIC + CATEGORICAL + DATES  # churn_frame's model inputs
 
 
 def churn_frame(n: int = 1500, seed: int = 0) -> pd.DataFrame:
@@ -125,3 +138,200 @@ def log_labelled_predictions(home: Path, project: str, frame: pd.DataFrame, targ
     finally:
         conn.close()
     return ids
+
+
+def last_json(stdout: str) -> dict:
+    """The JSON object a `--json` command printed last (the flow's own lines come first)."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    return json.loads("\n".join(lines[start:]))
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    """{task name without its suffix: state name} of one flow run's task runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    # task run states reach the API through Prefect's event recorder, a moment after the flow
+    # returns (under load a run was read with no state yet): wait until every run has one
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if all(r.state is not None for r in runs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+
+@contextmanager
+def env_var(name: str, value: str) -> Iterator[None]:
+    """os.environ[name] = value inside the block; afterwards the old value, or none if it had none. For
+    module-scoped fixtures, where monkeypatch (function-scoped) cannot be used."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def tiny_regressor():
+    """(a linear regression, its 20 training rows): the smallest model worth registering."""
+    from sklearn.linear_model import LinearRegression
+
+    X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
+    return LinearRegression().fit(X, 2 * X.a + X.b), X
+
+
+def register_tiny(tracker, tags: dict | None = None) -> str:
+    """Register tiny_regressor() as the next version of project "p" (test_r2 0.9); its version."""
+    model, X = tiny_regressor()
+    return tracker.register_candidate("p", model, X.head(2), {}, {"test_r2": 0.9}, tags or {}).version
+
+
+# ---------------------------------------------------------------- a loopback webhook receiver
+class Webhook:
+    """What a loopback receiver got: `received`, each POSTed JSON body in order; `posts`, (path, body)."""
+
+    def __init__(self):
+        self.url = ""  # http://127.0.0.1:PORT, no path: any path is accepted
+        self.received: list = []
+        self.posts: list[tuple[str, object]] = []
+
+    def events(self) -> list[str]:
+        """The event names received since the last call (bodies as the emitter sends them)."""
+        names = [m["event"] for m in self.received]
+        self.received.clear()
+        return names
+
+
+@contextmanager
+def loopback_webhook() -> Iterator[Webhook]:
+    """An HTTP server on 127.0.0.1 that answers every POST 204 and records its JSON body, for the block."""
+    hook = Webhook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            hook.received.append(body)
+            hook.posts.append((self.path, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    hook.url = f"http://127.0.0.1:{server.server_port}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield hook
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---------------------------------------------------------------- churn models registered and served by hand
+def churn_pipeline(frame: pd.DataFrame, c: float = 1.0, guard: bool = False):
+    """The product's feature pipeline and a logistic regression, fitted on churn_frame's FEATURES.
+
+    guard: first a step that raises on tests.faults.sentinel.SENTINEL (a model version that fails on one input).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from sluicegate.config import FeaturesConfig
+    from sluicegate.features import FeatureColumns, FeaturePipeline, build_preprocessor
+
+    cols = FeatureColumns(tuple(NUMERIC), tuple(CATEGORICAL), tuple(DATES))
+    spec = FeaturesConfig(numeric={"columns": NUMERIC}, categorical={"columns": CATEGORICAL},
+                          datetime={"columns": DATES, "parts": ["month", "dayofweek"]})
+    X = frame[FEATURES]
+    steps = []
+    if guard:
+        from tests.faults.sentinel import FailOnSentinel
+
+        steps.append(("guard", FailOnSentinel()))
+    steps += [("features", FeaturePipeline(build_preprocessor(spec, cols).fit(X), cols)),
+              ("model", LogisticRegression(C=c, max_iter=500))]
+    return Pipeline(steps).fit(X, frame["churned"])
+
+
+class Registry:
+    """Registry state built directly with the Tracker: versions of a churn model, promoted by hand."""
+
+    def __init__(self, home: Path):
+        from sluicegate.settings import load_settings
+        from sluicegate.tracking import Tracker
+
+        self.settings = load_settings()
+        self.tracker = Tracker(self.settings)
+        self.frame = churn_frame(600, seed=3)
+        snap = home / "data" / "churn.parquet"
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        self.frame.to_parquet(snap, index=False)
+        self.snapshot = str(snap)
+        # the project YAML the versions were "trained" with: packaging reads data.id_column from it
+        self.config_path = str(write_project(home.parent / "project", self.frame))
+        self.models: dict[str, object] = {}
+
+    def register(self, c: float, guard: bool = False) -> str:
+        """Register a churn_pipeline(C=c) as the next version; guard: one that raises on SENTINEL."""
+        model = churn_pipeline(self.frame, c, guard)
+        tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": self.snapshot,
+                "sluice.data_fingerprint": "fp-test", "sluice.git_sha": "test", "sluice.config_path": self.config_path}
+        rec = self.tracker.register_candidate("churn", model, self.frame[FEATURES].head(3), {"C": c},
+                                         {"test_roc_auc": 0.7}, tags)
+        self.models[rec.version] = model
+        return rec.version
+
+    def promote(self, version: str) -> None:
+        current = self.tracker.champion("churn")
+        self.tracker.promote("churn", version, current.version if current else None)
+
+    def champion(self) -> str:
+        return self.tracker.champion("churn").version
+
+
+def deploy_spec(port: int, **changes):
+    """The deploy section the registry tests release with: a short canary, a generous readiness timeout."""
+    from sluicegate.config import DeployConfig
+
+    return DeployConfig(port=port, canary_rows=10, readiness_timeout_s=120, **changes)
+
+
+def release(registry: Registry, port: int, version: str | None = None, **changes):
+    """`release_version` of `version` (None: the champion) of the registry's churn model on `port`."""
+    from sluicegate.config import PackagingConfig
+    from sluicegate.deploy.release import release_version
+
+    return release_version(registry.tracker, "churn", version, PackagingConfig(), deploy_spec(port, **changes),
+                           "classification", registry.settings)
+
+
+def feature_records(frame: pd.DataFrame, n: int) -> list[dict]:
+    """The last n rows' FEATURES as the JSON records /predict takes."""
+    return json.loads(frame[FEATURES].tail(n).to_json(orient="records"))
+
+
+def served_version(url: str) -> str:
+    """The model version the server at `url` answers with."""
+    import httpx
+
+    return str(httpx.get(f"{url}/metadata", timeout=10).json()["version"])
+
+
+def wait_for_log(ids: set[str], home: Path | None = None, traffic=("live",), timeout_s: float = 15) -> pd.DataFrame:
+    """The churn prediction log once it holds every id in `ids` (logging is asynchronous), or as it is at timeout_s."""
+    from sluicegate.serving.predlog import read_prediction_log
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log = read_prediction_log("churn", home, traffic=traffic)
+        if ids <= set(log["prediction_id"]) or time.monotonic() > deadline:
+            return log
+        time.sleep(0.2)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sluicegate.config import MonitoringConfig
+from sluicegate.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -478,8 +479,5 @@ def record_drift(state_path: Path, drifted: bool, sufficient: bool, consecutive_
         reason = f"{what} in {state['consecutive']} of {consecutive_needed} consecutive checks needed"
     else:
         reason = f"no {what}"
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(state_path)
+    write_json_atomic(state_path, state)
     return DriftSignal(alert, state["consecutive"], reason)

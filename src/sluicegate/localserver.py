@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, MutableMapping
 
 from sluicegate.errors import SluiceError
+from sluicegate.files import write_json_atomic
 
 DEFAULT_PORT = 4200
 START_TIMEOUT_S = 150.0  # the first start migrates the database: ~25 s idle on 2 cores, more under load
@@ -86,10 +87,7 @@ def _read(home: Path) -> ServerInfo | None:
 
 
 def _write(home: Path, info: ServerInfo) -> None:
-    path = server_dir(home) / "server.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(info), indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(server_dir(home) / "server.json", asdict(info), indent=2)
 
 
 def _alive(pid: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from sluicegate.data import load_snapshot
 from sluicegate.drift import DriftReport, RuleCheck, label_text
 from sluicegate.errors import RegistryError
 from sluicegate.evaluation import compute_metrics, higher_is_better
+from sluicegate.files import write_json_atomic
 from sluicegate.serving.feedback import read_labelled_predictions
 from sluicegate.serving.predlog import read_prediction_log
 
@@ -483,9 +483,3 @@ def _read_state(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and `os.replace`: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)

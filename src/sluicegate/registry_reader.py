@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sluicegate.errors import RegistryError
-from sluicegate.procs import process_gone
 from sluicegate.settings import Settings, redact
+from sluicegate.stores import registry_unreachable, version_verdict
 
 CHAMPION = "champion"  # the same names as tracking.CHAMPION (importing tracking would import pandas)
 DELETED_STAGE = "Deleted_Internal"  # MLflow marks a deleted version so in model_versions
@@ -71,22 +71,10 @@ def _status(project: str, tracking_uri: str, champ: dict | None, versions: list[
         "latest_version": int(latest["version"]) if latest else None,
         "last_verdict": {
             "version": int(latest["version"]),
-            **_verdict_of(latest),
+            **version_verdict(latest["tags"], latest.get("run_status"), latest.get("run_tags") or {}),
             "checks": (decision or {}).get("checks"),
         } if latest else None,
     }
-
-
-def _verdict_of(record: dict) -> dict[str, str]:
-    """As `Tracker._verdict_of`: never None; an undecided version says why it has none."""
-    verdict = record["tags"].get("sluice.verdict")
-    if verdict:
-        return {"verdict": verdict, "summary": record["tags"].get("sluice.verdict_summary") or verdict}
-    run_tags = record.get("run_tags") or {}
-    if record.get("run_status") == "RUNNING" and process_gone(run_tags.get("sluice.pid"), run_tags.get("sluice.host")) is None:
-        return {"verdict": "pending", "summary": "no verdict yet (its training run is still in progress)"}
-    return {"verdict": "none", "summary": "no verdict (interrupted run): re-run `sluice run` with the same "
-                                          "config to finish it"}
 
 
 def _local_artifact(artifact_uri: str, name: str) -> dict | None:
@@ -217,8 +205,7 @@ class HttpRegistryReader:
                 return None
             raise RegistryError(f"the model registry at {redact(self.uri)} answered {exc.code} to {route}: {body[:300]}") from None
         except (OSError, ValueError) as exc:
-            raise RegistryError(f"the model registry at {redact(self.uri)} does not answer ({exc}); start it or "
-                                f"point MLFLOW_TRACKING_URI at a running server") from None
+            raise registry_unreachable(self.uri, exc) from None
 
     def projects(self) -> list[str]:
         names: list[str] = []

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sluicegate.errors import RegistryError
+from sluicegate.procs import process_gone
 from sluicegate.settings import redact
 
 MODEL_PACKAGES = ("scikit-learn", "xgboost", "pandas", "numpy", "scipy", "cloudpickle", "pyarrow", "torch", "sluicegate")
@@ -150,8 +151,34 @@ def probe_store(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         with socket.create_connection((parts.hostname, parts.port or ports[scheme]), timeout=timeout_s):
             pass
     except OSError as exc:
-        raise RegistryError(f"the model registry at {redact(uri)} does not answer ({exc}); start it or "
-                            f"point MLFLOW_TRACKING_URI at a running server") from None
+        raise registry_unreachable(uri, exc) from None
+
+
+def registry_unreachable(uri: str, exc: Exception) -> RegistryError:
+    """The error for a registry at `uri` that does not answer (exit code 8), the URI redacted."""
+    return RegistryError(f"the model registry at {redact(uri)} does not answer ({exc}); start it or "
+                         f"point MLFLOW_TRACKING_URI at a running server")
+
+
+def version_verdict(tags: dict[str, str], run_status: str | None, run_tag_values: dict[str, str]) -> dict[str, str]:
+    """A registered version's verdict and summary; never None: an undecided version says why it has none.
+
+    Args:
+        tags: the version's tags (`sluice.verdict`, `sluice.verdict_summary` once decided).
+        run_status: its training run's MLflow status, None when the run could not be read.
+        run_tag_values: that run's tags (`sluice.pid`, `sluice.host`: who owns it).
+
+    Returns:
+        {"verdict", "summary"}: the recorded verdict; "pending" while a live process still trains
+        it; else "none" (the run was interrupted before its gates).
+    """
+    verdict = tags.get("sluice.verdict")
+    if verdict:
+        return {"verdict": verdict, "summary": tags.get("sluice.verdict_summary") or verdict}
+    if run_status == "RUNNING" and process_gone(run_tag_values.get("sluice.pid"), run_tag_values.get("sluice.host")) is None:
+        return {"verdict": "pending", "summary": "no verdict yet (its training run is still in progress)"}
+    return {"verdict": "none", "summary": "no verdict (interrupted run): re-run `sluice run` with the same "
+                                          "config to finish it"}
 
 
 def _is_absent(exc: Exception) -> bool:

@@ -30,6 +30,7 @@ from sluicegate.stores import (  # noqa: F401 - run_tags, library_versions, pip_
     probe_store,
     run_tags,
     uses_torch,
+    version_verdict,
 )
 
 log = logging.getLogger(__name__)
@@ -550,19 +551,14 @@ class Tracker:
 
 
     def _verdict_of(self, record: ModelRecord) -> dict[str, str]:
-        """A version's verdict and summary; never None: an undecided version says why it has none."""
-        verdict = record.tags.get("sluice.verdict")
-        if verdict:
-            return {"verdict": verdict, "summary": record.tags.get("sluice.verdict_summary") or verdict}
-        try:
-            run = self.client.get_run(record.run_id)
-            running = run.info.status == "RUNNING" and _dead_owner(run.data.tags) is None
-        except Exception:
-            running = False
-        if running:
-            return {"verdict": "pending", "summary": "no verdict yet (its training run is still in progress)"}
-        return {"verdict": "none", "summary": "no verdict (interrupted run): re-run `sluice run` with the same "
-                                              "config to finish it"}
+        """A version's verdict and summary (`stores.version_verdict`); its run is read only when it has none."""
+        if not record.tags.get("sluice.verdict"):
+            try:
+                run = self.client.get_run(record.run_id)
+                return version_verdict(record.tags, run.info.status, run.data.tags)
+            except Exception:
+                pass  # an unreadable run is an interrupted one: no verdict
+        return version_verdict(record.tags, None, {})
 
 
 def _dead_owner(tags: dict[str, str]) -> str | None:

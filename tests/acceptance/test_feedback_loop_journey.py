@@ -14,12 +14,6 @@ Bento, MLflow on SQLite. Only the data is prepared here.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,11 +22,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sluicegate.deploy import free_port
+from tests.journey import (
+    TERMINAL,
+    accuracy,
+    deployments,
+    lay_out_project,
+    post_json,
+    prefect_api,
+    send_feedback,
+    send_traffic,
+    serve_deployments,
+    sluice,
+    stop_group,
+    user_env,
+    wait_for,
+)
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
-ROOT = Path(__file__).resolve().parents[2]
-SLUICE = str(Path(sys.executable).parent / "sluice")
 FEATURES = ["rate_marriage", "age", "yrs_married", "children", "religious", "educ", "occupation"]
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 PROJECT_YAML = """\
 # written from the README's "Add your own project"
@@ -72,12 +80,6 @@ monitoring:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fair_frames(seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(source rows for training, a pool of unseen rows for production traffic)."""
     import statsmodels.api as sm
@@ -108,95 +110,43 @@ def shifted_traffic(pool: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return rows
 
 
-def _run(args: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([SLUICE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _wait(predicate, timeout: float, step: float = 2.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _post(url: str, body: dict) -> list | dict:
-    r = httpx.post(url, json=body, timeout=20)
-    r.raise_for_status()
-    return r.json()
-
-
 def _deployment_runs(api: str, name: str) -> list[dict]:
-    deps = [d for d in _post(f"{api}/deployments/filter", {}) if d["name"] == name]
+    deps = [d for d in post_json(f"{api}/deployments/filter", {}) if d["name"] == name]
     if not deps:
         return []
-    return _post(f"{api}/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deps[0]["id"]]}}})
+    return post_json(f"{api}/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deps[0]["id"]]}}})
 
 
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory):
     base = tmp_path_factory.mktemp("fair")
-    (base / "configs").mkdir()
-    (base / "data").mkdir()
-    shutil.copy(ROOT / "configs" / "base.yaml", base / "configs" / "base.yaml")
+    lay_out_project(base)
     source, pool = fair_frames()
     source.to_csv(base / "data" / "fair.csv", index=False)
-    port = _free_port()
+    port = free_port()
     config = base / "configs" / "fair.yaml"
     config.write_text(PROJECT_YAML.replace("{port}", str(port)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SLUICE_", "MLFLOW_", "BENTOML_"))}
-    env.update({"SLUICE_HOME": str(base / ".sluice"), "SLUICE_PREFECT_SERVER": "auto",
-                "SLUICE_PREFECT_PORT": str(_free_port()), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_RUNNER_POLL_FREQUENCY": "2", "GX_ANALYTICS_ENABLED": "false",
-                "BENTOML_DO_NOT_TRACK": "true"})
+    env = user_env(base / ".sluice", free_port())
     logs = base / "logs"
     logs.mkdir()
     serve = None
     try:
-        checked = _run(["config", "check", str(config)], env, 120)
+        checked = sluice(["config", "check", str(config)], env, 120)
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        first = _run(["run", str(config), "--reason", "first model"], env)
+        first = sluice(["run", str(config), "--reason", "first model"], env)
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
         assert "fair: promoted (version 1" in first.stdout, first.stdout
-        api = json.loads((base / ".sluice" / "prefect-server" / "server.json").read_text())["url"] + "/api"
-        serve = subprocess.Popen([SLUICE, "deployments", "serve", str(config)], cwd=ROOT, env=env,
-                                 stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        api = prefect_api(base / ".sluice")
+        serve = serve_deployments(config, env, logs / "serve.log")
         names = {"fair-training", "fair-drift-check", "fair-retraining"}
-        _wait(lambda: names <= {d["name"] for d in _post(f"{api}/deployments/filter", {})}, 300, what="deployments")
+        wait_for(lambda: names <= deployments(api).keys(), 300, what="deployments")
         yield {"base": base, "config": config, "env": env, "api": api, "served": f"http://127.0.0.1:{port}",
                "pool": pool, "logs": logs}
     finally:
-        if serve is not None and serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGTERM)
-            try:
-                serve.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(serve.pid, signal.SIGKILL)
-        _run(["stop", str(config)], env, 120)
-        _run(["server", "stop"], env, 120)
-
-
-def _send(served: str, rows: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Half the rows through /predict, half through /predict_proba; (prediction ids, predicted labels)."""
-    ids, labels = [], []
-    records = rows[FEATURES].to_dict(orient="records")
-    for i in range(0, len(records), 50):
-        route = "predict" if (i // 50) % 2 == 0 else "predict_proba"
-        answer = httpx.post(f"{served}/{route}", json=records[i:i + 50], timeout=60)
-        assert answer.status_code == 200, answer.text[:500]
-        for item in answer.json():
-            ids.append(item["prediction_id"])
-            labels.append(item["prediction"] if route == "predict" else max(item["probabilities"], key=item["probabilities"].get))
-    return ids, labels
-
-
-def _feedback(served: str, ids: list[str], labels: list[str]) -> dict:
-    answer = httpx.post(f"{served}/feedback", json=[{"prediction_id": i, "label": y} for i, y in zip(ids, labels)],
-                        timeout=60)
-    assert answer.status_code == 200, answer.text[:500]
-    return answer.json()["summary"]
+        if serve is not None:
+            stop_group(serve)
+        sluice(["stop", str(config)], env, 120)
+        sluice(["server", "stop"], env, 120)
 
 
 def test_drift_on_served_traffic_retrains_on_production_labels_and_the_new_model_answers(journey):
@@ -204,35 +154,35 @@ def test_drift_on_served_traffic_retrains_on_production_labels_and_the_new_model
     assert httpx.get(f"{served}/metadata", timeout=10).json()["version"] == "1"
 
     traffic = shifted_traffic(journey["pool"], 600, seed=1)
-    ids, predicted = _send(served, traffic)
-    old_accuracy = float(np.mean(np.array(predicted) == traffic.affair.to_numpy()))
-    summary = _feedback(served, ids, traffic.affair.tolist())
+    ids, predicted = send_traffic(served, traffic, FEATURES)
+    old_accuracy = accuracy(predicted, traffic.affair)
+    summary = send_feedback(served, ids, traffic.affair.tolist())
     assert summary["accepted"] == 600, summary
 
     # the scheduled check, started as its schedule would: a run of the drift-check deployment
     started = time.time()
-    dep = [d for d in _post(f"{api}/deployments/filter", {}) if d["name"] == "fair-drift-check"][0]
-    _post(f"{api}/deployments/{dep['id']}/create_flow_run", {"parameters": {}})
-    check = _wait(lambda: [r for r in _deployment_runs(api, "fair-drift-check") if r["state_type"] in TERMINAL],
-                  400, 3, what="the drift check to finish")[0]
+    dep = deployments(api)["fair-drift-check"]
+    post_json(f"{api}/deployments/{dep['id']}/create_flow_run", {"parameters": {}})
+    check = wait_for(lambda: [r for r in _deployment_runs(api, "fair-drift-check") if r["state_type"] in TERMINAL],
+                     400, 3, what="the drift check to finish")[0]
     assert check["state_type"] == "COMPLETED", (check["state"], (journey["logs"] / "serve.log").read_text()[-3000:])
 
-    retrain = _wait(lambda: [r for r in _deployment_runs(api, "fair-retraining") if r["state_type"] in TERMINAL],
-                    900, 5, what="the retraining run started by the alert")[0]
+    retrain = wait_for(lambda: [r for r in _deployment_runs(api, "fair-retraining") if r["state_type"] in TERMINAL],
+                       900, 5, what="the retraining run started by the alert")[0]
     assert retrain["state_type"] == "COMPLETED", (retrain["state"], (journey["logs"] / "serve.log").read_text()[-3000:])
     assert pd.Timestamp(retrain["created"]).timestamp() >= started - 5
 
-    status = _run(["status", str(journey["config"]), "--json"], env, 120)
+    status = sluice(["status", str(journey["config"]), "--json"], env, 120)
     info = json.loads(status.stdout)
     assert info["champion"] == 2, info
     verdict = info["last_verdict"]["summary"]
     assert "production" in verdict.lower(), verdict  # compared on a holdout with recent production rows
 
     # the new version answers, and it is right where the old one was wrong
-    _wait(lambda: httpx.get(f"{served}/metadata", timeout=10).json()["version"] == "2", 120, what="v2 serving")
+    wait_for(lambda: httpx.get(f"{served}/metadata", timeout=10).json()["version"] == "2", 120, what="v2 serving")
     fresh = shifted_traffic(journey["pool"], 300, seed=2)
-    _, now_predicted = _send(served, fresh)
-    new_accuracy = float(np.mean(np.array(now_predicted) == fresh.affair.to_numpy()))
+    _, now_predicted = send_traffic(served, fresh, FEATURES)
+    new_accuracy = accuracy(now_predicted, fresh.affair)
     assert new_accuracy > old_accuracy + 0.1, (old_accuracy, new_accuracy)
 
     # canary replays are in the log but never in a monitoring window
@@ -248,9 +198,9 @@ def test_a_retrain_with_nothing_new_to_learn_is_rejected_and_the_champion_keeps_
     served, env = journey["served"], journey["env"]
     before = httpx.get(f"{served}/metadata", timeout=10).json()["version"]
     more = shifted_traffic(journey["pool"], 400, seed=5)  # more of what the champion already learned
-    ids, _ = _send(served, more)
-    _feedback(served, ids, more.affair.tolist())
-    done = _run(["run", str(journey["config"]), "--reason", "retrain: more of the same"], env)
+    ids, _ = send_traffic(served, more, FEATURES)
+    send_feedback(served, ids, more.affair.tolist())
+    done = sluice(["run", str(journey["config"]), "--reason", "retrain: more of the same"], env)
     assert done.returncode == 6, done.stdout[-2000:] + done.stderr[-2000:]
     line = [x for x in done.stderr.splitlines() if x.startswith("error:")][-1]
     assert "rejected" in line and f"champion stays v{before}" in line, line

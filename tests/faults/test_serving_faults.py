@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy import free_port
-from tests.faults.sentinel import SENTINEL, FailOnSentinel
-from tests.helpers import churn_frame
+from tests.faults.sentinel import SENTINEL
+from tests.helpers import FEATURES, churn_frame, churn_pipeline, env_var, feature_records, wait_for_log
 
 pytestmark = pytest.mark.slow
 
@@ -30,28 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN_ENV = "SLUICE_FAULTS_TOKEN"
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-NUMERIC = ["tenure", "monthly_charges", "support_calls"]
-CATEGORICAL = ["plan", "region"]
-DATES = ["signup_date"]
-FEATURES = NUMERIC + CATEGORICAL + DATES
 REQUEST_TIMEOUT_S = 20  # every request below must be answered within this (no test asserts a duration)
-
-
-def _pipeline(frame: pd.DataFrame, c: float, guard: bool):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    from sluicegate.config import FeaturesConfig
-    from sluicegate.features import FeatureColumns, FeaturePipeline, build_preprocessor
-
-    cols = FeatureColumns(tuple(NUMERIC), tuple(CATEGORICAL), tuple(DATES))
-    spec = FeaturesConfig(numeric={"columns": NUMERIC}, categorical={"columns": CATEGORICAL},
-                          datetime={"columns": DATES, "parts": ["month", "dayofweek"]})
-    X = frame[FEATURES]
-    steps = [("guard", FailOnSentinel())] if guard else []
-    steps += [("features", FeaturePipeline(build_preprocessor(spec, cols).fit(X), cols)),
-              ("model", LogisticRegression(C=c, max_iter=500))]
-    return Pipeline(steps).fit(X, frame["churned"])
 
 
 def _mount_tmpfs(folder: Path) -> bool:
@@ -72,68 +50,59 @@ def served(tmp_path_factory):
     from sluicegate.tracking import Tracker
 
     home = tmp_path_factory.mktemp("faults-serving") / "home"
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(home)
-    predictions = home / "predictions"
-    mounted = _mount_tmpfs(predictions)
-    proc = None
-    try:
-        settings = load_settings()
-        tracker = Tracker(settings)
-        frame = churn_frame(600, seed=3)
-        snap = home / "data" / "churn.parquet"
-        snap.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(snap, index=False)
-        tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": str(snap),
-                "sluice.data_fingerprint": "fp-faults", "sluice.git_sha": "test"}
-        for version, (c, guard) in enumerate([(1.0, False), (0.5, True)], start=1):
-            rec = tracker.register_candidate("churn", _pipeline(frame, c, guard), frame[FEATURES].head(3), {"C": c},
-                                             {"test_roc_auc": 0.7}, tags)
-            assert rec.version == str(version)
-            tracker.promote("churn", rec.version, None if version == 1 else "1")
-        port = free_port()
-        packaging = PackagingConfig(auth_token={"env": TOKEN_ENV}, fallback="previous")
-        bento = package_model(tracker, "churn", None, packaging, DeployConfig(port=port), "classification", settings)
-        log_file = home / "serve.log"
-        env = {**os.environ, **bentoml_env(settings), "SLUICE_HOME": str(home), TOKEN_ENV: TOKEN,
-               # the pickled v2 refers to tests.faults.sentinel
-               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        with open(log_file, "w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", bento.bento_tag, "--host", "127.0.0.1",
-                                     "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(home))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"bentoml serve exited:\n{log_file.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"not ready:\n{log_file.read_text()[-3000:]}"
-            time.sleep(0.5)
-        yield {"url": url, "log": log_file, "home": home, "frame": frame, "tmpfs": predictions if mounted else None}
-    finally:
-        if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        if mounted:
-            _unmount(predictions)
-        if old is None:
-            os.environ.pop("SLUICE_HOME", None)
-        else:
-            os.environ["SLUICE_HOME"] = old
-
-
-def _records(frame: pd.DataFrame, n: int) -> list[dict]:
-    return json.loads(frame[FEATURES].tail(n).to_json(orient="records"))
+    with env_var("SLUICE_HOME", str(home)):
+        predictions = home / "predictions"
+        mounted = _mount_tmpfs(predictions)
+        proc = None
+        try:
+            settings = load_settings()
+            tracker = Tracker(settings)
+            frame = churn_frame(600, seed=3)
+            snap = home / "data" / "churn.parquet"
+            snap.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(snap, index=False)
+            tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": str(snap),
+                    "sluice.data_fingerprint": "fp-faults", "sluice.git_sha": "test"}
+            for version, (c, guard) in enumerate([(1.0, False), (0.5, True)], start=1):
+                rec = tracker.register_candidate("churn", churn_pipeline(frame, c, guard), frame[FEATURES].head(3), {"C": c},
+                                                 {"test_roc_auc": 0.7}, tags)
+                assert rec.version == str(version)
+                tracker.promote("churn", rec.version, None if version == 1 else "1")
+            port = free_port()
+            packaging = PackagingConfig(auth_token={"env": TOKEN_ENV}, fallback="previous")
+            bento = package_model(tracker, "churn", None, packaging, DeployConfig(port=port), "classification", settings)
+            log_file = home / "serve.log"
+            env = {**os.environ, **bentoml_env(settings), "SLUICE_HOME": str(home), TOKEN_ENV: TOKEN,
+                   # the pickled v2 refers to tests.faults.sentinel
+                   "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+            with open(log_file, "w") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", bento.bento_tag, "--host", "127.0.0.1",
+                                         "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(home))
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 180
+            while True:
+                assert proc.poll() is None, f"bentoml serve exited:\n{log_file.read_text()[-3000:]}"
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, f"not ready:\n{log_file.read_text()[-3000:]}"
+                time.sleep(0.5)
+            yield {"url": url, "log": log_file, "home": home, "frame": frame, "tmpfs": predictions if mounted else None}
+        finally:
+            if proc is not None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+                except ProcessLookupError:
+                    pass
+            if mounted:
+                _unmount(predictions)
 
 
 def _post(url: str, body, headers=AUTH, **kw) -> httpx.Response:
@@ -150,12 +119,12 @@ def _metric(url: str, name: str) -> float:
 
 def test_bearer_token_on_every_route(served):
     url = served["url"]
-    answer = _post(f"{url}/predict", _records(served["frame"], 1))
+    answer = _post(f"{url}/predict", feature_records(served["frame"], 1))
     assert answer.status_code == 200, answer.text
     pid = answer.json()[0]["prediction_id"]
     routes = [("GET", "/", None), ("GET", "/docs.json", None), ("GET", "/metrics", None),
-              ("GET", "/metadata", None), ("POST", "/predict", _records(served["frame"], 2)),
-              ("POST", "/predict_proba", _records(served["frame"], 2)),
+              ("GET", "/metadata", None), ("POST", "/predict", feature_records(served["frame"], 2)),
+              ("POST", "/predict_proba", feature_records(served["frame"], 2)),
               ("POST", "/feedback", [{"prediction_id": pid, "label": 1}])]
     for method, path, body in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
@@ -176,11 +145,11 @@ def test_deeply_nested_json_is_a_prompt_400(served):
                           headers={**AUTH, "content-type": "application/json"})
         assert resp.status_code == 400, resp.text[:300]
         assert "nested deeper than 32 levels" in resp.json()["detail"]
-    assert _post(f"{served['url']}/predict", _records(served["frame"], 1)).status_code == 200  # still serving
+    assert _post(f"{served['url']}/predict", feature_records(served["frame"], 1)).status_code == 200  # still serving
 
 
 def test_two_content_types_are_refused(served):
-    body = json.dumps(_records(served["frame"], 1)).encode()
+    body = json.dumps(feature_records(served["frame"], 1)).encode()
     for pair in (("multipart/form-data; boundary=x", "application/json"), ("application/json", "text/csv")):
         headers = [("authorization", AUTH["Authorization"]), ("content-type", pair[0]), ("content-type", pair[1])]
         resp = httpx.post(f"{served['url']}/predict", content=body, headers=headers, timeout=REQUEST_TIMEOUT_S)
@@ -188,20 +157,9 @@ def test_two_content_types_are_refused(served):
         assert "send one Content-Type header (got 2" in resp.json()["detail"]
 
 
-def _wait_for_log(home: Path, ids: set[str]) -> pd.DataFrame:
-    from sluicegate.serving.predlog import read_prediction_log
-
-    deadline = time.monotonic() + 20
-    while True:
-        log = read_prediction_log("churn", home)
-        if ids <= set(log["prediction_id"]) or time.monotonic() > deadline:
-            return log
-        time.sleep(0.2)
-
-
 def test_previous_version_answers_when_the_model_raises(served):
     url = served["url"]
-    records = _records(served["frame"], 4)
+    records = feature_records(served["frame"], 4)
     records[2]["monthly_charges"] = SENTINEL
     for route, key in (("predict", "prediction"), ("predict_proba", "probabilities")):
         resp = _post(f"{url}/{route}", records)
@@ -210,7 +168,7 @@ def test_previous_version_answers_when_the_model_raises(served):
         assert [a["model_version"] for a in answers] == ["2", "2", "1", "2"]
         assert [a["fallback"] for a in answers] == [False, False, True, False]
         assert all(a[key] is not None and not a.get("error") for a in answers)
-        log = _wait_for_log(served["home"], {a["prediction_id"] for a in answers}).set_index("prediction_id")
+        log = wait_for_log({a["prediction_id"] for a in answers}, served["home"], timeout_s=20).set_index("prediction_id")
         row = log.loc[answers[2]["prediction_id"]]
         assert row["source"] == "fallback" and row["model_version"] == "1"
         assert set(log.loc[[answers[i]["prediction_id"] for i in (0, 1, 3)], "source"]) == {"model"}
@@ -241,12 +199,12 @@ def test_full_disk_drops_log_rows_counted_while_answers_continue(served):
     answered: set[str] = set()
 
     def ask(n: int) -> None:
-        resp = _post(f"{url}/predict", _records(served["frame"], n))
+        resp = _post(f"{url}/predict", feature_records(served["frame"], n))
         assert resp.status_code == 200, resp.text
         answered.update(a["prediction_id"] for a in resp.json())
 
     ask(5)
-    _wait_for_log(home, answered)
+    wait_for_log(answered, home, timeout_s=20)
     written_before = _metric(url, "sluice_prediction_log_written_total")
     filler = folder / "filler"
     try:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextvars
 import json
-import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,36 +17,17 @@ from sluicegate.cli import main
 from sluicegate.errors import ApprovalError, RegistryError
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-from tests.helpers import churn_config, churn_frame, write_project
+from tests.helpers import churn_config, churn_frame, env_var, loopback_webhook, write_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 WEAK = ["features.drop=[tenure,support_calls]", "features.numeric.columns=[monthly_charges]"]
 BLOCK = "sluice-approvals"  # saved on the server; the config names it bare, without its type slug
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        _Receiver.received.append((self.path, json.loads(body or b"{}")))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", _Receiver.received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_webhook() as hook:
+        yield hook.url, hook.posts
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +38,13 @@ def project(tmp_path_factory, prefect_harness, receiver):
     CustomWebhookNotificationBlock(name="sluice", url=f"{base}/block",
                                    json_data={"subject": "{{subject}}", "text": "{{body}}"}).save(BLOCK, overwrite=True)
     root = tmp_path_factory.mktemp("approval")
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(root / ".sluice")
-    cfg = churn_config(root)
-    cfg["gates"].update({"approval": "always", "approval_timeout_minutes": 5})
-    cfg["notifications"] = {"webhook_url": f"{base}/hook", "prefect_block": BLOCK,
-                            "events": ["approval_pending", "rejected", "promoted"]}
-    path = write_project(root, churn_frame(1200, seed=5), cfg)
-    yield path
-    if old is None:
-        os.environ.pop("SLUICE_HOME", None)
-    else:
-        os.environ["SLUICE_HOME"] = old
+    with env_var("SLUICE_HOME", str(root / ".sluice")):
+        cfg = churn_config(root)
+        cfg["gates"].update({"approval": "always", "approval_timeout_minutes": 5})
+        cfg["notifications"] = {"webhook_url": f"{base}/hook", "prefect_block": BLOCK,
+                                "events": ["approval_pending", "rejected", "promoted"]}
+        path = write_project(root, churn_frame(1200, seed=5), cfg)
+        yield path
 
 
 class _Run:

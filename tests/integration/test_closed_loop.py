@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -24,32 +23,12 @@ import yaml
 from sluicegate.deploy import free_port as _free_port
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-from tests.helpers import churn_config, churn_frame, write_project
+from tests.helpers import churn_config, churn_frame, env_var, write_project
+from tests.journey import TERMINAL, stop_group, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-
-
-def _wait(predicate, timeout: float, step: float = 2.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -57,58 +36,53 @@ def loop(tmp_path_factory, prefect_harness):
     """Two projects with champions, a Prefect server, and a serve process running their deployments."""
     base = tmp_path_factory.mktemp("loop")
     home = base / ".sluice"
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(home)
-    configs = {}
-    for name, cooldown in (("loop", 0.0), ("storm", 30.0)):
-        cfg = churn_config(base, data_file=f"data/{name}.csv")
-        cfg["project"] = name
-        cfg["monitoring"] = {"consecutive": 1, "cooldown_minutes": cooldown, "min_rows": 100, "window_rows": 300}
-        if name == "loop":  # the loop project serves its champion, so drift is measured on real traffic
-            cfg["deploy"] = {"enabled": True, "port": _free_port(), "readiness_timeout_s": 180}
-            cfg["packaging"] = {"max_latency_ms": 2000}
-        path = write_project(base, None, cfg, name=f"{name}.yaml")
-        churn_frame(900, seed=11).to_csv(base / "data" / f"{name}.csv", index=False)
-        configs[name] = path
-    from flows.training import training_pipeline
+    with env_var("SLUICE_HOME", str(home)):
+        configs = {}
+        for name, cooldown in (("loop", 0.0), ("storm", 30.0)):
+            cfg = churn_config(base, data_file=f"data/{name}.csv")
+            cfg["project"] = name
+            cfg["monitoring"] = {"consecutive": 1, "cooldown_minutes": cooldown, "min_rows": 100, "window_rows": 300}
+            if name == "loop":  # the loop project serves its champion, so drift is measured on real traffic
+                cfg["deploy"] = {"enabled": True, "port": _free_port(), "readiness_timeout_s": 180}
+                cfg["packaging"] = {"max_latency_ms": 2000}
+            path = write_project(base, None, cfg, name=f"{name}.yaml")
+            churn_frame(900, seed=11).to_csv(base / "data" / f"{name}.csv", index=False)
+            configs[name] = path
+        from flows.training import training_pipeline
 
-    for path in configs.values():  # champions, trained in-process under the session harness
-        assert training_pipeline(str(path), None, "setup").outcome == "promoted"
+        for path in configs.values():  # champions, trained in-process under the session harness
+            assert training_pipeline(str(path), None, "setup").outcome == "promoted"
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({"SLUICE_HOME": str(home), "PREFECT_HOME": str(base / "prefect-client"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO",
-                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
-    server_env = {**env, "PREFECT_HOME": str(base / "prefect-server")}
-    logs = base / "logs"
-    logs.mkdir()
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=server_env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    procs = [server]
-    try:
-        _wait(lambda: _get(f"{url}/health"), 180, what="the Prefect server")
-        client_env = {**env, "PREFECT_API_URL": url}
-        serve_env = {**client_env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # pick triggered runs up quickly
-        serve = subprocess.Popen([sys.executable, str(ROOT / "deployments" / "build.py"), "serve", *map(str, configs.values())],
-                                 cwd=ROOT, env=serve_env, stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-        procs.append(serve)
-        names = {f"{p}-{kind}" for p in configs for kind in ("training", "drift-check", "retraining")}
-        _wait(lambda: names <= {d["name"] for d in _post(f"{url}/deployments/filter", {})}, 240, what="deployments")
-        yield {"url": url, "env": client_env, "configs": configs, "base": base, "logs": logs, "home": home}
-    finally:
-        from sluicegate.deploy import stop_local
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/api"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update({"SLUICE_HOME": str(home), "PREFECT_HOME": str(base / "prefect-client"),
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO",
+                    "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
+        server_env = {**env, "PREFECT_HOME": str(base / "prefect-server")}
+        logs = base / "logs"
+        logs.mkdir()
+        server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                  env=server_env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        procs = [server]
+        try:
+            wait_for(lambda: _get(f"{url}/health"), 180, what="the Prefect server")
+            client_env = {**env, "PREFECT_API_URL": url}
+            serve_env = {**client_env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # pick triggered runs up quickly
+            serve = subprocess.Popen([sys.executable, str(ROOT / "deployments" / "build.py"), "serve", *map(str, configs.values())],
+                                     cwd=ROOT, env=serve_env, stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+            procs.append(serve)
+            names = {f"{p}-{kind}" for p in configs for kind in ("training", "drift-check", "retraining")}
+            wait_for(lambda: names <= {d["name"] for d in _post(f"{url}/deployments/filter", {})}, 240, what="deployments")
+            yield {"url": url, "env": client_env, "configs": configs, "base": base, "logs": logs, "home": home}
+        finally:
+            from sluicegate.deploy import stop_local
 
-        stop_local(load_settings(), "loop")
-        for proc in reversed(procs):
-            _stop(proc)
-        if old is None:
-            os.environ.pop("SLUICE_HOME", None)
-        else:
-            os.environ["SLUICE_HOME"] = old
+            stop_local(load_settings(), "loop")
+            for proc in reversed(procs):
+                stop_group(proc)
 
 
 def _get(url):
@@ -182,8 +156,8 @@ def test_drifted_traffic_starts_retraining_that_ends_in_a_verdict(loop):
     assert result["current_rows"] == 300 and result["window"].startswith("last 300 logged predictions"), result
     assert result["drifted"] and result["alert"], result
     assert "tenure" in result["drifted_columns"]
-    runs = _wait(lambda: [r for r in _runs(url, "loop-retraining") if r["state_type"] in TERMINAL], 600, 5,
-                 what="the retraining run to finish")
+    runs = wait_for(lambda: [r for r in _runs(url, "loop-retraining") if r["state_type"] in TERMINAL], 600, 5,
+                    what="the retraining run to finish")
     assert runs[0]["state_type"] == "COMPLETED", runs[0]["state"]
     assert runs[0]["parameters"]["reason"].startswith("drift:")
     assert len(_training_subflows(url, "loop", started)) == 1
@@ -216,7 +190,7 @@ def test_alert_storm_starts_exactly_one_retraining(loop):
         runs = _runs(url, "storm-retraining")
         return runs if len(runs) >= 2 and all(r["state_type"] in TERMINAL for r in runs) else None
 
-    runs = _wait(settled, 480, 5, what="the storm's runs to settle")
+    runs = wait_for(settled, 480, 5, what="the storm's runs to settle")
     trained = _training_subflows(url, "storm", started)
     assert len(trained) == 1, [r["name"] for r in trained]
     states = [r["state_name"] for r in runs]

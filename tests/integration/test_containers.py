@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sluicegate.deploy import free_port
+from tests.helpers import last_json
+
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,12 +32,6 @@ BIN = Path(sys.executable).parent
 CONF = ROOT / "infra" / "podman" / "containers.conf"
 PROJECT = f"sluicetest{os.getpid()}"
 RUN_TIMEOUT_S = 900
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _podman(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -76,12 +72,12 @@ def stack(tmp_path_factory):
     assert built.returncode == 0, built.stderr[-3000:]
 
     work = tmp_path_factory.mktemp("stack")
-    ports = {"PREFECT_PORT": _free_port(), "MLFLOW_PORT": _free_port()}
+    ports = {"PREFECT_PORT": free_port(), "MLFLOW_PORT": free_port()}
     env_lines = (ROOT / "infra" / ".env.example").read_text().splitlines()
     values = {line.partition("=")[0]: line.partition("=")[2] for line in env_lines if "=" in line and not line.startswith("#")}
     values.update({k: str(v) for k, v in ports.items()}, SLUICE_VERSION=version,
                   POSTGRES_PASSWORD=secrets.token_hex(12), MINIO_ROOT_PASSWORD=secrets.token_hex(12),
-                  MINIO_CONSOLE_PORT=str(_free_port()), DASK_DASHBOARD_PORT=str(_free_port()), MODEL_PORT=str(_free_port()),
+                  MINIO_CONSOLE_PORT=str(free_port()), DASK_DASHBOARD_PORT=str(free_port()), MODEL_PORT=str(free_port()),
                   MLFLOW_ALLOWED_HOSTS=f"mlflow,mlflow:5000,127.0.0.1,127.0.0.1:{ports['MLFLOW_PORT']}")
     env_file = work / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -114,19 +110,13 @@ def _container(stack, service: str) -> str:
     return names[0]
 
 
-def _last_json(stdout: str) -> dict:
-    lines = stdout.splitlines()
-    start = max(i for i, line in enumerate(lines) if line == "{")
-    return json.loads("\n".join(lines[start:]))
-
-
 def test_sluice_run_from_the_host_against_the_stack(stack, tmp_path):
     env = _client_env(stack, tmp_path / "home")
     out = subprocess.run([str(BIN / "sluice"), "run", "configs/breast_cancer.yaml", "--set", "deploy.enabled=false",
                           "--reason", "container-e2e", "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    result = _last_json(out.stdout)
+    result = last_json(out.stdout)
     assert result["outcome"] == "promoted"
 
     from mlflow.tracking import MlflowClient

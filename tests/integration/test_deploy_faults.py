@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from sluicegate.cli import main
-from sluicegate.config import DeployConfig, PackagingConfig
+from sluicegate.config import PackagingConfig
 from sluicegate.deploy.local import stop_local
 from sluicegate.deploy.processes import (
     BACKEND_MARKER,
@@ -29,10 +27,18 @@ from sluicegate.deploy.processes import (
     state_dir,
 )
 from sluicegate.deploy.proxy import front_identity
-from sluicegate.deploy.release import release_version
 from sluicegate.errors import DeployError
-from tests.helpers import churn_config, write_project
-from tests.integration.test_serving import Registry, _records, _served_version
+from tests.helpers import (
+    Registry,
+    churn_config,
+    deploy_spec,
+    env_var,
+    feature_records,
+    loopback_webhook,
+    release,
+    served_version,
+    write_project,
+)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,59 +47,30 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     home = tmp_path_factory.mktemp("faults") / "home"
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(home)
-    reg = Registry(home)
-    reg.v1, reg.v2 = reg.register(1.0), reg.register(0.05)
-    reg.promote(reg.v1)
-    try:
-        yield reg
-    finally:
-        stop_local(reg.settings, "churn")
-        if old is not None:
-            os.environ["SLUICE_HOME"] = old
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+    with env_var("SLUICE_HOME", str(home)):
+        reg = Registry(home)
+        reg.v1, reg.v2 = reg.register(1.0), reg.register(0.05)
+        reg.promote(reg.v1)
+        try:
+            yield reg
+        finally:
+            stop_local(reg.settings, "churn")
 
 
 @pytest.fixture(scope="module")
-def project_yaml(tmp_path_factory):
-    """The churn project's YAML, notifying a loopback webhook (what `sluice deploy|rollback FILE` reads)."""
-    hook = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
+def hook():
+    """A loopback webhook receiver: what `sluice deploy|rollback` notify."""
+    with loopback_webhook() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def project_yaml(tmp_path_factory, hook):
+    """The churn project's YAML, notifying the loopback webhook (what `sluice deploy|rollback FILE` reads)."""
     root = tmp_path_factory.mktemp("project")
     cfg = churn_config(root)
-    cfg["notifications"] = {"webhook_url": f"http://127.0.0.1:{hook.server_port}/hook"}
-    try:
-        yield str(write_project(root, None, cfg))
-    finally:
-        hook.shutdown()
-        hook.server_close()
-
-
-def _events() -> list[str]:
-    names = [m["event"] for m in _Hook.received]
-    _Hook.received.clear()
-    return names
-
-
-def _spec(port: int) -> DeployConfig:
-    return DeployConfig(port=port, canary_rows=10, readiness_timeout_s=120)
-
-
-def _release(registry, port: int, version: str | None = None):
-    return release_version(registry.tracker, "churn", version, PackagingConfig(), _spec(port), "classification",
-                           registry.settings)
+    cfg["notifications"] = {"webhook_url": f"{hook.url}/hook"}
+    return str(write_project(root, None, cfg))
 
 
 def _ours(marker: str, registry) -> list[int]:
@@ -130,7 +107,7 @@ def test_concurrent_deploys_leave_one_front_live_pids_and_stop_frees_the_port(re
                                                  "backend_port": state.backend_port}
     assert _ours("sluicegate.deploy.proxy", registry) == [state.front_pid]
     assert _ours("bentoml serve", registry) == [state.backend_pid]
-    assert _served_version(f"http://127.0.0.1:{port}") == state.version
+    assert served_version(f"http://127.0.0.1:{port}") == state.version
 
     tree = [state.front_pid, state.backend_pid, *process_tree(state.backend_pid)]
     assert main(["stop", "churn"]) == 0
@@ -141,8 +118,8 @@ def test_concurrent_deploys_leave_one_front_live_pids_and_stop_frees_the_port(re
 
 def test_stop_under_load_answers_every_accepted_request_and_the_port_is_reusable_at_once(registry):
     port = free_port()
-    url = _release(registry, port, registry.v1).url
-    rows = _records(registry.frame, 3)
+    url = release(registry, port, registry.v1).url
+    rows = feature_records(registry.frame, 3)
     outcomes: list[str] = []
     done = threading.Event()
 
@@ -177,67 +154,67 @@ def test_stop_under_load_answers_every_accepted_request_and_the_port_is_reusable
     assert set(counts) <= {"ok", "refused"}, counts  # no reset, no 5xx for a request the front took
     assert set(outcomes[refused_from:]) <= {"refused"}
 
-    again = _release(registry, port, registry.v1)  # sockets of the old front in TIME-WAIT do not block it
-    assert _served_version(again.url) == registry.v1
+    again = release(registry, port, registry.v1)  # sockets of the old front in TIME-WAIT do not block it
+    assert served_version(again.url) == registry.v1
 
 
 def _registered_model_files(home: Path) -> set[Path]:
     return {p for p in home.rglob("model.pkl") if "bentoml" not in p.parts}
 
 
-def test_unloadable_model_is_exit_9_and_moves_no_alias(registry, project_yaml, capsys):
+def test_unloadable_model_is_exit_9_and_moves_no_alias(registry, project_yaml, hook, capsys):
     port = free_port()
-    _release(registry, port, registry.v1)
+    release(registry, port, registry.v1)
     before = _registered_model_files(registry.settings.home)
     v3 = registry.register(0.5)
     [model_file] = _registered_model_files(registry.settings.home) - before
     model_file.write_bytes(model_file.read_bytes()[:100])  # unpickling fails: not a DeployError at the source
-    _events()
+    hook.events()
 
     assert main(["deploy", project_yaml, "--port", str(port), "--version", v3]) == DeployError.exit_code
     assert "deploy failed" in capsys.readouterr().err
     assert registry.champion() == registry.v1
-    assert _served_version(f"http://127.0.0.1:{port}") == registry.v1
-    assert _events() == ["sluicegate.deploy.failed"]
+    assert served_version(f"http://127.0.0.1:{port}") == registry.v1
+    assert hook.events() == ["sluicegate.deploy.failed"]
 
     registry.promote(v3)  # blessed by hand while v1 serves: its failed deploy must not leave it champion
     assert main(["deploy", project_yaml, "--port", str(port)]) == DeployError.exit_code
     assert registry.champion() == registry.v1
     previous = registry.tracker.alias("churn", "previous-champion")
     assert previous is None or previous.version != registry.v1
-    assert _served_version(f"http://127.0.0.1:{port}") == registry.v1
-    assert _events() == ["sluicegate.model.rolled_back", "sluicegate.deploy.failed"]
+    assert served_version(f"http://127.0.0.1:{port}") == registry.v1
+    assert hook.events() == ["sluicegate.model.rolled_back", "sluicegate.deploy.failed"]
 
 
 def test_corrupted_store_model_is_rebuilt_on_retry(registry):
     from sluicegate.packaging import package_model
 
     port = free_port()
-    _release(registry, port, registry.v1)
-    bento = package_model(registry.tracker, "churn", registry.v2, PackagingConfig(), _spec(port), "classification",
+    release(registry, port, registry.v1)
+    bento = package_model(registry.tracker, "churn", registry.v2, PackagingConfig(), deploy_spec(port), "classification",
                           registry.settings)
     stored = Path(registry.settings.bentoml_home) / "models" / bento.model_tag.replace(":", "/") / "model.pkl"
     stored.write_bytes(stored.read_bytes()[:200])
     with pytest.raises(DeployError, match="corrupted"):
-        _release(registry, port, registry.v2)
-    assert _served_version(f"http://127.0.0.1:{port}") == registry.v1
+        release(registry, port, registry.v2)
+    assert served_version(f"http://127.0.0.1:{port}") == registry.v1
 
-    result = _release(registry, port, registry.v2)  # the damaged copy is not reused
-    assert _served_version(result.url) == registry.v2
+    result = release(registry, port, registry.v2)  # the damaged copy is not reused
+    assert served_version(result.url) == registry.v2
     from sluicegate.data import hash_file
 
     assert hash_file(stored) == bento.model_sha256
 
 
-def test_cli_rollback_notifies_and_swaps_the_aliases(registry, project_yaml):
+def test_cli_rollback_notifies_and_swaps_the_aliases(registry, project_yaml, hook):
     port = free_port()
     registry.promote(registry.v2)
     champion_before = registry.champion()
-    _release(registry, port)
+    release(registry, port)
     previous = registry.tracker.alias("churn", "previous-champion").version
-    _events()
+    hook.events()
     assert main(["rollback", project_yaml, "--port", str(port)]) == 0
     assert registry.champion() == previous
     assert registry.tracker.alias("churn", "previous-champion").version == champion_before
-    assert _served_version(f"http://127.0.0.1:{port}") == previous
-    assert _events() == ["sluicegate.model.rolled_back"]
+    assert served_version(f"http://127.0.0.1:{port}") == previous
+    assert hook.events() == ["sluicegate.model.rolled_back"]

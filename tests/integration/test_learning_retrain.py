@@ -8,14 +8,13 @@ champion and says why. Every verdict names the holdout it was decided on.
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-from tests.helpers import churn_config, churn_frame, flow_run_artifact, log_labelled_predictions, write_project
+from tests.helpers import churn_config, churn_frame, env_var, flow_run_artifact, log_labelled_predictions, write_project
 
 pytestmark = pytest.mark.slow
 DAY = 86400.0
@@ -25,19 +24,14 @@ DAY = 86400.0
 def project(tmp_path_factory, prefect_harness):
     """A churn project with production rows enabled (none labelled yet) and its own SLUICE_HOME."""
     root = tmp_path_factory.mktemp("learn")
-    old = os.environ.get("SLUICE_HOME")
     home = root / ".sluice"
-    os.environ["SLUICE_HOME"] = str(home)
-    cfg = churn_config(root)
-    cfg["project"] = "learn"
-    cfg["data"]["production"] = {"enabled": True, "window_days": 30, "max_share": 0.5}
-    cfg["gates"]["min_improvement"] = 0.02  # a retrain must be clearly better to replace the champion
-    path = write_project(root, churn_frame(1200), cfg)
-    yield path, home
-    if old is None:
-        os.environ.pop("SLUICE_HOME", None)
-    else:
-        os.environ["SLUICE_HOME"] = old
+    with env_var("SLUICE_HOME", str(home)):
+        cfg = churn_config(root)
+        cfg["project"] = "learn"
+        cfg["data"]["production"] = {"enabled": True, "window_days": 30, "max_share": 0.5}
+        cfg["gates"]["min_improvement"] = 0.02  # a retrain must be clearly better to replace the champion
+        path = write_project(root, churn_frame(1200), cfg)
+        yield path, home
 
 
 def _train(path, reason: str):

@@ -13,16 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sluicegate.deploy import free_port
 from sluicegate.localserver import ensure_server, server_status, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SLUICE = str(Path(sys.executable).parent / "sluice")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_scheduled_runs(api: str, deployment: str, timeout: float) -> list[dict]:
@@ -61,7 +56,7 @@ def test_a_set_prefect_api_url_wins(tmp_path):
 
 @pytest.mark.slow
 def test_commands_share_one_server_that_records_their_runs(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SLUICE_HOME": str(tmp_path / "home"), "PREFECT_HOME": str(tmp_path / "home" / "prefect"),
            "SLUICE_PREFECT_SERVER": "auto", "SLUICE_PREFECT_PORT": str(port)}
     env.pop("PREFECT_API_URL", None)

@@ -3,59 +3,37 @@ live performance from feedback labels."""
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from tests.helpers import churn_config, churn_frame, write_project
+from tests.helpers import churn_config, churn_frame, env_var, loopback_webhook, write_project
 
 pytestmark = pytest.mark.slow
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
 def hook():
     """A loopback webhook receiver: what the emitter sends for alerts."""
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook"
-    server.shutdown()
+    with loopback_webhook() as receiver:
+        yield receiver
 
 
 @pytest.fixture(scope="module")
 def monitored(tmp_path_factory, prefect_harness, hook):
     root = tmp_path_factory.mktemp("monitored")
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(root / ".sluice")
-    cfg = churn_config(root)
-    cfg["monitoring"] = {"consecutive": 3, "cooldown_minutes": 0, "min_rows": 100,
-                         "performance": {"min_labelled_rows": 40}}
-    cfg["notifications"] = {"webhook_url": hook, "timeout_s": 5}
-    path = write_project(root, churn_frame(1000, seed=3), cfg)
-    from flows.training import training_pipeline
+    with env_var("SLUICE_HOME", str(root / ".sluice")):
+        cfg = churn_config(root)
+        cfg["monitoring"] = {"consecutive": 3, "cooldown_minutes": 0, "min_rows": 100,
+                             "performance": {"min_labelled_rows": 40}}
+        cfg["notifications"] = {"webhook_url": f"{hook.url}/hook", "timeout_s": 5}
+        path = write_project(root, churn_frame(1000, seed=3), cfg)
+        from flows.training import training_pipeline
 
-    assert training_pipeline(str(path), None, "setup").outcome == "promoted"
-    yield root, path
-    if old is None:
-        os.environ.pop("SLUICE_HOME", None)
-    else:
-        os.environ["SLUICE_HOME"] = old
+        assert training_pipeline(str(path), None, "setup").outcome == "promoted"
+        yield root, path
 
 
 def _check(path, frame, root, name):
@@ -156,7 +134,7 @@ def test_log_check_counts_live_rows_and_alerts_on_degraded_performance(monitored
     assert first["performance_metric"] == "roc_auc" and first["performance_value"] < 0.5
     assert first["performance_degraded"] and "max_relative_drop" in first["performance_reason"]
     assert [r["performance_alert"] for r in results] == [False, False, True]  # consecutive: 3
-    sent = [h for h in _Hook.received if h["event"] == "sluicegate.performance.degraded"]
+    sent = [h for h in hook.received if h["event"] == "sluicegate.performance.degraded"]
     assert len(sent) == 1 and sent[0]["payload"]["reason"].startswith("performance: degraded on 100 labelled rows")
     text = results[-1]["text"]
     assert "performance: DEGRADED" in text and "drift: " in text and "report: " in text

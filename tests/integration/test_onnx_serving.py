@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import httpx
@@ -16,15 +15,9 @@ import pytest
 
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy import free_port
-from tests.helpers import churn_frame
+from tests.helpers import FEATURES, churn_frame, churn_pipeline, env_var
 
 pytestmark = pytest.mark.slow
-
-NUMERIC = ["tenure", "monthly_charges", "support_calls"]
-CATEGORICAL = ["plan", "region"]
-DATES = ["signup_date"]
-FEATURES = NUMERIC + CATEGORICAL + DATES
-
 
 def _frame() -> pd.DataFrame:
     """Churn rows with missing values in a numeric, a categorical and the date column (nullable in the schema)."""
@@ -38,21 +31,6 @@ def _frame() -> pd.DataFrame:
     return frame
 
 
-def _fit(frame: pd.DataFrame):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    from sluicegate.config import FeaturesConfig
-    from sluicegate.features import FeatureColumns, FeaturePipeline, build_preprocessor
-
-    cols = FeatureColumns(tuple(NUMERIC), tuple(CATEGORICAL), tuple(DATES))
-    spec = FeaturesConfig(numeric={"columns": NUMERIC}, categorical={"columns": CATEGORICAL},
-                          datetime={"columns": DATES, "parts": ["month", "dayofweek"]})
-    X = frame[FEATURES]
-    fp = FeaturePipeline(build_preprocessor(spec, cols).fit(X), cols)
-    return Pipeline([("features", fp), ("model", LogisticRegression(max_iter=500))]).fit(X, frame["churned"])
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """Two versions of one fitted pipeline: v1 packaged as is, v2 packaged under a parity tolerance of 0."""
@@ -60,9 +38,7 @@ def registry(tmp_path_factory):
     from sluicegate.tracking import Tracker
 
     home = tmp_path_factory.mktemp("onnx-serving") / "home"
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(home)
-    try:
+    with env_var("SLUICE_HOME", str(home)):
         settings = load_settings()
         tracker = Tracker(settings)
         frame = _frame()
@@ -71,7 +47,7 @@ def registry(tmp_path_factory):
         frame.to_parquet(snap, index=False)
         test = home / "data" / "test.parquet"
         frame.tail(150).to_parquet(test, index=False)
-        model = _fit(frame)
+        model = churn_pipeline(frame)
         tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": str(snap),
                 "sluice.data_fingerprint": "fp-onnx", "sluice.git_sha": "test", "sluice.test_path": str(test)}
         versions = [tracker.register_candidate("churn", model, frame[FEATURES].head(3), {}, {"test_roc_auc": 0.7},
@@ -79,11 +55,6 @@ def registry(tmp_path_factory):
         tracker.promote("churn", versions[0], None)
         yield {"settings": settings, "tracker": tracker, "frame": frame, "model": model, "versions": versions,
                "home": home}
-    finally:
-        if old is not None:
-            os.environ["SLUICE_HOME"] = old
-        else:
-            os.environ.pop("SLUICE_HOME", None)
 
 
 @pytest.fixture(scope="module")

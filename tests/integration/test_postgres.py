@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from sluicegate.deploy import free_port
-from tests.helpers import churn_frame, write_project
+from tests.helpers import churn_frame, last_json, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -205,12 +205,6 @@ def _sluice(args: list[str], env: dict, timeout: int = 240) -> subprocess.Comple
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def _last_json(stdout: str) -> dict:
-    lines = stdout.splitlines()
-    start = max(i for i, line in enumerate(lines) if line == "{")
-    return json.loads("\n".join(lines[start:]))
-
-
 def test_doctor_sees_every_shared_service_answer(client_env):
     out = _sluice(["doctor", "--json"], client_env, 120)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -232,7 +226,7 @@ def test_training_against_prefect_and_mlflow_servers_on_postgres(client_env, ser
     project = write_project(tmp_path, churn_frame(800, seed=3))
     out = _sluice(["run", str(project), "--reason", "postgres-test", "--json"], client_env, 300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    result = _last_json(out.stdout)  # the flow's printed lines come first
+    result = last_json(out.stdout)  # the flow's printed lines come first
     assert result["outcome"] == "promoted"
 
     # the champion, through the MLflow server only
@@ -243,7 +237,7 @@ def test_training_against_prefect_and_mlflow_servers_on_postgres(client_env, ser
     assert champion.version == str(result["version"])
     status = _sluice(["status", "churn", "--json"], client_env, 120)
     assert status.returncode == 0, status.stderr
-    assert _last_json(status.stdout)["champion"] == result["version"]
+    assert last_json(status.stdout)["champion"] == result["version"]
     # the model files went through the server's artifact proxy into its destination folder
     assert list(servers["artifacts"].rglob("MLmodel"))
 

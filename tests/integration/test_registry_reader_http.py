@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
-from sklearn.linear_model import LinearRegression
 
+from sluicegate.deploy import free_port
 from sluicegate.registry_reader import HttpRegistryReader, reader_for
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import tiny_regressor
 
 
 @pytest.mark.slow
 def test_http_reader_matches_the_mlflow_client(tmp_path, monkeypatch):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -51,8 +43,7 @@ def test_http_reader_matches_the_mlflow_client(tmp_path, monkeypatch):
         assert isinstance(reader, HttpRegistryReader)
         tr = Tracker(settings)
         assert reader.projects() == [] and reader.status("p") == tr.status("p")
-        X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
-        model = LinearRegression().fit(X, 2 * X.a + X.b)
+        model, X = tiny_regressor()
         v1 = tr.register_candidate("p", model, X.head(2), {}, {"test_r2": 0.9}, {"sluice.data_fingerprint": "abc"})
         tr.record_decision(v1, {"promote": True, "summary": "ok", "checks": [{"name": "r2", "passed": True}]})
         tr.promote("p", v1.version, expected_champion=None)

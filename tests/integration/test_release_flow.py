@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import pandas as pd
@@ -15,7 +11,7 @@ import pytest
 from sluicegate.errors import DeployError
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-from tests.helpers import churn_config, churn_frame, write_project
+from tests.helpers import churn_config, churn_frame, env_var, loopback_webhook, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -23,50 +19,30 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, prefect_harness):
     root = tmp_path_factory.mktemp("release")
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(root / ".sluice")
-    frame = churn_frame(1200, seed=5)
-    path = write_project(root, frame, churn_config(root))
-    yield path, frame
-    if old is None:
-        os.environ.pop("SLUICE_HOME", None)
-    else:
-        os.environ["SLUICE_HOME"] = old
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+    with env_var("SLUICE_HOME", str(root / ".sluice")):
+        frame = churn_frame(1200, seed=5)
+        path = write_project(root, frame, churn_config(root))
+        yield path, frame
 
 
 def test_failed_deploy_after_promotion_restores_previous_champion(project):
     from flows.training import training_pipeline
 
     path, _ = project
-    hook = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    # a weak first champion: the strongest signals are dropped
-    first = training_pipeline(str(path), ["features.drop=[tenure,support_calls]",
-                                          "features.numeric.columns=[monthly_charges]"], "test")
-    assert first.outcome == "promoted" and first.deployment is None
-    with socket.socket() as other:  # the configured port is taken: the deploy must fail after packaging
-        other.bind(("127.0.0.1", 0))
-        other.listen()
-        state = training_pipeline(str(path), ["deploy.enabled=true", f"deploy.port={other.getsockname()[1]}",
-                                              f"notifications.webhook_url=http://127.0.0.1:{hook.server_port}/hook"],
-                                  "test", return_state=True)
-    hook.shutdown()
-    hook.server_close()
+    with loopback_webhook() as hook:
+        # a weak first champion: the strongest signals are dropped
+        first = training_pipeline(str(path), ["features.drop=[tenure,support_calls]",
+                                              "features.numeric.columns=[monthly_charges]"], "test")
+        assert first.outcome == "promoted" and first.deployment is None
+        with socket.socket() as other:  # the configured port is taken: the deploy must fail after packaging
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            state = training_pipeline(str(path), ["deploy.enabled=true", f"deploy.port={other.getsockname()[1]}",
+                                                  f"notifications.webhook_url={hook.url}/hook"],
+                                      "test", return_state=True)
     assert state.is_failed()
-    assert [m["event"] for m in _Hook.received] == ["sluicegate.deploy.failed"]  # never promoted, never rolled back
-    assert "in use" in _Hook.received[0]["payload"]["error"]
+    assert [m["event"] for m in hook.received] == ["sluicegate.deploy.failed"]  # never promoted, never rolled back
+    assert "in use" in hook.received[0]["payload"]["error"]
     with pytest.raises(DeployError, match="in use"):
         state.result()
     tracker = Tracker(load_settings())

@@ -19,15 +19,12 @@ import pytest
 
 from sluicegate import audit
 from sluicegate.cli import main
-from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy import free_port, stop_local
 from sluicegate.deploy.processes import BACKEND_MARKER, pid_alive, read_state
-from sluicegate.deploy.release import release_version
 from sluicegate.deploy.traffic import read_routing
 from sluicegate.serving.predlog import read_prediction_log
 from tests.faults.sentinel import SENTINEL
-from tests.faults.test_serving_faults import _pipeline
-from tests.integration.test_serving import FEATURES, Registry, _records, _served_version
+from tests.helpers import Registry, env_var, feature_records, release, served_version
 
 pytestmark = pytest.mark.slow
 
@@ -37,38 +34,18 @@ def registry(tmp_path_factory):
     import os
 
     home = tmp_path_factory.mktemp("rollout") / "home"
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(home)
     old_path = os.environ.get("PYTHONPATH")
     root = Path(__file__).resolve().parents[2]  # the pickled v3 refers to tests.faults.sentinel: model servers import it
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), *([old_path] if old_path else [])])
-    reg = Registry(home)
-    reg.v1, reg.v2 = reg.register(1.0), reg.register(0.01)
-    tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": reg.snapshot,
-            "sluice.data_fingerprint": "fp-test", "sluice.git_sha": "test", "sluice.config_path": reg.config_path}
-    reg.v3 = reg.tracker.register_candidate("churn", _pipeline(reg.frame, 1.0, guard=True), reg.frame[FEATURES].head(3),
-                                            {"C": 1.0}, {"test_roc_auc": 0.7}, tags).version
-    reg.promote(reg.v1)
-    reg.port = free_port()
-    try:
-        yield reg
-    finally:
-        stop_local(reg.settings, "churn")
-        if old is not None:
-            os.environ["SLUICE_HOME"] = old
-        if old_path is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old_path
-
-
-def _spec(port: int, **changes) -> DeployConfig:
-    return DeployConfig(port=port, canary_rows=10, readiness_timeout_s=120, **changes)
-
-
-def _release(reg, version: str, **changes):
-    return release_version(reg.tracker, "churn", version, PackagingConfig(), _spec(reg.port, **changes),
-                           "classification", reg.settings)
+    with env_var("SLUICE_HOME", str(home)), \
+            env_var("PYTHONPATH", os.pathsep.join([str(root / "src"), str(root), *([old_path] if old_path else [])])):
+        reg = Registry(home)
+        reg.v1, reg.v2, reg.v3 = reg.register(1.0), reg.register(0.01), reg.register(1.0, guard=True)
+        reg.promote(reg.v1)
+        reg.port = free_port()
+        try:
+            yield reg
+        finally:
+            stop_local(reg.settings, "churn")
 
 
 def _wait(check, timeout_s: float = 60, every: float = 0.2):
@@ -88,14 +65,14 @@ def _cli_json(capsys, argv: list[str]) -> dict:
 
 def test_shadow_logs_both_sides_under_one_id_and_compares_with_labels(registry, capsys):
     reg = registry
-    url = _release(reg, reg.v1).url
-    result = _release(reg, reg.v2, strategy="shadow")
+    url = release(reg, reg.port, reg.v1).url
+    result = release(reg, reg.port, reg.v2, strategy="shadow")
     assert "in shadow beside" in result.message
     state = read_state(reg.settings, "churn")
     assert state.version == reg.v1 and state.rollout["status"] == "active" and state.rollout["strategy"] == "shadow"
     assert reg.champion() == reg.v1  # the alias waits for the promotion
 
-    rows = _records(reg.frame, 40)
+    rows = feature_records(reg.frame, 40)
     truth = reg.frame.tail(40).churned.tolist()
     ids, labels = [], []
     with httpx.Client(timeout=30) as client:
@@ -138,7 +115,7 @@ def test_shadow_logs_both_sides_under_one_id_and_compares_with_labels(registry, 
 
     old_backend = state.backend_pid
     assert main(["rollout", "promote", reg.config_path]) == 0
-    assert reg.champion() == reg.v2 and _served_version(url) == reg.v2
+    assert reg.champion() == reg.v2 and served_version(url) == reg.v2
     state = read_state(reg.settings, "churn")
     assert state.version == reg.v2 and state.rollout["status"] == "promoted"
     assert _wait(lambda: not pid_alive(old_backend), 30)
@@ -171,11 +148,11 @@ def test_canary_breach_rolls_back_answers_and_logs_everything(registry):
     _no_rollout(reg)
     url = f"http://127.0.0.1:{reg.port}"
     canary = {"share": 0.5, "window_requests": 1000, "min_requests": 8, "max_p95_ratio": 1000, "check_interval_s": 0.5}
-    result = _release(reg, reg.v3, strategy="canary", canary=canary)
+    result = release(reg, reg.port, reg.v3, strategy="canary", canary=canary)
     assert "in canary beside" in result.message
     cand_pid = read_state(reg.settings, "churn").rollout["candidate_pid"]
 
-    rows = [{**r, "monthly_charges": SENTINEL} for r in _records(reg.frame, 60)]  # v3 cannot score these
+    rows = [{**r, "monthly_charges": SENTINEL} for r in feature_records(reg.frame, 60)]  # v3 cannot score these
     ids = []
     with httpx.Client(timeout=30) as client:
         for row in rows:
@@ -191,7 +168,7 @@ def test_canary_breach_rolls_back_answers_and_logs_everything(registry):
     assert state.version == reg.v2 and reg.champion() == reg.v2
     assert "errors: candidate error rate" in state.rollout["reason"]
     assert _wait(lambda: not pid_alive(cand_pid, BACKEND_MARKER), 30)
-    assert _served_version(url) == reg.v2
+    assert served_version(url) == reg.v2
     log = _wait(lambda: lg if set(ids) <= set((lg := read_prediction_log("churn"))["prediction_id"]) else None)
     assert log is not None and set(ids) <= set(log["prediction_id"])  # every answered request is logged
     assert set(log[log["prediction_id"].isin(ids)]["model_version"]) == {reg.v2}
@@ -205,8 +182,8 @@ def test_canary_that_holds_for_its_window_is_promoted_by_rollout_check(registry,
     url = f"http://127.0.0.1:{reg.port}"
     canary = {"share": 0.5, "window_requests": 10, "min_requests": 5, "max_p95_ratio": 1000,
               "max_error_rate_increase": 0.5}
-    _release(reg, reg.v1, strategy="canary", canary=canary)
-    rows = _records(reg.frame, 80)
+    release(reg, reg.port, reg.v1, strategy="canary", canary=canary)
+    rows = feature_records(reg.frame, 80)
     seen = set()
     with httpx.Client(timeout=30) as client:
         for row in rows:
@@ -219,7 +196,7 @@ def test_canary_that_holds_for_its_window_is_promoted_by_rollout_check(registry,
     assert main(["rollout", "check", reg.config_path]) == 0
     said = capsys.readouterr().out
     assert "serving at" in said and "held for the window" in said
-    assert reg.champion() == reg.v1 and _served_version(url) == reg.v1
+    assert reg.champion() == reg.v1 and served_version(url) == reg.v1
     state = read_state(reg.settings, "churn")
     assert state.version == reg.v1 and state.rollout["status"] == "promoted"
     deploys = [r for r in audit.read_history(reg.tracker, "churn") if r.action == audit.DEPLOY]

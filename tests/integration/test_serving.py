@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import time
 from pathlib import Path
@@ -17,76 +16,15 @@ from sluicegate.cli import main
 from sluicegate.config import DeployConfig, PackagingConfig
 from sluicegate.deploy import free_port as _free_port
 from sluicegate.errors import DeployError
-from tests.helpers import churn_frame, write_project
+from tests.helpers import FEATURES, Registry, env_var, feature_records, served_version, wait_for_log
 
 pytestmark = pytest.mark.slow
-
-NUMERIC = ["tenure", "monthly_charges", "support_calls"]
-CATEGORICAL = ["plan", "region"]
-DATES = ["signup_date"]
-FEATURES = NUMERIC + CATEGORICAL + DATES
-
-
-def _fit(frame: pd.DataFrame, c: float):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    from sluicegate.config import FeaturesConfig
-    from sluicegate.features import FeatureColumns, FeaturePipeline, build_preprocessor
-
-    cols = FeatureColumns(tuple(NUMERIC), tuple(CATEGORICAL), tuple(DATES))
-    spec = FeaturesConfig(numeric={"columns": NUMERIC}, categorical={"columns": CATEGORICAL},
-                          datetime={"columns": DATES, "parts": ["month", "dayofweek"]})
-    X = frame[FEATURES]
-    fp = FeaturePipeline(build_preprocessor(spec, cols).fit(X), cols)
-    return Pipeline([("features", fp), ("model", LogisticRegression(C=c, max_iter=500))]).fit(X, frame["churned"])
-
-
-class Registry:
-    """Registry state built directly with the Tracker: versions of a churn model, promoted by hand."""
-
-    def __init__(self, home: Path):
-        from sluicegate.settings import load_settings
-        from sluicegate.tracking import Tracker
-
-        self.settings = load_settings()
-        self.tracker = Tracker(self.settings)
-        self.frame = churn_frame(600, seed=3)
-        snap = home / "data" / "churn.parquet"
-        snap.parent.mkdir(parents=True, exist_ok=True)
-        self.frame.to_parquet(snap, index=False)
-        self.snapshot = str(snap)
-        # the project YAML the versions were "trained" with: packaging reads data.id_column from it
-        self.config_path = str(write_project(home.parent / "project", self.frame))
-        self.models: dict[str, object] = {}
-
-    def register(self, c: float) -> str:
-        model = _fit(self.frame, c)
-        tags = {"sluice.task": "classification", "sluice.target": "churned", "sluice.data_snapshot": self.snapshot,
-                "sluice.data_fingerprint": "fp-test", "sluice.git_sha": "test", "sluice.config_path": self.config_path}
-        rec = self.tracker.register_candidate("churn", model, self.frame[FEATURES].head(3), {"C": c},
-                                         {"test_roc_auc": 0.7}, tags)
-        self.models[rec.version] = model
-        return rec.version
-
-    def promote(self, version: str) -> None:
-        current = self.tracker.champion("churn")
-        self.tracker.promote("churn", version, current.version if current else None)
-
-    def champion(self) -> str:
-        return self.tracker.champion("churn").version
-
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     home = tmp_path_factory.mktemp("serving") / "home"
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(home)
-    try:
+    with env_var("SLUICE_HOME", str(home)):
         yield Registry(home)
-    finally:
-        if old is not None:
-            os.environ["SLUICE_HOME"] = old
 
 
 @pytest.fixture(scope="module")
@@ -106,16 +44,8 @@ def served(registry):
         stop_local(registry.settings, "churn")
 
 
-def _records(frame: pd.DataFrame, n: int) -> list[dict]:
-    return json.loads(frame[FEATURES].tail(n).to_json(orient="records"))
-
-
-def _served_version(url: str) -> str:
-    return str(httpx.get(f"{url}/metadata", timeout=10).json()["version"])
-
-
 def test_predictions_match_offline(registry, served):
-    rows = _records(registry.frame, 40)
+    rows = feature_records(registry.frame, 40)
     resp = httpx.post(f"{served['url']}/predict", json=rows, timeout=30)
     assert resp.status_code == 200
     offline = registry.models[served["v1"]].predict(registry.frame[FEATURES].tail(40))
@@ -136,7 +66,7 @@ def test_predictions_match_offline(registry, served):
     ({"tenure": None}, "tenure"),
 ])
 def test_bad_input_is_4xx_naming_the_field(registry, served, change, field):
-    record = {**_records(registry.frame, 1)[0], **change}
+    record = {**feature_records(registry.frame, 1)[0], **change}
     body = json.dumps([record]).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
     resp = httpx.post(f"{served['url']}/predict", content=body, headers={"content-type": "application/json"}, timeout=30)
     assert 400 <= resp.status_code < 500, resp.text
@@ -145,11 +75,11 @@ def test_bad_input_is_4xx_naming_the_field(registry, served, change, field):
 
 def test_missing_field_oversize_and_malformed_bodies_are_4xx(registry, served):
     url = f"{served['url']}/predict"
-    record = _records(registry.frame, 1)[0]
+    record = feature_records(registry.frame, 1)[0]
     del record["region"]
     resp = httpx.post(url, json=[record], timeout=30)
     assert resp.status_code == 400 and "region" in resp.text and "missing" in resp.text
-    big = _records(registry.frame, 1) * 20_000  # ~3 MB against the 1 MB default limit
+    big = feature_records(registry.frame, 1) * 20_000  # ~3 MB against the 1 MB default limit
     assert httpx.post(url, json=big, timeout=30).status_code == 413
     assert httpx.post(url, content=b"[{not json", headers={"content-type": "application/json"}, timeout=30).status_code == 400
     assert httpx.post(url, content=b"a,b\n1,2", headers={"content-type": "text/csv"}, timeout=30).status_code == 415
@@ -157,7 +87,7 @@ def test_missing_field_oversize_and_malformed_bodies_are_4xx(registry, served):
 
 
 def test_refusals_speak_the_users_field_names(registry, served):
-    record = _records(registry.frame, 1)[0]
+    record = feature_records(registry.frame, 1)[0]
     resp = httpx.post(f"{served['url']}/predict", json=[record, {**record, "monthly_charges": True}], timeout=30)
     assert resp.status_code == 400, resp.text
     assert resp.json() == {"error": "invalid records", "detail": [
@@ -176,7 +106,7 @@ def test_metadata_and_probes(served):
 def test_prediction_log_has_rows(registry, served):
     from sluicegate.serving.predlog import read_prediction_log
 
-    httpx.post(f"{served['url']}/predict", json=_records(registry.frame, 7), timeout=30).raise_for_status()
+    httpx.post(f"{served['url']}/predict", json=feature_records(registry.frame, 7), timeout=30).raise_for_status()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         log = read_prediction_log("churn")
@@ -188,17 +118,6 @@ def test_prediction_log_has_rows(registry, served):
     assert set(log["model_version"]) == {served["v1"]}
 
 
-def _wait_for_log(ids: set[str], traffic=("live",)) -> pd.DataFrame:
-    from sluicegate.serving.predlog import read_prediction_log
-
-    deadline = time.monotonic() + 15
-    while True:
-        log = read_prediction_log("churn", traffic=traffic)
-        if ids <= set(log["prediction_id"]) or time.monotonic() > deadline:
-            return log
-        time.sleep(0.2)
-
-
 def test_mixed_and_canary_traffic_log_then_feedback_joins(registry, served, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -207,7 +126,7 @@ def test_mixed_and_canary_traffic_log_then_feedback_joins(registry, served, tmp_
 
     url = served["url"]
     tail = registry.frame.tail(24).reset_index(drop=True)
-    rows = _records(registry.frame, 24)
+    rows = feature_records(registry.frame, 24)
     rows[20] = {**rows[20], "customer_id": int(tail.customer_id[20])}  # the id column may come with a record
     calls = [("predict", rows[0:10], None), ("predict_proba", rows[10:20], None), ("predict", rows[20:22], None),
              ("predict", rows[0:5], "canary"), ("predict_proba", rows[5:10], "canary"), ("predict", rows[22:24], "health")]
@@ -226,10 +145,10 @@ def test_mixed_and_canary_traffic_log_then_feedback_joins(registry, served, tmp_
     other_ids = {a["prediction_id"] for ans in answers[3:] for a in ans}
     assert len(set(live_ids) | other_ids) == 34  # one fresh id per answer
 
-    log = _wait_for_log(set(live_ids))
+    log = wait_for_log(set(live_ids))
     assert set(live_ids) <= set(log["prediction_id"]) and not other_ids & set(log["prediction_id"])
     assert set(log["traffic"]) == {"live"}
-    everything = _wait_for_log(other_ids, traffic=None)
+    everything = wait_for_log(other_ids, traffic=None)
     tags = dict(zip(everything["prediction_id"], everything["traffic"]))
     assert {tags[i] for i in other_ids} == {"canary", "health"}
     mine = log.set_index("prediction_id").loc[live_ids]
@@ -306,10 +225,10 @@ def test_deploy_new_version_then_rollback(registry, served):
     v2 = registry.register(0.05)
     registry.promote(v2)
     assert main(["deploy", "churn", "--port", port]) == 0
-    assert _served_version(url) == v2
+    assert served_version(url) == v2
     assert main(["rollback", "churn", "--port", port]) == 0
     assert registry.champion() == served["v1"]
-    assert _served_version(url) == served["v1"]
+    assert served_version(url) == served["v1"]
 
 
 def _stored_model_dir(registry, version: str) -> Path:
@@ -322,7 +241,7 @@ def _stored_model_dir(registry, version: str) -> Path:
 
 def test_canary_mismatch_keeps_old_model_and_champion(registry, served):
     url, port = served["url"], str(served["port"])
-    serving = _served_version(url)
+    serving = served_version(url)
     v3 = registry.register(0.5)
     canary = _stored_model_dir(registry, v3) / "canary.json"
     data = json.loads(canary.read_text())
@@ -330,14 +249,14 @@ def test_canary_mismatch_keeps_old_model_and_champion(registry, served):
     canary.write_text(json.dumps(data))
     registry.promote(v3)
     assert main(["deploy", "churn", "--port", port]) == DeployError.exit_code
-    assert _served_version(url) == serving
+    assert served_version(url) == serving
     assert registry.champion() == serving
-    assert httpx.post(f"{url}/predict", json=_records(registry.frame, 2), timeout=30).status_code == 200
+    assert httpx.post(f"{url}/predict", json=feature_records(registry.frame, 2), timeout=30).status_code == 200
 
 
 def test_corrupted_artifact_aborts_deploy_and_old_model_answers(registry, served):
     url = served["url"]
-    serving = _served_version(url)
+    serving = served_version(url)
     v4 = registry.register(2.0)
     model_file = _stored_model_dir(registry, v4) / "model.pkl"
     model_file.write_bytes(model_file.read_bytes()[:200])  # a truncated pickle
@@ -348,8 +267,8 @@ def test_corrupted_artifact_aborts_deploy_and_old_model_answers(registry, served
         release_version(registry.tracker, "churn", None, PackagingConfig(), DeployConfig(port=served["port"]),
                         "classification", registry.settings)
     assert registry.champion() == serving
-    assert _served_version(url) == serving
-    assert httpx.post(f"{url}/predict", json=_records(registry.frame, 2), timeout=30).status_code == 200
+    assert served_version(url) == serving
+    assert httpx.post(f"{url}/predict", json=feature_records(registry.frame, 2), timeout=30).status_code == 200
 
 
 def test_port_taken_by_another_process_is_a_clear_error(registry, served):
@@ -362,7 +281,7 @@ def test_port_taken_by_another_process_is_a_clear_error(registry, served):
         with pytest.raises(DeployError, match=f"port {taken} .* in use"):
             release_version(registry.tracker, "churn", None, PackagingConfig(), DeployConfig(port=taken),
                             "classification", registry.settings)
-    assert _served_version(served["url"]) == registry.champion()
+    assert served_version(served["url"]) == registry.champion()
 
 
 def test_batch_scoring_adds_prediction_version_and_fingerprint(registry, served, tmp_path):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 
 import pandas as pd
 import pytest
@@ -13,7 +11,7 @@ from sluicegate.cli import main
 from sluicegate.errors import PromotionConflictError
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-from tests.helpers import churn_config, churn_frame, flow_run_artifact, write_project
+from tests.helpers import churn_config, churn_frame, env_var, flow_run_artifact, task_states, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -22,14 +20,9 @@ pytestmark = pytest.mark.slow
 def project(tmp_path_factory, prefect_harness):
     """One churn project and SLUICE_HOME shared by the tests below, in order."""
     root = tmp_path_factory.mktemp("churn")
-    old = os.environ.get("SLUICE_HOME")
-    os.environ["SLUICE_HOME"] = str(root / ".sluice")
-    path = write_project(root, churn_frame(1200), churn_config(root))
-    yield path
-    if old is None:
-        os.environ.pop("SLUICE_HOME", None)
-    else:
-        os.environ["SLUICE_HOME"] = old
+    with env_var("SLUICE_HOME", str(root / ".sluice")):
+        path = write_project(root, churn_frame(1200), churn_config(root))
+        yield path
 
 
 def _flow():
@@ -42,30 +35,14 @@ def _tracker() -> Tracker:
     return Tracker(load_settings())
 
 
-def _task_states(flow_run_id) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    # task run states reach the API through Prefect's event recorder, a moment after the flow
-    # returns (under load a run was read with no state yet): wait until every run has one
-    deadline = time.monotonic() + 60
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            if all(r.state is not None for r in runs) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
-
-
 def _run(path, *overrides):
     state = _flow()(str(path), list(overrides) or None, "test", return_state=True)
-    return state.result(), _task_states(state.state_details.flow_run_id)
+    return state.result(), task_states(state.state_details.flow_run_id)
 
 
 def _run_with_id(path):
     state = _flow()(str(path), None, "test", return_state=True)
-    return state.result(), _task_states(state.state_details.flow_run_id), state.state_details.flow_run_id
+    return state.result(), task_states(state.state_details.flow_run_id), state.state_details.flow_run_id
 
 
 def test_first_run_promotes_and_status_reports_it(project, capsys):
@@ -118,7 +95,7 @@ def test_unchanged_cli_run_is_recorded_without_training(project, capsys):
     out = capsys.readouterr()
     assert "churn: unchanged (version 1, champion 1)" in out.out and "recording an unchanged run" in out.err, out
     run = _latest_flow_run()
-    assert run.state_name == "Completed" and _task_states(run.id) == {}
+    assert run.state_name == "Completed" and task_states(run.id) == {}
     summary = flow_run_artifact("churn-training-summary", run.id).data
     assert "unchanged" in summary and "reject" not in summary.lower(), summary
     assert len(_tracker().versions("churn")) == 1
@@ -127,7 +104,7 @@ def test_unchanged_cli_run_is_recorded_without_training(project, capsys):
     assert main(["run", str(project), "--set", "gates.min_improvement=0.002"]) == 0
     out = capsys.readouterr()
     assert "recording an unchanged run" not in out.err and "churn: unchanged (version 1" in out.out, out
-    assert {"ingest-data", "train-model", "register-candidate"} <= set(_task_states(_latest_flow_run().id))
+    assert {"ingest-data", "train-model", "register-candidate"} <= set(task_states(_latest_flow_run().id))
 
 
 def test_worse_candidate_is_not_promoted_and_says_why(project, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-from tests.helpers import churn_config, churn_frame, flow_run_artifact, write_project
+from tests.helpers import churn_config, churn_frame, flow_run_artifact, task_states, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -29,22 +29,13 @@ def _tuned_config(root) -> dict:
     return cfg
 
 
-def _task_states(flow_run_id) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
-
-
 def test_tuned_candidates_are_compared_and_the_best_goes_through_the_gates(tmp_path, sluice_home, prefect_harness):
     from flows.training import training_pipeline
 
     path = write_project(tmp_path, churn_frame(600, seed=4), _tuned_config(tmp_path))
     state = training_pipeline(str(path), None, "test", return_state=True)
     result = state.result()
-    states = _task_states(state.state_details.flow_run_id)
+    states = task_states(state.state_details.flow_run_id)
 
     assert states["select-model"] == "Completed"
     assert result.outcome == "promoted", result.summary
@@ -71,5 +62,5 @@ def test_tuned_candidates_are_compared_and_the_best_goes_through_the_gates(tmp_p
 
     # the same inputs again: the tuning is cached and the registered candidate reused
     again = training_pipeline(str(path), None, "test", return_state=True)
-    assert _task_states(again.state_details.flow_run_id)["select-model"] == "Cached"
+    assert task_states(again.state_details.flow_run_id)["select-model"] == "Cached"
     assert again.result().version == result.version

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
-from sklearn.linear_model import LinearRegression
 
 from sluicegate import audit, events
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-
-
-@pytest.fixture()
-def tracker(tmp_path, monkeypatch):
-    monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
-    return Tracker(load_settings())
-
-
-def _register(tr: Tracker) -> str:
-    X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
-    model = LinearRegression().fit(X, 2 * X.a + X.b)
-    return tr.register_candidate("p", model, X.head(2), {}, {"test_r2": 0.9}, {}).version
+from tests.helpers import register_tiny
 
 
 def test_records_come_back_newest_first_with_who_when_why_and_runs(tracker):
@@ -56,7 +42,7 @@ def test_who_defaults_to_the_os_user_and_actions_are_checked(monkeypatch):
 
 
 def test_release_events_emitted_anywhere_become_records(tracker):
-    version = _register(tracker)
+    version = register_tiny(tracker)
     emitter = events.Emitter(None, None, None, None, audit.audit_recorder(tracker, "dave", "fr-9"))
     emitter.emit("p", events.MODEL_DEPLOYED, events.deployed_payload("p", version, "local", "http://127.0.0.1:1", None,
                                                                      "serving v1"))
@@ -79,7 +65,7 @@ def test_a_failing_audit_store_never_fails_the_emitter(caplog):
 
 
 def test_approval_is_stored_with_the_version_and_a_refusal_turns_the_verdict(tracker):
-    version = _register(tracker)
+    version = register_tiny(tracker)
     record = tracker.version("p", version)
     tracker.record_decision(record, {"promote": True, "summary": "All 2 gates passed."})
     tracker.record_approval(record, {"verdict": "rejected", "approver": "bob", "comment": "too risky",

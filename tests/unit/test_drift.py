@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from sluicegate.drift import (
     record_drift,
 )
 from sluicegate.notify import send_webhook
-from tests.helpers import churn_frame
+from tests.helpers import churn_frame, loopback_webhook
 
 COLUMNS = ["tenure", "monthly_charges", "plan", "region", "support_calls"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,31 +93,13 @@ def test_every_project_gets_three_deployments():
     assert "trigger" not in quiet and "alerts only" in quiet["description"]
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Receiver.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_webhook_reaches_a_loopback_receiver():
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/hook"
+    with loopback_webhook() as hook:
+        url = f"{hook.url}/hook"
         result = send_webhook(url, "sluicegate.drift.detected", "churn", {"drift_share": 0.6})
         assert result.sent and result.status == 204
-        assert _Receiver.received[-1]["event"] == "sluicegate.drift.detected"
-        assert _Receiver.received[-1]["payload"]["drift_share"] == 0.6
-    finally:
-        server.shutdown()
+        assert hook.received[-1]["event"] == "sluicegate.drift.detected"
+        assert hook.received[-1]["payload"]["drift_share"] == 0.6
     down = send_webhook(url, "x", "churn", {}, timeout_s=1)
     assert not down.sent and down.error
 

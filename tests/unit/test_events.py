@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import typing
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from sluicegate import events
 from sluicegate.config import NotificationsConfig
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Receiver.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+from tests.helpers import loopback_webhook
 
 
 @pytest.fixture()
 def webhook():
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Receiver.received.clear()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver.received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_webhook() as hook:
+        yield f"{hook.url}/hook", hook.received
 
 
 def test_names_and_resource_ids():

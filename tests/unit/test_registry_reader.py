@@ -12,13 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from sklearn.linear_model import LinearRegression
-
 from sluicegate.registry_reader import SqliteRegistryReader, reader_for
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
+from tests.helpers import tiny_regressor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,8 +37,7 @@ def test_reader_matches_tracker_status(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()
     tr = Tracker(settings)
     _same(tr, "p")
-    X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
-    model = LinearRegression().fit(X, 2 * X.a + X.b)
+    model, X = tiny_regressor()
     v1 = tr.register_candidate("p", model, X.head(2), {"alpha": 1}, {"test_r2": 0.9, "valid_r2": 0.8},
                                {"sluice.data_fingerprint": "abc", "sluice.config_hash": "h1"})
     _same(tr, "p")  # a version, no champion, no verdict

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
-from sklearn.linear_model import LinearRegression
 
 from sluicegate import events
 from sluicegate.config import DeployConfig, PackagingConfig
@@ -13,18 +10,11 @@ from sluicegate.deploy.release import Promotion, release_version, restore_champi
 from sluicegate.errors import DeployError, RegistryError
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-
-
-@pytest.fixture()
-def tracker(tmp_path, monkeypatch):
-    monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
-    return Tracker(load_settings())
+from tests.helpers import register_tiny
 
 
 def _register(tr: Tracker, snapshot: str = "") -> str:
-    X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
-    model = LinearRegression().fit(X, 2 * X.a + X.b)
-    return tr.register_candidate("p", model, X.head(2), {}, {"test_r2": 0.9}, {"sluice.data_snapshot": snapshot}).version
+    return register_tiny(tr, {"sluice.data_snapshot": snapshot})
 
 
 def test_any_exception_in_a_release_is_a_deploy_error_and_moves_nothing(tracker, tmp_path):

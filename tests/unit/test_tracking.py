@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
-from sklearn.linear_model import LinearRegression
 
 from sluicegate.errors import PromotionConflictError
 from sluicegate.settings import load_settings
 from sluicegate.tracking import Tracker
-
-
-def _model():
-    X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
-    return LinearRegression().fit(X, 2 * X.a + X.b), X
+from tests.helpers import tiny_regressor
 
 
 def test_trackers_for_two_homes_stay_apart(tmp_path, monkeypatch):
-    model, X = _model()
+    model, X = tiny_regressor()
     monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "one"))
     one = Tracker(load_settings())
     monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "two"))
@@ -33,7 +27,7 @@ def test_aliases_compare_and_set_and_status(tmp_path, monkeypatch):
     monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
     tr = Tracker(load_settings())
     assert tr.status("p")["champion"] is None and tr.champion("p") is None
-    model, X = _model()
+    model, X = tiny_regressor()
     v1 = tr.register_candidate("p", model, X.head(2), {"alpha": 1}, {"test_r2": 0.9}, {"sluice.data_fingerprint": "abc"})
     assert tr.alias("p", "challenger").version == "1"
     tr.promote("p", v1.version, expected_champion=None)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from sluicegate.errors import DeployError
+from sluicegate.files import write_json_atomic
 from sluicegate.settings import Settings
 
 if TYPE_CHECKING:
@@ -92,10 +93,7 @@ def read_state(settings: Settings, project: str) -> ServingState | None:
 
 
 def write_state(settings: Settings, state: ServingState) -> None:
-    path = state_dir(settings, state.project) / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(state_dir(settings, state.project) / STATE_FILE, asdict(state), indent=2)
 
 
 def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:

@@ -57,6 +57,7 @@ from sluicegate.events import (
     Emitter,
     deployed_payload,
 )
+from sluicegate.files import write_json_atomic
 from sluicegate.rollout import BREACH, PROMOTE, CanaryDecision, CanaryLimits, LiveMetric, SideStats, decide_canary
 from sluicegate.settings import Settings
 
@@ -79,12 +80,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def read_routing(settings: Settings, project: str) -> dict[str, Any] | None:
     return read_json(state_dir(settings, project) / ROUTING_FILE)
 
@@ -96,6 +91,19 @@ def read_stats(settings: Settings, project: str) -> dict[str, Any]:
 
 def active_rollout(state: ServingState | None) -> dict[str, Any] | None:
     return state.rollout if state is not None and state.rollout and state.rollout.get("status") == ACTIVE else None
+
+
+def _rollout_under_way(settings: Settings, project: str) -> tuple[ServingState, dict[str, Any]]:
+    """The serving state and its active rollout (call under the project lock).
+
+    Raises:
+        DeployError: no shadow or canary rollout is under way.
+    """
+    state = read_state(settings, project)
+    rollout = active_rollout(state)
+    if state is None or rollout is None:
+        raise DeployError(f"{project}: no shadow or canary rollout is under way")
+    return state, rollout
 
 
 def begin_rollout(cand: Any, spec: DeployConfig, settings: Settings, expected_champion: str | None,
@@ -123,7 +131,7 @@ def begin_rollout(cand: Any, spec: DeployConfig, settings: Settings, expected_ch
     (folder / STATS_FILE).unlink(missing_ok=True)
     if spec.strategy == "shadow" and spec.shadow.nice:  # the champion wins the CPUs the two share
         renice_tree(cand.proc.pid, spec.shadow.nice)
-    _write_json(folder / ROUTING_FILE, routing)
+    write_json_atomic(folder / ROUTING_FILE, routing, indent=2)
     rollout = {"strategy": spec.strategy, "status": ACTIVE, "share": share, "since": _now_iso(), "started_at": started,
                "champion_version": state.version, "candidate_version": cand.bento.version,
                "candidate_bento": cand.bento.bento_tag, "candidate_pid": cand.proc.pid, "candidate_port": cand.port,
@@ -204,10 +212,7 @@ def check_rollout(tracker: Any, settings: Settings, project: str, packaging: Pac
         DeployError: no rollout is under way, or the promotion failed (the canary keeps its share).
     """
     with project_lock(settings, project):
-        state = read_state(settings, project)
-        rollout = active_rollout(state)
-        if state is None or rollout is None:
-            raise DeployError(f"{project}: no shadow or canary rollout is under way")
+        state, rollout = _rollout_under_way(settings, project)
         routing = read_routing(settings, project) or {}
         stats = read_stats(settings, project)
         if rollout["strategy"] == "shadow":
@@ -283,10 +288,7 @@ def _promote_locked(tracker: Any, settings: Settings, project: str, packaging: P
                     last_check: dict[str, Any] | None = None) -> DeployResult:
     from sluicegate.deploy.local import wait_serving_version
 
-    state = read_state(settings, project)
-    rollout = active_rollout(state)
-    if state is None or rollout is None:
-        raise DeployError(f"{project}: no shadow or canary rollout is under way")
+    state, rollout = _rollout_under_way(settings, project)
     version, folder = str(rollout["candidate_version"]), state_dir(settings, project)
     if not pid_alive(int(rollout["candidate_pid"]), BACKEND_MARKER):
         raise DeployError(f"{project}: the candidate v{version} (pid {rollout['candidate_pid']}) no longer runs; "
@@ -327,11 +329,8 @@ def _promote_locked(tracker: Any, settings: Settings, project: str, packaging: P
 def abort_rollout(settings: Settings, project: str, reason: str, events: Emitter = NO_EVENTS) -> dict[str, Any]:
     """Stop the rollout: the candidate gets nothing more and is stopped; the champion serves everything."""
     with project_lock(settings, project):
-        state = read_state(settings, project)
-        rollout = active_rollout(state)
-        if rollout is None:
-            raise DeployError(f"{project}: no shadow or canary rollout is under way")
-        ended = _end(settings, state, "aborted", reason)  # type: ignore[arg-type]
+        state, rollout = _rollout_under_way(settings, project)
+        ended = _end(settings, state, "aborted", reason)
         events.emit(project, ROLLOUT_ABORTED, {"version": rollout["candidate_version"],
                                                "champion": rollout["champion_version"], "reason": reason,
                                                "text": f"{project}: {rollout['strategy']} of v{rollout['candidate_version']}"

@@ -19,12 +19,13 @@ import pytest
 
 from sluicegate import audit
 from sluicegate.cli import main
+from sluicegate.config import PackagingConfig
 from sluicegate.deploy import free_port, stop_local
 from sluicegate.deploy.processes import BACKEND_MARKER, pid_alive, read_state
 from sluicegate.deploy.traffic import read_routing
 from sluicegate.serving.predlog import read_prediction_log
 from tests.faults.sentinel import SENTINEL
-from tests.helpers import Registry, env_var, feature_records, release, served_version
+from tests.helpers import Registry, deploy_spec, env_var, feature_records, release, served_version
 
 pytestmark = pytest.mark.slow
 
@@ -214,11 +215,11 @@ def _canary_beside_the_champion(reg, canary: dict) -> tuple[str, str, str]:
     _no_rollout(reg)
     state = read_state(reg.settings, "churn")
     if state is None:
-        _release(reg, reg.v1)
+        release(reg, reg.port, reg.v1)
         state = read_state(reg.settings, "churn")
     champion = state.version
     candidate = reg.v2 if champion != reg.v2 else reg.v1
-    release_model.fn("churn", candidate, PackagingConfig(), _spec(reg.port, strategy="canary", canary=canary),
+    release_model.fn("churn", candidate, PackagingConfig(), deploy_spec(reg.port, strategy="canary", canary=canary),
                      "classification", expected_champion=champion)
     assert read_state(reg.settings, "churn").rollout["status"] == "active" and reg.champion() == champion
     started = Artifact.get("churn-rollout").data
@@ -250,14 +251,14 @@ def test_canary_that_holds_is_promoted_by_the_drift_check_flow(registry, prefect
               "max_error_rate_increase": 0.5}
     url, champion, candidate = _canary_beside_the_champion(reg, canary)
     with httpx.Client(timeout=30) as client:
-        for row in _records(reg.frame, 60):
+        for row in feature_records(reg.frame, 60):
             assert client.post(f"{url}/predict", json=[row]).status_code == 200
     assert _wait(lambda: _counted(reg, 10), 30)
 
     result, run_id = _drift_check(reg)
     assert result["rollout"]["action"] == "promoted" and result["rollout"]["verdict"] == "promote", result["rollout"]
     assert "rollout: promoted" in result["text"]
-    assert reg.champion() == candidate and _served_version(url) == candidate
+    assert reg.champion() == candidate and served_version(url) == candidate
     state = read_state(reg.settings, "churn")
     assert state.version == candidate and state.rollout["status"] == "promoted"
     check = state.rollout["last_check"]
@@ -286,7 +287,7 @@ def test_canary_that_holds_is_promoted_by_the_drift_check_flow(registry, prefect
     assert latest.flow_run_id is None and latest.data.startswith(md.splitlines()[0])
 
     again, _ = _drift_check(reg)  # nothing open any more: the next scheduled run leaves serving alone
-    assert again["rollout"] is None and _served_version(url) == candidate
+    assert again["rollout"] is None and served_version(url) == candidate
 
 
 def test_canary_whose_live_metric_falls_behind_is_rolled_back_by_the_drift_check_flow(registry, prefect_harness):
@@ -297,7 +298,7 @@ def test_canary_whose_live_metric_falls_behind_is_rolled_back_by_the_drift_check
     cand_pid = read_state(reg.settings, "churn").rollout["candidate_pid"]
     feedback = []
     with httpx.Client(timeout=30) as client:
-        for row in _records(reg.frame, 60):
+        for row in feature_records(reg.frame, 60):
             answer = client.post(f"{url}/predict", json=[row]).json()[0]
             right = answer["model_version"] == champion  # labels that make the candidate wrong every time
             feedback.append({"prediction_id": answer["prediction_id"],
@@ -314,7 +315,7 @@ def test_canary_whose_live_metric_falls_behind_is_rolled_back_by_the_drift_check
     assert "metric: live accuracy candidate 0" in state.rollout["reason"]
     assert state.rollout["last_check"]["by"].startswith("drift-check flow run ")
     assert _wait(lambda: not pid_alive(cand_pid, BACKEND_MARKER), 30)
-    assert _served_version(url) == champion
+    assert served_version(url) == champion
     breaches = [r for r in audit.read_history(reg.tracker, "churn") if r.action == audit.CANARY_BREACH]
     assert breaches[0].version == candidate and breaches[0].flow_run_id == run_id and "live accuracy" in breaches[0].why
 

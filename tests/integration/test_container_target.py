@@ -27,8 +27,7 @@ from sluicegate.deploy.local import stop_local
 from sluicegate.deploy.processes import port_is_free, read_state
 from sluicegate.deploy.release import Promotion, release_version
 from sluicegate.errors import DeployError
-from tests.helpers import churn_config, write_project
-from tests.integration.test_serving import FEATURES, Registry, _records, _served_version
+from tests.helpers import FEATURES, Registry, churn_config, feature_records, served_version, write_project
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
@@ -110,7 +109,7 @@ def test_v1_in_a_container_answers_as_offline_and_logs_where_the_host_reads(depl
     published = _podman("port", state.backend_container).stdout
     assert published.strip() == f"3000/tcp -> 127.0.0.1:{state.backend_port}"  # loopback only
 
-    rows = _records(reg.frame, 30)
+    rows = feature_records(reg.frame, 30)
     answers = httpx.post(f"{reg.url}/predict", json=rows, timeout=60).json()
     offline = reg.models[reg.v1].predict(reg.frame[FEATURES].tail(30))
     assert [a["prediction"] for a in answers] == offline.tolist()
@@ -135,7 +134,7 @@ def test_v2_replaces_v1_and_the_old_container_is_gone(deployed):
     result = _release(reg, reg.v2)
     state = read_state(reg.settings, "churn")
     reg.images.add(state.image)
-    assert result.was == reg.v1 and _served_version(reg.url) == reg.v2
+    assert result.was == reg.v1 and served_version(reg.url) == reg.v2
     assert state.front_pid == before.front_pid  # the same front owns the port; only its backend moved
     assert _running(reg) == [state.backend_container] != [before.backend_container]
     assert eng.container_state("podman", before.backend_container) is None  # stopped and removed
@@ -156,7 +155,7 @@ def test_a_v3_whose_server_cannot_start_leaves_v2_serving_and_the_alias_unchange
         _release(reg, reg.v3, settings, Promotion(expected_champion=reg.v2))
     assert reg.champion() == reg.v2
     assert read_state(reg.settings, "churn") == before
-    assert _served_version(reg.url) == reg.v2
+    assert served_version(reg.url) == reg.v2
     assert _running(reg) == [before.backend_container]  # the failed candidate was removed
     assert project_containers(reg.settings, "churn") == [before.backend_container]
 
@@ -167,7 +166,7 @@ def test_rollback_and_stop_through_the_cli(deployed):
     assert main(["rollback", reg.yaml]) == 0
     state = read_state(reg.settings, "churn")
     reg.images.add(state.image)
-    assert reg.champion() == reg.v1 and state.version == reg.v1 and _served_version(reg.url) == reg.v1
+    assert reg.champion() == reg.v1 and state.version == reg.v1 and served_version(reg.url) == reg.v1
     assert state.backend_container and _running(reg) == [state.backend_container]
     assert eng.container_state("podman", before.backend_container) is None
 

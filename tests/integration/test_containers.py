@@ -157,8 +157,18 @@ def test_the_champion_serves_from_a_model_container(stack, tmp_path):
         champion = client.get_model_version_by_alias("breast_cancer", "champion")
         import mlflow.sklearn
 
+        # set_tracking_uri also sets MLFLOW_TRACKING_URI in this process: put both back, or every later
+        # test module in this session talks to the stack's (by then stopped) MLflow server
+        before, before_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(stack["mlflow"])
-        model = mlflow.sklearn.load_model(f"models:/breast_cancer/{champion.version}")
+        try:
+            model = mlflow.sklearn.load_model(f"models:/breast_cancer/{champion.version}")
+        finally:
+            mlflow.set_tracking_uri(before)
+            if before_env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before_env
         frame = load_bundled("sklearn.breast_cancer").drop(columns=["target"]).head(25)
         rows = json.loads(frame.to_json(orient="records"))
         answers = httpx.post(f"http://127.0.0.1:{port}/predict", json=rows, timeout=60).json()

@@ -27,13 +27,12 @@ from typing import Any, Protocol
 
 from sluicegate.errors import RegistryError
 from sluicegate.settings import Settings, redact
-from sluicegate.stores import registry_unreachable, version_verdict
+from sluicegate.stores import AUDIT_SUFFIX, AUDIT_TAG, audit_records_from_tags, registry_unreachable, version_verdict
 
 CHAMPION = "champion"  # the same names as tracking.CHAMPION (importing tracking would import pandas)
 DELETED_STAGE = "Deleted_Internal"  # MLflow marks a deleted version so in model_versions
 WORKSPACE = "default"
 HTTP_TIMEOUT_S = 10.0
-AUDIT_SUFFIX = ".audit"  # tracking.AUDIT_SUFFIX: the experiment `<project>.audit` holds the audit trail
 
 
 class RegistryReader(Protocol):
@@ -167,24 +166,11 @@ class SqliteRegistryReader:
             rows = conn.execute(
                 "SELECT r.artifact_uri, rec.value FROM runs r "
                 "JOIN tags kind ON kind.run_uuid = r.run_uuid AND kind.key = 'sluice.kind' AND kind.value = 'audit' "
-                "LEFT JOIN tags rec ON rec.run_uuid = r.run_uuid AND rec.key = 'sluice.audit.record' "
+                f"LEFT JOIN tags rec ON rec.run_uuid = r.run_uuid AND rec.key = '{AUDIT_TAG}' "
                 "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active' ORDER BY r.start_time DESC"
                 + (" LIMIT ?" if limit else ""), (exp[0], *((int(limit),) if limit else ()))).fetchall()
-        out = []
-        for artifact_uri, blob in rows:
-            try:
-                rec = json.loads(blob)
-            except (TypeError, ValueError):
-                rec = {"details": {"truncated": True}}
-            if (rec.get("details") or {}).get("truncated"):  # shortened for the tag limit: the artifact is whole
-                rec = _local_artifact(artifact_uri or "", "audit_record.json") or rec
-            out.append(rec)
-        return _audit_order(out)
-
-
-def _audit_order(records: list[dict]) -> list[dict]:
-    """Newest first, by the record's own microsecond timestamp (as `Tracker.audit_records`)."""
-    return sorted(records, key=lambda r: str(r.get("when", "")), reverse=True)
+        return audit_records_from_tags([(blob, uri) for uri, blob in rows],
+                                       lambda uri: _local_artifact(uri or "", "audit_record.json"))
 
 
 class HttpRegistryReader:

@@ -4,12 +4,13 @@ git SHA), and the checks that a tracking store answers before MLflow is asked (f
 
 from __future__ import annotations
 
+import json
 import platform
 import sqlite3
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sluicegate.errors import RegistryError
 from sluicegate.procs import process_gone
@@ -187,3 +188,36 @@ def _is_absent(exc: Exception) -> bool:
     text = str(exc)
     return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "alias" in text
                                                  and "not found" in text)
+
+
+# ---------------------------------------------------------------- the audit trail, as both readers store and read it
+AUDIT_SUFFIX = ".audit"  # the experiment `<project>.audit` holds a project's audit trail (project names have no dots)
+AUDIT_TAG = "sluice.audit.record"  # the record as JSON; cut to fit MLflow's tag limit, then marked truncated
+
+
+def audit_tag_value(record: dict[str, Any], limit: int = 7900) -> str:
+    """The record for its tag: whole, or (over MLflow's tag limit) shortened and marked truncated."""
+    blob = json.dumps(record, default=str)
+    if len(blob) > limit:  # the artifact `audit_record.json` keeps the whole record
+        short = {**record, "why": str(record.get("why", ""))[:2000], "details": {"truncated": True}}
+        blob = json.dumps(short, default=str)[:limit]
+    return blob
+
+
+def audit_records_from_tags(rows: list[tuple[str | None, Any]], whole: Callable[[Any], dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Audit records from (tag value, run handle) pairs, newest first by the record's own timestamp.
+
+    A tag value that is missing, not JSON, or marked truncated is replaced by `whole(handle)` (the
+    run's `audit_record.json`); when that cannot be read either, the short record is kept.
+    """
+    out = []
+    for blob, handle in rows:
+        try:
+            rec = json.loads(blob) if blob is not None else {"details": {"truncated": True}}
+        except ValueError:
+            rec = {"details": {"truncated": True}}
+        if (rec.get("details") or {}).get("truncated"):
+            rec = whole(handle) or rec
+        out.append(rec)
+    # runs started in the same millisecond: the record's own microsecond timestamp orders them
+    return sorted(out, key=lambda r: str(r.get("when", "")), reverse=True)

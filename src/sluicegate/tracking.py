@@ -20,9 +20,13 @@ from sluicegate.errors import PromotionConflictError, RegistryError
 from sluicegate.procs import process_gone
 from sluicegate.settings import Settings, make_private, redact
 from sluicegate.stores import (  # noqa: F401 - run_tags, library_versions, pip_requirements, git_sha: public here too
+    AUDIT_SUFFIX,
+    AUDIT_TAG,
     HTTP_DEFAULTS,
     MODEL_PACKAGES,
     _is_absent,
+    audit_records_from_tags,
+    audit_tag_value,
     git_sha,
     library_versions,
     pip_requirements,
@@ -38,7 +42,6 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
-AUDIT_SUFFIX = ".audit"  # the experiment `<project>.audit` holds a project's audit trail (project names have no dots)
 
 
 @contextlib.contextmanager
@@ -312,11 +315,7 @@ class Tracker:
         """
         exp_id = self.experiment_id(f"{project}{AUDIT_SUFFIX}")
         stamp = int(time.time() * 1000)
-        blob = json.dumps(record, default=str)
-        if len(blob) > 7900:  # MLflow's tag limit: the artifact keeps the whole record
-            short = {**record, "why": str(record.get("why", ""))[:2000], "details": {"truncated": True}}
-            blob = json.dumps(short, default=str)[:7900]
-        tags = {"sluice.kind": "audit", "sluice.project": project, "sluice.audit.record": blob,
+        tags = {"sluice.kind": "audit", "sluice.project": project, AUDIT_TAG: audit_tag_value(record),
                 **{f"sluice.audit.{k}": str(record[k])[:4900] for k in
                    ("action", "version", "who", "when", "why", "flow_run_id", "mlflow_run_id") if record.get(k) is not None}}
         name = f"{record.get('action')} v{record.get('version')}" if record.get("version") else str(record.get("action"))
@@ -335,28 +334,20 @@ class Tracker:
             exp = self.client.get_experiment_by_name(f"{project}{AUDIT_SUFFIX}")
             if exp is None:
                 return []
-            out: list[dict[str, Any]] = []
+            rows: list[tuple[str | None, str]] = []
             token = None
-            while limit is None or len(out) < limit:
+            while limit is None or len(rows) < limit:
                 page = self.client.search_runs([exp.experiment_id], filter_string="tags.`sluice.kind` = 'audit'",
                                                order_by=["attributes.start_time DESC"], page_token=token,
-                                               max_results=min(1000, limit - len(out)) if limit else 1000)
-                for run in page:
-                    try:
-                        rec = json.loads(run.data.tags["sluice.audit.record"])
-                    except (KeyError, ValueError):
-                        rec = {"details": {"truncated": True}}
-                    if (rec.get("details") or {}).get("truncated"):  # shortened for the tag limit: the artifact is whole
-                        rec = self._load_run_dict(run.info.run_id, "audit_record.json")
-                    out.append(rec)
+                                               max_results=min(1000, limit - len(rows)) if limit else 1000)
+                rows += [(run.data.tags.get(AUDIT_TAG), run.info.run_id) for run in page]
                 token = page.token
                 if not token:
                     break
+            return audit_records_from_tags(rows, lambda run_id: self._load_run_dict(run_id, "audit_record.json"))
         except Exception as exc:
             raise RegistryError(f"{project}: could not read the audit trail from {redact(self.tracking_uri)}: "
                                 f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-        # runs started in the same millisecond: the record's own microsecond timestamp orders them
-        return sorted(out, key=lambda r: str(r.get("when", "")), reverse=True)
 
     def _load_run_dict(self, run_id: str, path: str) -> dict[str, Any]:
         self._activate()

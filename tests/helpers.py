@@ -97,6 +97,25 @@ def flow_run_artifact(key: str, flow_run_id):
     return found[-1] if found else None
 
 
+def write_log(home: Path, project: str, events: list, schema, labels: list[dict], now: float | None = None):
+    """Record `events` with the real prediction-log writer, register the label schema, and store `labels`
+    (feedback items) with the feedback core; returns the feedback result (nothing stored without labels)."""
+    from sluicegate.serving.feedback import parse_feedback, record_feedback
+    from sluicegate.serving.predlog import PredictionLog, connect_log, log_path, register_label_schema
+
+    plog = PredictionLog(log_path(home, project))
+    plog.record(events)
+    plog.close()
+    conn = connect_log(log_path(home, project))
+    try:
+        register_label_schema(conn, schema)
+        if not labels:
+            return None
+        return record_feedback(conn, parse_feedback(labels), current=schema, **({"now": now} if now is not None else {}))
+    finally:
+        conn.close()
+
+
 def log_labelled_predictions(home: Path, project: str, frame: pd.DataFrame, target: str, *, start: float,
                              step_s: float = 60.0, labelled_at: float | None = None, labels: bool | int = True,
                              version: str = "1", id_column: str | None = "customer_id", prefix: str = "p") -> list[str]:
@@ -106,15 +125,7 @@ def log_labelled_predictions(home: Path, project: str, frame: pd.DataFrame, targ
     True labels every row with its `target` value, an int only the first that many, False none.
     Labels are received at `labelled_at` (default: one hour after the last prediction).
     """
-    from sluicegate.serving.feedback import parse_feedback, record_feedback
-    from sluicegate.serving.predlog import (
-        LabelSchema,
-        PredictionEvent,
-        PredictionLog,
-        connect_log,
-        log_path,
-        register_label_schema,
-    )
+    from sluicegate.serving.predlog import LabelSchema, PredictionEvent
 
     ids, events = [], []
     for i, row in enumerate(frame.to_dict(orient="records")):
@@ -123,20 +134,12 @@ def log_labelled_predictions(home: Path, project: str, frame: pd.DataFrame, targ
         events.append(PredictionEvent(start + i * step_s, project, version, "predict", "model", inputs, 0, None, pid,
                                       "live", str(row[id_column]) if id_column and id_column in row else None))
         ids.append(pid)
-    plog = PredictionLog(log_path(home, project))
-    plog.record(events)
-    plog.close()
-    conn = connect_log(log_path(home, project))
-    try:
-        register_label_schema(conn, LabelSchema("classification", target, (0, 1), id_column, version))
-        n = len(ids) if labels is True else int(labels)
-        if n:
-            body = [{"prediction_id": pid, "label": int(v)} for pid, v in zip(ids[:n], frame[target].iloc[:n])]
-            when = labelled_at if labelled_at is not None else start + len(ids) * step_s + 3600
-            result = record_feedback(conn, parse_feedback(body), now=when)
-            assert result.stored == n, result.summary()
-    finally:
-        conn.close()
+    n = len(ids) if labels is True else int(labels)
+    body = [{"prediction_id": pid, "label": int(v)} for pid, v in zip(ids[:n], frame[target].iloc[:n])]
+    when = labelled_at if labelled_at is not None else start + len(ids) * step_s + 3600
+    result = write_log(home, project, events, LabelSchema("classification", target, (0, 1), id_column, version), body, when)
+    if n:
+        assert result.stored == n, result.summary()
     return ids
 
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import churn_config, churn_frame, env_var, loopback_webhook, write_project
+from tests.helpers import churn_config, churn_frame, env_var, loopback_webhook, write_log, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -80,25 +80,14 @@ def test_too_small_a_window_gives_no_verdict(monitored):
 
 def _write_log(root, frame, wrong_labels: bool):
     """Live /predict and /predict_proba rows, canary rows, and feedback labels, through the real writers."""
-    from sluicegate.serving.feedback import parse_feedback, record_feedback
-    from sluicegate.serving.predlog import (
-        LabelSchema,
-        PredictionEvent,
-        PredictionLog,
-        connect_log,
-        log_path,
-        register_label_schema,
-    )
+    from sluicegate.serving.predlog import LabelSchema, PredictionEvent
     from tasks._common import tracker
 
     champ = tracker().champion("churn")
     model = tracker().load_model(champ.registry_uri)
     X = frame.drop(columns=["churned"])
     pred, proba = model.predict(X), model.predict_proba(X)
-    path = log_path(root / ".sluice", "churn")
-    plog = PredictionLog(path)
     schema = LabelSchema("classification", "churned", (0, 1), "customer_id", champ.version)
-    register_label_schema(plog.connection, schema)
     events, labels, now = [], [], time.time()
     for i, record in enumerate(X.to_dict("records")):
         canary = i % 5 == 4  # every fifth row is canary traffic: never a user
@@ -111,11 +100,7 @@ def _write_log(root, frame, wrong_labels: bool):
             pid, "canary" if canary else "live"))
         truth = int(frame.churned.iloc[i])
         labels.append({"prediction_id": pid, "label": 1 - int(pred[i]) if wrong_labels else truth})
-    plog.record(events)
-    plog.close()
-    conn = connect_log(path)
-    result = record_feedback(conn, parse_feedback(labels), current=schema)
-    conn.close()
+    result = write_log(root / ".sluice", "churn", events, schema, labels)
     assert result.counts["accepted"] == len(labels)
     return sum(1 for i in range(len(X)) if i % 5 != 4)
 

@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.helpers import drift_inputs  # noqa: E402 (the checkout is on the path now)
+
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 ROWS = int(ARGS[0]) if ARGS and ARGS[0].isdigit() else 100_000
 CHECKS = int(sys.argv[sys.argv.index("--checks") + 1]) if "--checks" in sys.argv else 100
@@ -46,13 +48,7 @@ INPUTS = [f"x{i}" for i in range(7)] + ["plan", "region"]
 
 # ---------------------------------------------------------------- part 1: rates
 def inputs(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({f"x{i}": rng.normal(0, 1, n) for i in range(7)})
-    frame["plan"] = rng.choice(["basic", "plus", "pro"], n, p=[0.5, 0.3, 0.2])
-    frame["region"] = rng.choice(["north", "south", "east", "west"], n)
-    logit = 2.0 * frame.x0 + 0.7 * frame.x1 + np.where(frame.plan == "basic", 0.8, -0.8)
-    frame["y"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return frame
+    return drift_inputs(n, seed, plan_effect=0.8)
 
 
 def champion(train: pd.DataFrame, holdout: pd.DataFrame):

@@ -338,3 +338,17 @@ def wait_for_log(ids: set[str], home: Path | None = None, traffic=("live",), tim
         if ids <= set(log["prediction_id"]) or time.monotonic() > deadline:
             return log
         time.sleep(0.2)
+
+
+def drift_inputs(n: int, seed: int, plan_effect: float = 0.5) -> pd.DataFrame:
+    """Seven numeric inputs and two categories; the target `y` depends mostly on x0, then x1 and plan
+    (the drift tests' data, and benchmarks/drift.py's with a stronger plan effect)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({f"x{i}": rng.normal(0, 1, n) for i in range(7)})
+    frame["plan"] = rng.choice(["basic", "plus", "pro"], n, p=[0.5, 0.3, 0.2])
+    frame["region"] = rng.choice(["north", "south", "east", "west"], n)
+    logit = 2.0 * frame.x0 + 0.7 * frame.x1 + np.where(frame.plan == "basic", plan_effect, -plan_effect)
+    frame["y"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return frame

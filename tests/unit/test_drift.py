@@ -19,7 +19,7 @@ from sluicegate.drift import (
     record_drift,
 )
 from sluicegate.notify import send_webhook
-from tests.helpers import churn_frame, loopback_webhook
+from tests.helpers import churn_frame, drift_inputs, loopback_webhook
 
 COLUMNS = ["tenure", "monthly_charges", "plan", "region", "support_calls"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,17 +146,6 @@ def test_nothing_drifted_is_never_drift_whatever_the_settings():
         assert not decide_drift(_cols(set(), IMPORTANCE), spec).drifted
 
 
-def _inputs(n: int, seed: int) -> pd.DataFrame:
-    """Seven numeric inputs and two categories; the target depends mostly on x0."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({f"x{i}": rng.normal(0, 1, n) for i in range(7)})
-    frame["plan"] = rng.choice(["basic", "plus", "pro"], n, p=[0.5, 0.3, 0.2])
-    frame["region"] = rng.choice(["north", "south", "east", "west"], n)
-    logit = 2.0 * frame.x0 + 0.7 * frame.x1 + np.where(frame.plan == "basic", 0.5, -0.5)
-    frame["y"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return frame
-
-
 INPUTS = [f"x{i}" for i in range(7)] + ["plan", "region"]
 
 
@@ -170,7 +159,7 @@ def champion():
 
     from sluicegate.monitoring import champion_importance
 
-    train, holdout = _inputs(1000, 0), _inputs(300, 1)
+    train, holdout = drift_inputs(1000, 0), drift_inputs(300, 1)
     model = make_pipeline(make_column_transformer((OneHotEncoder(), ["plan", "region"]), remainder="passthrough"),
                           LogisticRegression(max_iter=500))
     model.fit(train[INPUTS], train.y)
@@ -186,7 +175,7 @@ def test_permutation_importance_finds_the_input_the_model_relies_on(champion):
 
 def test_a_one_std_shift_in_the_top_feature_alerts_with_the_defaults(champion, tmp_path):
     train, importance = champion
-    current = _inputs(400, 7)
+    current = drift_inputs(400, 7)
     report = check_drift(train, current.assign(x0=current.x0 + 1.0), INPUTS, MonitoringConfig(), tmp_path,
                          importance=importance)
     assert report.drifted and "top_k" in report.rule and report.drifted_columns == ("x0",)
@@ -205,7 +194,7 @@ def test_identical_data_never_alerts_with_importance(champion):
 
 def test_the_fast_path_gives_evidentlys_statistics(champion):
     train, _ = champion
-    current = _inputs(300, 3)
+    current = drift_inputs(300, 3)
     current = current.assign(x1=current.x1 + 0.3, plan=np.where(current.index % 4 == 0, "pro", current.plan))
     report = check_drift(train, current, INPUTS, MonitoringConfig(), None)
     fast = fast_column_drift(train, current, INPUTS, MonitoringConfig())
@@ -229,7 +218,7 @@ def test_false_alarms_on_resamples_of_the_training_data_stay_under_one_in_a_hund
     train, importance = champion
     resamples = [train.sample(300, replace=True, random_state=seed) for seed in range(100)]
     assert _alerts(train, resamples, importance) <= 1
-    fresh = [_inputs(300, 1000 + seed) for seed in range(100)]  # new draws: the reference's own noise counts too
+    fresh = [drift_inputs(300, 1000 + seed) for seed in range(100)]  # new draws: the reference's own noise counts too
     assert _alerts(train, fresh, importance) <= 1
 
 
@@ -237,7 +226,7 @@ def test_a_categorical_shift_in_an_important_input_alerts(champion):
     train, importance = champion
     currents = []
     for seed in range(20):
-        c = _inputs(300, 2000 + seed)
+        c = drift_inputs(300, 2000 + seed)
         move = np.random.default_rng(seed).random(len(c)) < 0.3  # 30% of rows change plan
         currents.append(c.assign(plan=np.where(move, "pro", c.plan)))
     assert _alerts(train, currents, importance) == 20
@@ -245,7 +234,7 @@ def test_a_categorical_shift_in_an_important_input_alerts(champion):
 
 def test_prediction_drift_compares_classes_however_they_are_spelled(champion):
     train, importance = champion
-    current = _inputs(300, 9)
+    current = drift_inputs(300, 9)
     ref_pred = pd.Series(np.random.default_rng(0).choice([0, 1, 2, 3, 4, 5, 6, 7], 300))  # 8 classes: still categories
     same = check_drift(train, current.assign(prediction=ref_pred.astype(float).to_numpy()), INPUTS, MonitoringConfig(),
                        None, importance=importance, reference_predictions=ref_pred)

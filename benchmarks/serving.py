@@ -538,9 +538,9 @@ def shadow_overhead(seconds: float = 4.0, rounds: int = 3, max_requests: int = 5
         routing = {"mode": "shadow", "project": "bench", "share": 1.0, "candidate_port": ports["candidate"],
                    "started_at": time.time()}
         body = json.dumps(rows[:1]).encode()
-        # "routed": the front's request-by-request path with nothing mirrored (share 0), to tell its own
-        # cost from the candidate's (which shares the CPUs with the champion)
-        p50: dict[str, list[float]] = {"direct": [], "routed": [], "shadow": []}
+        # "copied": the front copying and framing each piped request and answer with nothing mirrored
+        # (share 0), to tell its own cost from the candidate's (which shares the CPUs with the champion)
+        p50: dict[str, list[float]] = {"direct": [], "copied": [], "shadow": []}
         for _ in range(rounds):
             for mode in p50:
                 if mode != "direct":
@@ -560,16 +560,16 @@ def shadow_overhead(seconds: float = 4.0, rounds: int = 3, max_requests: int = 5
         for proc in procs:
             _stop(proc)
     direct, shadow = sorted(p50["direct"])[rounds // 2], sorted(p50["shadow"])[rounds // 2]
-    routed = sorted(p50["routed"])[rounds // 2]
+    copied = sorted(p50["copied"])[rounds // 2]
     ratio = shadow / direct
     cand = stats.get("candidate", {})
     print(f"shadow copies answered: {cand.get('requests', 0)} (dropped {cand.get('dropped', 0)}, errors "
           f"{cand.get('errors', 0)}, statuses {cand.get('statuses')}), candidate p50 "
           f"{cand.get('p50_ms') or float('nan'):.2f} ms")
-    print(f"the front's routed path alone (nothing mirrored): median p50 {routed:.2f} ms = {routed / direct:.2f}x direct")
+    print(f"the front's copying alone (nothing mirrored): median p50 {copied:.2f} ms = {copied / direct:.2f}x direct")
     print(f"goal shadow mirroring of 100% adds <= 10% to the champion's p50 at c=1: median p50 direct {direct:.2f} ms,"
           f" shadow {shadow:.2f} ms = {ratio:.2f}x -> {'met' if ratio <= 1.10 else 'NOT met'}")
-    return {"direct_p50_ms": direct, "routed_p50_ms": routed, "shadow_p50_ms": shadow, "ratio": ratio, "rounds": p50}
+    return {"direct_p50_ms": direct, "copied_p50_ms": copied, "shadow_p50_ms": shadow, "ratio": ratio, "rounds": p50}
 
 
 def main(argv: list[str] | None = None) -> int:

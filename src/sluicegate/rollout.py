@@ -372,6 +372,10 @@ def rollout_markdown(project: str, serving: dict[str, Any], comparison: ShadowCo
     if rollout.get("strategy") == "shadow" and comparison is not None:
         agree = "n/a" if comparison.agreement is None else f"{comparison.agreement:.1%}"
         lines += ["", f"**Agreement:** {agree} on {comparison.pairs} paired predictions"]
+    batched = int((stats.get("candidate") or {}).get("batched") or 0)
+    if rollout.get("strategy") == "shadow" and batched:
+        lines += ["", f"The candidate's latency is from the {sides['candidate'].requests - batched} copies sent to it "
+                      f"alone; {batched} more were mirrored in batches (no latency of their own)."]
     lines += ["", "## Decision", ""]
     if check:
         lines.append(f"Last check {check.get('at')} by {check.get('by')}: **{check.get('verdict') or 'no verdict'}**"

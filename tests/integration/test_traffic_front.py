@@ -21,7 +21,8 @@ from sluicegate.deploy.proxy import ROUTING_FILE, STATS_FILE, start_front, write
 class Backend:
     """A stand-in model server: answers POST /predict with one prediction per record; records what it got."""
 
-    def __init__(self, name: str, status: int = 200, gate: threading.Event | None = None):
+    def __init__(self, name: str, status: int = 200, gate: threading.Event | None = None,
+                 refuse_over: int | None = None):
         self.name, self.status, self.gate, self.seen = name, status, gate, []
         outer = self
 
@@ -38,7 +39,11 @@ class Backend:
                            "prediction_id": given[i] if i < len(given) and given[i] else str(uuid.uuid4())}
                           for i in range(len(body))]
                 data = json.dumps(answer).encode()
-                self.send_response(outer.status)
+                if refuse_over is not None and len(body) > refuse_over:
+                    data = b'{"error": "refused"}'
+                    self.send_response(422)
+                else:
+                    self.send_response(outer.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
@@ -89,6 +94,19 @@ def _stats(folder: Path, until, timeout_s: float = 20) -> dict:
         time.sleep(0.1)
 
 
+def _copies_in_order(answers: list, copies: list) -> None:
+    """Every copy is tagged shadow, carries one champion id per record, and the copies together hold
+    every answered record once, with the ids in the order the champion gave them."""
+    assert all(h["x-sluice-traffic"] == "shadow" for h, _ in copies)
+    assert all(len(h["x-sluice-prediction-id"].split(",")) == len(b) for h, b in copies)
+    sent = sorted((ans[0]["prediction_id"], [r["prediction_id"] for r in ans]) for ans in answers)
+    mirrored = [i for h, _ in copies for i in h["x-sluice-prediction-id"].split(",")]
+    assert sorted(mirrored) == sorted(i for _, ids in sent for i in ids)
+    for _, ids in sent:  # a request's records stay together and in order inside whatever copy holds them
+        at = mirrored.index(ids[0])
+        assert mirrored[at:at + len(ids)] == ids
+
+
 def test_shadow_copies_off_the_request_path_with_the_champions_ids(front):
     gate = threading.Event()  # the candidate answers nothing until the clients got every answer
     champ, cand = Backend("1"), Backend("2", gate=gate)
@@ -103,16 +121,38 @@ def test_shadow_copies_off_the_request_path_with_the_champions_ids(front):
         assert all(a[0]["model_version"] == "1" for a in answers)  # only the champion answers
         assert not gate.is_set()
         gate.set()
-        stats = _stats(folder, lambda s: s.get("candidate", {}).get("requests", 0) >= 16)
+        stats = _stats(folder, lambda s: s.get("candidate", {}).get("requests", 0) >= 20)
         assert stats["champion"]["requests"] == 20
-        assert stats["candidate"]["requests"] == 16 and stats["candidate"]["dropped"] == 4  # 16 in flight at most
-        copies = [(h, b) for h, b in cand.seen]
-        assert len(copies) == 16
-        sent = {tuple(a["prediction_id"] for a in ans) for ans in answers}
-        assert all(h["x-sluice-traffic"] == "shadow" for h, _ in copies)
-        assert {tuple(h["x-sluice-prediction-id"].split(",")) for h, _ in copies} <= sent
-        assert all(len(b) == 2 for _, b in copies)
+        # the first copy went alone (its latency counts); the candidate was busy with it, so the other
+        # 19 were merged into batches: nothing dropped
+        cand_stats = stats["candidate"]
+        assert (cand_stats["requests"], cand_stats["batched"], cand_stats["dropped"], cand_stats["errors"]) \
+            == (20, 19, 0, 0)
+        assert len(cand.seen) < 20 and sum(len(b) for _, b in cand.seen) == 40
+        _copies_in_order(answers, cand.seen)
+        assert cand.seen[0][1] == [{"x": 0}, {"x": 1}]
         assert all("x-sluice-traffic" not in h for h, _ in champ.seen)
+    finally:
+        gate.set()
+        champ.close()
+        cand.close()
+
+
+def test_a_refused_shadow_batch_is_sent_again_copy_by_copy(front):
+    """One bad copy must not sink the others merged with it: a batch answered 4xx goes again one by one."""
+    gate = threading.Event()
+    champ = Backend("1")
+    cand = Backend("2", gate=gate, refuse_over=2)  # 422 for any body of more than 2 records: every batch
+    try:
+        url, folder = front({"mode": "shadow", "share": 1.0, "candidate_port": cand.port}, champ)
+        with httpx.Client(timeout=10) as client:
+            answers = [client.post(f"{url}/predict", json=[{"x": i}, {"x": -i}]).json() for i in range(8)]
+        gate.set()
+        stats = _stats(folder, lambda s: s.get("candidate", {}).get("requests", 0) >= 8)
+        assert (stats["candidate"]["requests"], stats["candidate"]["errors"]) == (8, 0)
+        accepted = [(h, b) for h, b in cand.seen if len(b) <= 2]
+        assert len(accepted) == 8
+        _copies_in_order(answers, accepted)
     finally:
         gate.set()
         champ.close()

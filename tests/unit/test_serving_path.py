@@ -100,3 +100,13 @@ def test_answers_written_with_orjson_read_as_the_pydantic_models_wrote_them():
     # values pydantic would convert are left to pydantic
     assert service.answer_json([{"prediction": np.float32(0.5), "model_version": "3"}], service.Prediction) is None
     assert service.answer_json([{"probabilities": {"0": 0, "1": 1}, "model_version": "3"}], service.Probabilities) is None
+
+
+def test_auto_workers_is_one_per_usable_cpu_up_to_four(monkeypatch):
+    from sluicegate.serving.service import MAX_AUTO_WORKERS, server_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(2)))
+    assert server_workers("auto") == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)))
+    assert server_workers("auto") == MAX_AUTO_WORKERS == 4
+    assert server_workers(3) == 3 and server_workers(None) == 4

@@ -337,7 +337,16 @@ class PackagingConfig(StrictModel):
 
     max_batch_size: int = Field(default=100, ge=1, le=100_000)
     max_latency_ms: int = Field(default=1000, ge=50, description="generous: tight values shed load with 503")
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int | Literal["auto"] = Field(
+        default="auto", description="model server processes: auto is one per CPU the server may use, at most "
+        "4 (an ONNX or scikit-learn model answers on one core per process); each loads the model")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers_range(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64):
+            return value
+        raise ValueError(f"workers must be auto or a number from 1 to 64 (got {value!r})")
     timeout_s: float = Field(default=30, gt=0)
     request_max_bytes: int = Field(default=1_000_000, ge=1024)
     auth_token: SecretRef | None = Field(default=None, description="bearer token, as {env: VAR}")

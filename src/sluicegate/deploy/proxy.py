@@ -16,8 +16,10 @@ sends its next request on an idle connection just as it is closed gets no answer
 request taken).
 
 Shadow and canary rollouts. While ROUTING_FILE (`routing.json`, beside BACKEND_FILE, written by
-`sluicegate.deploy.traffic`) names a `shadow` or `canary` rollout, new connections are handled
-request by request (HTTP/1.1, keep-alive, Content-Length or chunked bodies) instead of piped:
+`sluicegate.deploy.traffic`) names a `canary` rollout, new connections are handled request by
+request (HTTP/1.1, keep-alive, Content-Length or chunked bodies) instead of piped; during a
+`shadow` rollout they are still piped, and a copy of their bytes is framed into requests and
+answers only after each was passed on (`_Tee`):
 
 - canary: each live scoring request (POST /predict or /predict_proba without another traffic
   tag) goes to the candidate with probability `share` (sticky per `X-Sluice-Client` header when
@@ -28,7 +30,12 @@ request by request (HTTP/1.1, keep-alive, Content-Length or chunked bodies) inst
 - shadow: the champion answers; then, off the request path, a copy of `share` of the live
   scoring requests goes to the candidate with `X-Sluice-Traffic: shadow` and the champion's
   prediction ids (`X-Sluice-Prediction-Id`), so both rows of the prediction log share an id.
-  At most MAX_SHADOW_INFLIGHT copies are in flight; beyond that copies are dropped (counted).
+  While the candidate is idle a copy goes alone (at most every SHADOW_SINGLE_EVERY_S: these give
+  the candidate's latency); the others are merged into one request of up to SHADOW_BATCH_RECORDS
+  records (ids in the same order), sent SHADOW_LINGER_S after its first copy or when full, so a
+  candidate on the same CPUs scores a busy champion's traffic for a fraction of its cost. A batch
+  the candidate refuses (4xx) is sent again copy by copy. At most MAX_SHADOW_INFLIGHT exchanges
+  are in flight and SHADOW_MAX_PENDING records wait; beyond that copies are dropped (counted).
 
 Per side it counts requests, errors (no answer, 5xx, or an answer holding an `error` or a
 `fallback` record) and latency, writes them to STATS_FILE every second, and for a canary
@@ -51,6 +58,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +74,13 @@ SCORING_PATHS = (b"/predict", b"/predict_proba")
 PREDICTION_ID_HEADER = b"x-sluice-prediction-id"
 TRAFFIC_HEADER = b"x-sluice-traffic"
 CLIENT_HEADER = b"x-sluice-client"
-MAX_SHADOW_INFLIGHT = 16
+MAX_SHADOW_INFLIGHT = 16  # shadow exchanges in flight at once (a single copy or a batch each)
+SHADOW_BATCH_RECORDS = 100  # records per mirrored batch at most
+SHADOW_BATCH_BYTES = 256 * 1024  # and bytes
+SHADOW_LINGER_S = 0.05  # a batch leaves this long after its first copy, or sooner when full
+SHADOW_MAX_PENDING = 5_000  # records waiting for a batch; beyond, copies are dropped (counted)
+SHADOW_SINGLE_EVERY_S = 0.1  # a copy goes alone (its latency comparable to the champion's) this often
+TEE_MAX_BYTES = 2 ** 21  # a request or answer larger than this is not mirrored (the connection stops teeing)
 SHADOW_TIMEOUT_S = 30.0
 UPSTREAM_TIMEOUT_S = 300.0
 LATENCY_SAMPLES = 10_000
@@ -112,7 +126,7 @@ class _Meter:
     """One side's counters since the rollout began: requests, errors, recent latencies."""
 
     def __init__(self) -> None:
-        self.requests = self.errors = self.failed = self.dropped = 0
+        self.requests = self.errors = self.failed = self.dropped = self.batched = 0
         self.latencies: list[float] = []
         self.statuses: dict[str, int] = {}
 
@@ -128,9 +142,20 @@ class _Meter:
             if len(self.latencies) > 2 * LATENCY_SAMPLES:
                 del self.latencies[:LATENCY_SAMPLES]
 
+    def add_batch(self, n: int, errors: int, status: int | None) -> None:
+        """`n` requests answered together (a shadow batch): counted, without a latency of their own."""
+        self.requests += n
+        self.batched += n
+        self.errors += min(n, errors)
+        key = str(status) if status is not None else "no answer"
+        self.statuses[key] = self.statuses.get(key, 0) + n
+        if status is None:
+            self.failed += n
+
     def snapshot(self) -> dict[str, Any]:
         recent = self.latencies[-LATENCY_SAMPLES:]
         return {"requests": self.requests, "errors": self.errors, "no_answer": self.failed, "dropped": self.dropped,
+                "batched": self.batched,
                 "statuses": dict(self.statuses),
                 "p50_ms": percentile(recent, 50), "p95_ms": percentile(recent, 95)}
 
@@ -174,6 +199,247 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[bytes, bytes], 
     if response:
         return await reader.read(), True
     return b"", False
+
+
+def _dechunk(buf: bytearray, pos: int) -> tuple[int, bytes] | None:
+    """(end, decoded body) of a chunked body starting at `pos`, or None while it is incomplete."""
+    parts = []
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        size = int(bytes(buf[pos:eol]).split(b";")[0].strip() or b"0", 16)
+        pos = eol + 2
+        if size == 0:
+            while True:  # trailers, then the empty line
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    return None
+                if eol == pos:
+                    return pos + 2, b"".join(parts)
+                pos = eol + 2
+        if len(buf) < pos + size + 2:
+            return None
+        parts.append(bytes(buf[pos:pos + size]))
+        pos += size + 2
+
+
+def _frame(buf: bytearray, response: bool, head_request: bool = False) -> tuple[bytes, dict, bytes] | None | bool:
+    """Take one whole request or answer off the front of `buf`: (head, headers, decoded body);
+    None while it is incomplete; False when it cannot be framed (a body that runs to the close)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end + 4])
+    headers = _headers(head)
+    start = end + 4
+    no_body = False
+    if response:
+        status = int(head.split(b" ", 2)[1])
+        no_body = head_request or status in (204, 304) or 100 <= status < 200
+    if no_body:
+        stop, body = start, b""
+    elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        got = _dechunk(buf, start)
+        if got is None:
+            return None
+        stop, body = got
+    elif b"content-length" in headers:
+        stop = start + int(headers[b"content-length"])
+        if len(buf) < stop:
+            return None
+        body = bytes(buf[start:stop])
+    elif response:
+        return False
+    else:
+        stop, body = start, b""
+    del buf[:stop]
+    return head, headers, body
+
+
+class _Tee:
+    """A shadow rollout's copy of one piped connection: its bytes, framed into requests and answers
+    only after they were passed on (the request is already on its way to the champion, the answer
+    already written to the client), paired in order and handed to `Front.observed`. A connection
+    whose bytes cannot be framed stops being copied; it is still piped as before."""
+
+    def __init__(self, front: "Front"):
+        self.front = front
+        self.req = bytearray()
+        self.resp = bytearray()
+        self.waiting: deque = deque()  # (method, path, headers, head, body, started) not answered yet
+        self.started: float | None = None  # when the first bytes of the request being read came
+        self.off = False
+
+    def client_bytes(self, data: bytes, now: float) -> None:
+        if self.off:
+            return
+        if not self.req:
+            self.started = now
+        self.req += data
+        try:
+            while self.req:
+                got = _frame(self.req, False)
+                if not got:
+                    break
+                head, headers, body = got  # type: ignore[misc]
+                method, target = head.split(b" ", 2)[:2]
+                self.waiting.append((method, target.split(b"?")[0], headers, head, body, self.started))
+                self.started = now  # the bytes left over came with this chunk
+        except (ValueError, IndexError):
+            self.stop()
+            return
+        if len(self.req) > TEE_MAX_BYTES or len(self.waiting) > 64:
+            self.stop()
+
+    def backend_bytes(self, data: bytes, now: float) -> None:
+        if self.off:
+            return
+        self.resp += data
+        try:
+            while self.resp:
+                got = _frame(self.resp, True, bool(self.waiting) and self.waiting[0][0] == b"HEAD")
+                if got is None:
+                    break
+                if got is False:
+                    self.stop()
+                    return
+                head, _, body = got  # type: ignore[misc]
+                status = int(head.split(b" ", 2)[1])
+                if 100 <= status < 200:
+                    continue
+                if not self.waiting:  # an answer to nothing we saw: stop guessing
+                    self.stop()
+                    return
+                self.front.observed(self.waiting.popleft(), status, body, now)
+        except (ValueError, IndexError):
+            self.stop()
+            return
+        if len(self.resp) > TEE_MAX_BYTES:
+            self.stop()
+
+    def stop(self) -> None:
+        self.off = True
+        self.req.clear()
+        self.resp.clear()
+        self.waiting.clear()
+
+
+class _Batch:
+    """Shadow copies waiting to go to the candidate as one request."""
+
+    def __init__(self, head: bytes):
+        self.head = head
+        self.parts: list[tuple[bytes, list[bytes], int]] = []  # (records without brackets, ids, records)
+        self.records = self.bytes = 0
+
+    def add(self, inner: bytes, ids: list[bytes], n: int) -> None:
+        self.parts.append((inner, ids, n))
+        self.records += n
+        self.bytes += len(inner) + 1
+
+    def full(self) -> bool:
+        return self.records >= SHADOW_BATCH_RECORDS or self.bytes >= SHADOW_BATCH_BYTES
+
+
+class _Shadow:
+    """Sends shadow copies to the candidate: alone while it is idle, else merged in batches (see the
+    module docstring), never on a request's path, never failing anything but themselves."""
+
+    def __init__(self, front: "Front", port: int):
+        self.front, self.port = front, port
+        self.pool = _Upstream(port)
+        self.inflight = 0
+        self.batches: dict[tuple, _Batch] = {}
+        self.pending = 0  # records in batches not sent yet
+        self.last_single = 0.0
+
+    def meter(self) -> _Meter:
+        return self.front.meters.setdefault("candidate", _Meter())
+
+    def drop(self) -> None:
+        self.meter().dropped += 1
+        self.front.dirty = True
+
+    def add(self, path: bytes, head: bytes, headers: dict[bytes, bytes], body: bytes, answer: bytes) -> None:
+        ids = _PREDICTION_ID.findall(answer)
+        now = time.monotonic()
+        if self.inflight == 0 and not self.batches and now - self.last_single >= SHADOW_SINGLE_EVERY_S:
+            self.last_single = now
+            self.send(head, body, ids, [], timed=True)
+            return
+        try:
+            records = json.loads(body)
+        except ValueError:
+            records = None
+        n = len(records) if isinstance(records, list) else 0
+        if n == 0 or (ids and len(ids) != n) or len(body) >= SHADOW_BATCH_BYTES:  # cannot be merged
+            if self.inflight >= MAX_SHADOW_INFLIGHT:
+                self.drop()
+            else:
+                self.send(head, body, ids, [], timed=True)
+            return
+        key = (path, headers.get(b"authorization"), bool(ids))
+        batch = self.batches.get(key)
+        if self.pending + n > SHADOW_MAX_PENDING or (batch is not None and batch.full()):
+            self.drop()  # the candidate is this far behind
+            return
+        if batch is None:
+            batch = self.batches[key] = _Batch(head)
+            asyncio.get_running_loop().call_later(SHADOW_LINGER_S, self.flush, key, batch)
+        inner = body.strip()[1:-1].strip()
+        batch.add(inner, ids, n)
+        self.pending += n
+        if batch.full():
+            self.flush(key, batch)
+
+    def flush(self, key: tuple, batch: _Batch) -> None:
+        if self.batches.get(key) is not batch:
+            return  # sent already (it filled up before its timer)
+        if self.inflight >= MAX_SHADOW_INFLIGHT:
+            asyncio.get_running_loop().call_later(SHADOW_LINGER_S, self.flush, key, batch)
+            return
+        del self.batches[key]
+        self.pending -= batch.records
+        body = b"[" + b",".join(inner for inner, _, _ in batch.parts) + b"]"
+        ids = [i for _, part_ids, _ in batch.parts for i in part_ids]
+        self.send(batch.head, body, ids, batch.parts, timed=False)
+
+    def send(self, head: bytes, body: bytes, ids: list[bytes], parts: list, timed: bool) -> None:
+        self.inflight += 1
+        asyncio.ensure_future(self.exchange(head, body, ids, parts, timed))
+
+    async def _exchange(self, head: bytes, body: bytes, ids: list[bytes]) -> tuple[int, bytes, bytes] | None:
+        add = [(b"X-Sluice-Traffic", b"shadow"), (b"content-length", b"%d" % len(body))]
+        if ids:
+            add.append((b"X-Sluice-Prediction-Id", b",".join(ids)))
+        copy = _rewrite(head, (TRAFFIC_HEADER, PREDICTION_ID_HEADER, b"connection", b"content-length",
+                               b"transfer-encoding", b"expect"), add)
+        return await self.pool.exchange(copy, body, SHADOW_TIMEOUT_S)
+
+    def _count_batch(self, n: int, got: tuple[int, bytes, bytes] | None) -> None:
+        if got is None:
+            self.meter().add_batch(n, n, None)
+        else:
+            self.meter().add_batch(n, n if got[0] >= 500 else len(_RECORD_FAILED.findall(got[2])), got[0])
+        self.front.dirty = True
+
+    async def exchange(self, head: bytes, body: bytes, ids: list[bytes], parts: list, timed: bool) -> None:
+        try:
+            start = time.perf_counter()
+            got = await self._exchange(head, body, ids)
+            if timed:
+                self.front._count("candidate", got, (time.perf_counter() - start) * 1000)
+            elif got is not None and 400 <= got[0] < 500 and len(parts) > 1:
+                # one copy the candidate refused sinks its batch: send them again one by one
+                for inner, part_ids, _ in parts:
+                    self._count_batch(1, await self._exchange(head, b"[" + inner + b"]", part_ids))
+            else:
+                self._count_batch(len(parts), got)
+        except Exception:  # a shadow never fails anything but itself
+            self.front._count("candidate", None, 0.0)
+        finally:
+            self.inflight -= 1
 
 
 class _Upstream:
@@ -239,6 +505,8 @@ class _Client(asyncio.Protocol):
         self.peer: asyncio.Transport | None = None  # the backend connection, once open
         self.piping = False  # the first line said: pipe to the backend
         self.conn: _Conn | None = None
+        self.tee: _Tee | None = None  # a shadow rollout: a copy of the bytes, framed after they passed
+        self.first_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -249,9 +517,14 @@ class _Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         if self.peer is not None:
-            conn.awaiting, conn.last_from, conn.last_at = True, "client", time.monotonic()  # type: ignore[union-attr]
+            now = time.monotonic()
+            conn.awaiting, conn.last_from, conn.last_at = True, "client", now  # type: ignore[union-attr]
             self.peer.write(data)
+            if self.tee is not None:
+                self.tee.client_bytes(data, now)
             return
+        if not self.buf:
+            self.first_at = time.monotonic()
         self.buf += data
         if self.piping:  # the backend connection is being opened (reading is paused meanwhile)
             return
@@ -268,7 +541,10 @@ class _Client(asyncio.Protocol):
             transport.write(front.identity())  # type: ignore[union-attr]
             transport.close()  # type: ignore[union-attr]
             return
-        if front.routing() is not None:  # request by request, on streams
+        routing = front.routing()
+        if routing is not None and routing["mode"] == "shadow":
+            self.tee = _Tee(front)  # piped, and copied
+        elif routing is not None:  # a canary: request by request, on streams
             loop = asyncio.get_running_loop()
             reader = asyncio.StreamReader(limit=2 ** 20, loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
@@ -300,6 +576,8 @@ class _Client(asyncio.Protocol):
         self.conn.upstream = peer  # type: ignore[union-attr,assignment]
         self.conn.awaiting = True  # type: ignore[union-attr]
         peer.write(bytes(self.buf))
+        if self.tee is not None:
+            self.tee.client_bytes(bytes(self.buf), self.first_at)
         self.buf.clear()
         self.transport.resume_reading()  # type: ignore[union-attr]
 
@@ -340,8 +618,11 @@ class _Backend(asyncio.Protocol):
             conn.awaiting = False  # type: ignore[union-attr]
             if self.client.front.draining:
                 data = _close_after(data)
-        conn.last_from, conn.last_at = "backend", time.monotonic()  # type: ignore[union-attr]
+        now = time.monotonic()
+        conn.last_from, conn.last_at = "backend", now  # type: ignore[union-attr]
         self.client.transport.write(data)  # type: ignore[union-attr]
+        if self.client.tee is not None:
+            self.client.tee.backend_bytes(data, now)
 
     def eof_received(self) -> bool:
         return False  # closes this side; connection_lost closes the client's after its buffer is sent
@@ -379,8 +660,7 @@ class Front:
         self.route: dict[str, Any] = {"mtime": None, "routing": None}
         self.meters: dict[str, _Meter] = {}
         self.started_at: float | None = None
-        self.shadow_inflight = 0
-        self.shadow_pool: _Upstream | None = None
+        self.shadow: _Shadow | None = None
         self.breach: dict[str, Any] | None = None
         self.last_check = 0.0
         self.dirty = False
@@ -403,7 +683,7 @@ class Front:
                 self.started_at = found.get("started_at")
                 self.meters = {"champion": _Meter(), "candidate": _Meter()}
                 self.breach = found.get("breach")
-                self.shadow_pool = None
+                self.shadow = None
         routing = self.route["routing"]
         return routing if routing and routing.get("mode") in ("shadow", "canary") else None
 
@@ -533,27 +813,25 @@ class Front:
 
     def _mirror(self, port: int, head: bytes, body: bytes, answer: bytes) -> None:
         """Send the candidate a copy of a request the champion answered (`answer`), without waiting for it."""
-        if self.shadow_inflight >= MAX_SHADOW_INFLIGHT:
-            self.meters.setdefault("candidate", _Meter()).dropped += 1
-            self.dirty = True
-            return
-        ids = b",".join(_PREDICTION_ID.findall(answer))
-        add = [(b"X-Sluice-Traffic", b"shadow")] + ([(b"X-Sluice-Prediction-Id", ids)] if ids else [])
-        copy = _rewrite(head, (TRAFFIC_HEADER, PREDICTION_ID_HEADER, b"connection"), add)
-        if self.shadow_pool is None or self.shadow_pool.port != port:
-            self.shadow_pool = _Upstream(port)
-        self.shadow_inflight += 1
-        asyncio.ensure_future(self._shadow(self.shadow_pool, copy, body))
+        if self.shadow is None or self.shadow.port != port:
+            self.shadow = _Shadow(self, port)
+        path = head.split(b" ", 2)[1].split(b"?")[0]
+        self.shadow.add(path, head, _headers(head), body, answer)
 
-    async def _shadow(self, pool: _Upstream, head: bytes, body: bytes) -> None:
-        try:
-            start = time.perf_counter()
-            got = await pool.exchange(head, body, SHADOW_TIMEOUT_S)
-            self._count("candidate", got, (time.perf_counter() - start) * 1000)
-        except Exception:  # a shadow never fails anything but itself
-            self._count("candidate", None, 0.0)
-        finally:
-            self.shadow_inflight -= 1
+    def observed(self, request: tuple, status: int, answer: bytes, now: float) -> None:
+        """A piped request and its answer, framed by a `_Tee` after both passed: the champion's counters,
+        and the shadow copy."""
+        method, path, headers, head, body, started = request
+        if method != b"POST" or path not in SCORING_PATHS \
+                or headers.get(TRAFFIC_HEADER, b"live").strip().lower() not in (b"", b"live"):
+            return
+        routing = self.routing()
+        if routing is None or routing.get("mode") != "shadow":
+            return
+        self._count("champion", (status, b"", answer), (now - started) * 1000)
+        share = 0.0 if self.breach else float(routing.get("share", 0.0))
+        if status == 200 and share > 0 and (share >= 1 or random.random() < share):
+            self._mirror(int(routing["candidate_port"]), head, body, answer)
 
     async def supervise(self) -> None:
         """Every second: write the counters; for a canary, roll back at once on a breach."""
@@ -579,7 +857,8 @@ class Front:
                 "share": 0.0 if self.breach else routing.get("share"), "breach": self.breach,
                 "champion_version": routing.get("champion_version"),
                 "candidate_version": routing.get("candidate_version"),
-                "shadow_inflight": self.shadow_inflight,
+                "shadow_inflight": self.shadow.inflight if self.shadow is not None else 0,
+                "shadow_pending": self.shadow.pending if self.shadow is not None else 0,
                 **{side: m.snapshot() for side, m in self.meters.items()}}
 
     def write_stats(self, routing: dict[str, Any], now: float) -> None:

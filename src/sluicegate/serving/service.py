@@ -68,6 +68,21 @@ GIVEN_IDS: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("slui
 VALIDATED: contextvars.ContextVar[Any] = contextvars.ContextVar("sluice_validated", default=None)
 
 
+MAX_AUTO_WORKERS = 4
+
+
+def server_workers(setting: Any) -> int:
+    """`packaging.workers` as a process count: `auto` is one per CPU this process may run on, at most
+    MAX_AUTO_WORKERS (decided where the server starts, so a Bento built on a laptop fits the host it runs on)."""
+    if setting in (None, "auto"):
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return max(1, min(cpus, MAX_AUTO_WORKERS))
+    return int(setting)
+
+
 def load_service_config() -> Optional[dict]:
     """The builder's JSON config: `$SLUICE_SERVICE_CONFIG`, or sluice_service.json beside this file."""
     path = Path(os.environ.get(CONFIG_ENV) or Path(__file__).with_name(CONFIG_FILE))
@@ -452,7 +467,7 @@ if CONFIG is not None:
 
     @bentoml.service(
         name=CONFIG["service_name"],
-        workers=PACK["workers"],
+        workers=server_workers(PACK.get("workers", 1)),
         traffic={"timeout": PACK["timeout_s"]},
         http={"host": CONFIG.get("host", "127.0.0.1"), "port": int(CONFIG.get("port", 3000))},
         labels={"project": CONFIG["project"], "model_version": VERSION},

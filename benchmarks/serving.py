@@ -5,6 +5,9 @@ Servers, each one process (plus BentoML's own) on loopback, all scoring the same
 - echo          a raw asyncio HTTP/1.1 server answering a fixed body, no JSON parsing: the floor
 - fastapi-onnx  minimal FastAPI + uvicorn (httptools, uvloop when installed): the same generated pydantic
                 record model as the Bento, then `OnnxPredictor.predict(records)`; no prediction log
+- fastapi-onnx-workers  the same app in as many uvicorn processes as the model server has workers
+                (`packaging.workers: auto`), sharing the port (SO_REUSEPORT): where the model server's
+                edge comes from its worker count, this baseline has it too
 - fastapi-native  the same with `records_frame` + the pickled pipeline
 - bento-onnx / bento-native   `bentoml serve` of the packaged Bento (packaging.runtime onnx / native),
                 prediction log on; bento-onnx-nolog: the same without the prediction log (what the log costs)
@@ -80,8 +83,8 @@ def _use_ports(spec: str) -> None:
 
 NUMERIC = tuple(f"x{i}" for i in range(16))
 CATEGORICAL = ("plan", "region", "channel")
-SERVERS = ("echo", "fastapi-onnx", "fastapi-native", "bento-onnx", "bento-onnx-nolog", "bento-native", "front-onnx",
-           "front-native")
+SERVERS = ("echo", "fastapi-onnx", "fastapi-onnx-workers", "fastapi-native", "bento-onnx", "bento-onnx-nolog",
+           "bento-native", "front-onnx", "front-native")
 SCENARIOS = ((1, 1), (1, 100), (32, 1), (32, 100))  # (concurrency, records per request)
 PROJECT = "bench"
 GOAL_P50_MS = 2.0
@@ -101,7 +104,7 @@ def _load(workdir: Path):
     return model, schema, OnnxPredictor(OnnxExport.load(workdir / "onnx"), threads=1)
 
 
-def run_fastapi(workdir: Path, port: int, runtime: str) -> None:
+def run_fastapi(workdir: Path, port: int, runtime: str, reuse_port: bool = False) -> None:
     import uvicorn
     from fastapi import FastAPI
 
@@ -123,8 +126,15 @@ def run_fastapi(workdir: Path, port: int, runtime: str) -> None:
     # real annotations (this module has postponed ones): FastAPI reads the body type from them
     predict.__annotations__ = {"records": list[Record], "return": list[dict]}
     app.post("/predict")(predict)
-    uvicorn.run(app, host="127.0.0.1", port=port, http="httptools", loop=_uvicorn_loop(), log_level="warning",
-                access_log=False)
+    if not reuse_port:
+        uvicorn.run(app, host="127.0.0.1", port=port, http="httptools", loop=_uvicorn_loop(), log_level="warning",
+                    access_log=False)
+        return
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # one of several processes on one port
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(app, http="httptools", loop=_uvicorn_loop(), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _uvicorn_loop() -> str:
@@ -350,6 +360,7 @@ class Served:
         self.settings = prep["homes"][name]
         self.baseline: subprocess.Popen | None = None  # --front-baseline: the other checkout's front
         self.baseline_port: int | None = None
+        self.extra: list[subprocess.Popen] = []  # fastapi-*-workers: its processes
 
     def __enter__(self) -> "Served":
         from sluicegate.deploy.processes import serve_env
@@ -360,6 +371,15 @@ class Served:
         if kind == "echo":
             self.proc = _start([sys.executable, me, "--role", "echo", "--port", str(self.port)], log=log)
             _wait(self.port, None)
+        elif kind == "fastapi" and runtime.endswith("-workers"):
+            from sluicegate.serving.service import server_workers
+
+            cmd = [sys.executable, me, "--role", "fastapi", "--runtime", runtime.split("-")[0], "--workdir",
+                   str(self.workdir), "--port", str(self.port), "--reuse-port"]
+            self.extra = [_start(cmd, log=log) for _ in range(server_workers("auto"))]
+            time.sleep(0.5)
+            _wait(self.port, None)
+            time.sleep(5)  # each process binds on its own: give the slower ones time to join
         elif kind == "fastapi":
             self.proc = _start([sys.executable, me, "--role", "fastapi", "--runtime", runtime, "--workdir",
                                 str(self.workdir), "--port", str(self.port)], log=log)
@@ -414,6 +434,8 @@ class Served:
         return out
 
     def __exit__(self, *exc) -> None:
+        for proc in self.extra:
+            _stop(proc)
         if self.baseline is not None:
             _stop(self.baseline)
         if self.proc is not None:
@@ -583,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", choices=["onnx", "native"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shadow-overhead", action="store_true",
                         help="only measure shadow mirroring through the front (see shadow_overhead)")
     parser.add_argument("--no-shadow", action="store_true", help="skip the shadow mirroring comparison")
@@ -597,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         shadow_overhead(args.seconds, model_kind=args.model)
         return 0
     if args.role == "fastapi":
-        run_fastapi(args.workdir, args.port, args.runtime)
+        run_fastapi(args.workdir, args.port, args.runtime, args.reuse_port)
         return 0
     if args.role == "echo":
         run_echo(args.port)
@@ -638,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
                 answered, logged = logs[name]
                 print(f"{name:15s} prediction log: {logged} of {answered} answered live records", flush=True)
     print(f"\nbaseline: FastAPI {__import__('fastapi').__version__} + uvicorn {__import__('uvicorn').__version__} "
-          f"(http=httptools, loop={_uvicorn_loop()}), 1 worker; floor: asyncio HTTP/1.1 echo server")
+          f"(http=httptools, loop={_uvicorn_loop()}), 1 worker (fastapi-*-workers: {_auto_workers()}); "
+          f"floor: asyncio HTTP/1.1 echo server; model server workers (packaging.workers auto): {_auto_workers()}")
     print(f"load average now {os.getloadavg()} on {os.cpu_count()} cores")
     report_goals(results, logs)
     if args.front_baseline:
@@ -659,6 +683,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _auto_workers() -> int:
+    from sluicegate.serving.service import server_workers
+
+    return server_workers("auto")
+
+
 def report_goals(results: dict, logs: dict) -> None:
     def get(name, conc, batch):
         return results.get((name, conc, batch))
@@ -671,6 +701,11 @@ def report_goals(results: dict, logs: dict) -> None:
                 if mine and theirs:
                     print(f"  {name:13s} / fastapi-{runtime:6s} c={conc:<3d} rows={batch:<4d} "
                           f"p50 {mine['p50_ms'] / theirs['p50_ms']:.2f}x  throughput {mine['rps'] / theirs['rps']:.2f}x")
+    for conc, batch in SCENARIOS:
+        mine, theirs = get("front-onnx", conc, batch), get("fastapi-onnx-workers", conc, batch)
+        if mine and theirs:
+            print(f"  front-onnx    / fastapi-onnx-workers (same process count) c={conc:<3d} rows={batch:<4d} "
+                  f"p50 {mine['p50_ms'] / theirs['p50_ms']:.2f}x  throughput {mine['rps'] / theirs['rps']:.2f}x")
     front = get("front-onnx", 1, 1)
     if front:
         print(f"goal one-row p50 through the front <= {GOAL_P50_MS} ms: {front['p50_ms']:.2f} ms -> "

@@ -2,8 +2,10 @@
 
 v1 is deployed into a container built on the lock image and answers as offline, logging its
 predictions where the host reads them; v2 replaces it (switch, the v1 container gone); a v3
-whose image cannot start its server leaves v2 serving and the champion alias unchanged;
-`sluice rollback` brings v1 back in a container; `sluice stop` leaves no container. Needs podman
+whose image cannot start its server leaves v2 serving and the champion alias unchanged; a good v3
+goes through a shadow rollout in its own container (copies logged under the champion's ids),
+then is promoted into the backend's place; `sluice rollback` brings v2 back in a container;
+`sluice stop` leaves no container. Needs podman
 and the lock image of infra/podman/setup.sh (.ci/run runs it); elsewhere it skips with one line.
 """
 
@@ -160,13 +162,54 @@ def test_a_v3_whose_server_cannot_start_leaves_v2_serving_and_the_alias_unchange
     assert project_containers(reg.settings, "churn") == [before.backend_container]
 
 
+def test_a_shadow_rollout_runs_the_candidate_in_its_own_container_then_promotes_it(deployed):
+    from sluicegate.deploy.traffic import promote_rollout
+    from sluicegate.serving.predlog import read_prediction_log
+
+    reg = deployed
+    before = read_state(reg.settings, "churn")
+    spec = reg.spec.model_copy(update={"strategy": "shadow"})
+    result = release_version(reg.tracker, "churn", reg.v3, PackagingConfig(), spec, "classification", reg.settings,
+                             promotion=Promotion(expected_champion=reg.v2))
+    state = read_state(reg.settings, "churn")
+    rollout = state.rollout
+    assert result.target == "container" and rollout["status"] == "active" and rollout["strategy"] == "shadow"
+    assert rollout["candidate_container"] and rollout["candidate_pid"] == 0
+    reg.images.add(rollout["candidate_image"])
+    assert sorted(_running(reg)) == sorted([before.backend_container, rollout["candidate_container"]])
+    assert reg.champion() == reg.v2 and state.backend_container == before.backend_container  # nothing moved yet
+    # the candidate's processes run niced (rootful podman: they are processes of this host)
+    pid = eng.container_pid("podman", rollout["candidate_container"])
+    assert pid and os.getpriority(os.PRIO_PROCESS, pid) == spec.shadow.nice
+
+    with httpx.Client(timeout=60) as client:
+        answers = [client.post(f"{reg.url}/predict", json=feature_records(reg.frame, 3)).json() for _ in range(10)]
+    assert {a["model_version"] for ans in answers for a in ans} == {reg.v2}  # only the champion answers
+    ids = {a["prediction_id"] for ans in answers for a in ans}
+    for _ in range(100):
+        log = read_prediction_log("churn", reg.settings.home, traffic=("live", "shadow"))
+        shadow = log[log["traffic"] == "shadow"]
+        if ids <= set(shadow["prediction_id"]):
+            break
+        time.sleep(0.2)
+    assert ids <= set(shadow["prediction_id"])  # the candidate container scored a copy of each, same ids
+    assert set(shadow[shadow["prediction_id"].isin(ids)]["model_version"].astype(str)) == {reg.v3}
+
+    promote_rollout(reg.tracker, reg.settings, "churn", PackagingConfig(), reason="test")
+    state = read_state(reg.settings, "churn")
+    assert reg.champion() == reg.v3 and served_version(reg.url) == reg.v3
+    assert state.backend_container == rollout["candidate_container"] and state.rollout["status"] == "promoted"
+    assert state.front_pid == before.front_pid and _running(reg) == [state.backend_container]
+    assert eng.container_state("podman", before.backend_container) is None  # the old champion's container is gone
+
+
 def test_rollback_and_stop_through_the_cli(deployed):
     reg = deployed
     before = read_state(reg.settings, "churn")
     assert main(["rollback", reg.yaml]) == 0
     state = read_state(reg.settings, "churn")
     reg.images.add(state.image)
-    assert reg.champion() == reg.v1 and state.version == reg.v1 and served_version(reg.url) == reg.v1
+    assert reg.champion() == reg.v2 and state.version == reg.v2 and served_version(reg.url) == reg.v2
     assert state.backend_container and _running(reg) == [state.backend_container]
     assert eng.container_state("podman", before.backend_container) is None
 

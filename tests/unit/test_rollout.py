@@ -73,11 +73,12 @@ def test_not_enough_traffic_is_never_a_verdict():
     assert d.verdict == HOLD and d.reason.startswith("not enough traffic")
 
 
-def test_limits_from_config_and_strategy_needs_the_local_target():
+def test_limits_from_config_and_strategy_needs_a_fronted_target():
     spec = DeployConfig(strategy="canary", canary={"share": 0.2, "window_requests": 50})
     assert CanaryLimits.from_dict(spec.canary.model_dump()).window_requests == 50
-    with pytest.raises(ValueError, match="strategy: shadow needs target: local"):
-        DeployConfig(strategy="shadow", target="docker")
+    assert DeployConfig(strategy="shadow", target="docker").target == "container"  # the old name of the target
+    with pytest.raises(ValueError, match="strategy: shadow needs target: local or container"):
+        DeployConfig(strategy="shadow", target="kubernetes")
     with pytest.raises(ValueError, match="window_requests, window_minutes or both"):
         DeployConfig(canary={"window_requests": None})
 

@@ -444,9 +444,9 @@ class DeployConfig(StrictModel):
 
     @model_validator(mode="after")
     def _strategy_target(self) -> DeployConfig:
-        if self.strategy != "direct" and self.target != "local":
-            raise ValueError(f"strategy: {self.strategy} needs target: local (got target: {self.target}); shadow and "
-                             "canary rollouts run beside a local model server process only")
+        if self.strategy != "direct" and self.target not in ("local", "container"):
+            raise ValueError(f"strategy: {self.strategy} needs target: local or container (got target: {self.target}); "
+                             "shadow and canary rollouts run behind the front process on this machine")
         return self
 
 

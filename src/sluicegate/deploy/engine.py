@@ -85,6 +85,15 @@ def container_state(engine: str, name: str) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
+def container_pid(engine: str, name: str) -> int:
+    """The host pid of a running container's first process (rootful podman: a process of this host), 0 if none."""
+    out = call(engine, "container", "inspect", "--format", "{{.State.Pid}}", name)
+    try:
+        return int(out.stdout.strip()) if out.returncode == 0 else 0
+    except ValueError:
+        return 0
+
+
 def health_check(engine: str, name: str, timeout: float = 60) -> bool:
     """Run the container's own health check now (podman runs none by itself without systemd)."""
     return call(engine, "healthcheck", "run", name, timeout=timeout).returncode == 0

@@ -191,9 +191,42 @@ def stop_rollout_candidate(settings: Settings, state: ServingState) -> None:
     """Send a shadow or canary candidate nothing more (new connections) and stop it, if one runs."""
     rollout = state.rollout or {}
     (state_dir(settings, state.project) / ROUTING_FILE).unlink(missing_ok=True)
+    if rollout.get("status") == "active":
+        stop_candidate(state)
+
+
+def stop_candidate(state: ServingState) -> None:
+    """Stop a rollout's candidate: its process group, or its container (stopped and removed)."""
+    rollout = state.rollout or {}
+    name = rollout.get("candidate_container") or ""
+    if name and name != state.backend_container:
+        from sluicegate.deploy.engine import remove_container
+
+        remove_container(rollout.get("candidate_engine") or "podman", name)
+        return
     pid = int(rollout.get("candidate_pid") or 0)
-    if rollout.get("status") == "active" and pid and pid != state.backend_pid:
+    if pid and pid != state.backend_pid:
         stop_process_group(pid, BACKEND_MARKER)
+
+
+def candidate_alive(rollout: dict) -> bool:
+    """Whether a rollout's candidate still runs (a process, or a container)."""
+    if rollout.get("candidate_container"):
+        from sluicegate.deploy.engine import container_state
+
+        return container_state(rollout.get("candidate_engine") or "podman", rollout["candidate_container"]) == "running"
+    return pid_alive(int(rollout.get("candidate_pid") or 0), BACKEND_MARKER)
+
+
+def renice_candidate(rollout: dict, niceness: int) -> bool:
+    """Set the CPU niceness of a candidate's processes: its process tree, or its container's (rootful
+    podman runs them as processes of this host); False where that is not allowed."""
+    pid = int(rollout.get("candidate_pid") or 0)
+    if rollout.get("candidate_container"):
+        from sluicegate.deploy.engine import container_pid
+
+        pid = container_pid(rollout.get("candidate_engine") or "podman", rollout["candidate_container"])
+    return bool(pid) and renice_tree(pid, niceness)
 
 
 def renice_tree(pid: int, niceness: int) -> bool:

@@ -31,18 +31,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from sluicegate.deploy.processes import (
-    BACKEND_MARKER,
     ROUTING_FILE,
     STATS_FILE,
     ServingState,
-    pid_alive,
+    candidate_alive,
     project_lock,
     read_state,
     record_candidate,
-    renice_tree,
+    renice_candidate,
     state_dir,
     stop_backend,
-    stop_process_group,
+    stop_candidate,
     write_state,
 )
 from sluicegate.deploy.proxy import write_backend
@@ -123,18 +122,21 @@ def begin_rollout(cand: Any, spec: DeployConfig, settings: Settings, expected_ch
     folder = state_dir(settings, state.project)
     share = spec.shadow.share if spec.strategy == "shadow" else spec.canary.share
     started = time.time()
+    # the candidate: a `bentoml serve` process (local target), or a container (container target)
+    who = {"candidate_pid": cand.proc.pid if cand.proc is not None else 0, "candidate_container": cand.container,
+           "candidate_engine": cand.engine, "candidate_image": cand.image}
     routing = {"mode": spec.strategy, "project": state.project, "share": share, "started_at": started,
                "champion_version": state.version, "champion_port": state.backend_port,
-               "candidate_version": cand.bento.version, "candidate_port": cand.port, "candidate_pid": cand.proc.pid,
+               "candidate_version": cand.bento.version, "candidate_port": cand.port, **who,
                "limits": spec.canary.model_dump(), "check_interval_s": spec.canary.check_interval_s,
                "cwd": os.getcwd()}
     (folder / STATS_FILE).unlink(missing_ok=True)
-    if spec.strategy == "shadow" and spec.shadow.nice:  # the champion wins the CPUs the two share
-        renice_tree(cand.proc.pid, spec.shadow.nice)
+    if spec.strategy == "shadow" and spec.shadow.nice and not renice_candidate(who, spec.shadow.nice):
+        log.warning("%s: the shadow candidate's CPU niceness could not be set", state.project)  # it still mirrors
     write_json_atomic(folder / ROUTING_FILE, routing, indent=2)
     rollout = {"strategy": spec.strategy, "status": ACTIVE, "share": share, "since": _now_iso(), "started_at": started,
                "champion_version": state.version, "candidate_version": cand.bento.version,
-               "candidate_bento": cand.bento.bento_tag, "candidate_pid": cand.proc.pid, "candidate_port": cand.port,
+               "candidate_bento": cand.bento.bento_tag, **who, "candidate_port": cand.port,
                "expected_champion": expected_champion}
     write_state(settings, replace(state, rollout=rollout))
     record_candidate(settings, state.project, None)  # the state names it now: no orphan to reap
@@ -145,7 +147,8 @@ def begin_rollout(cand: Any, spec: DeployConfig, settings: Settings, expected_ch
                                                  "strategy": spec.strategy, "share": share, "text": text})
     log.info(text)
     url = f"http://{state.host}:{state.port}"
-    return DeployResult("local", state.project, cand.bento.version, cand.bento.bento_tag, url, (), text, state.version)
+    return DeployResult(cand.target, state.project, cand.bento.version, cand.bento.bento_tag, url, (), text,
+                        state.version)
 
 
 def _end(settings: Settings, state: ServingState, status: str, reason: str, extra: dict[str, Any] | None = None) -> dict:
@@ -154,8 +157,7 @@ def _end(settings: Settings, state: ServingState, status: str, reason: str, extr
     rollout = dict(state.rollout or {})
     (folder / ROUTING_FILE).unlink(missing_ok=True)  # new connections are piped to the champion again
     time.sleep(0.3)  # requests already sent to the candidate finish
-    if rollout.get("candidate_pid") and rollout.get("candidate_pid") != state.backend_pid:
-        stop_process_group(int(rollout["candidate_pid"]), BACKEND_MARKER)
+    stop_candidate(state)
     rollout.update({"status": status, "share": 0.0, "ended": _now_iso(), "reason": reason,
                     "stats": read_stats(settings, state.project), **(extra or {})})
     write_state(settings, replace(state, rollout=rollout))
@@ -290,8 +292,10 @@ def _promote_locked(tracker: Any, settings: Settings, project: str, packaging: P
 
     state, rollout = _rollout_under_way(settings, project)
     version, folder = str(rollout["candidate_version"]), state_dir(settings, project)
-    if not pid_alive(int(rollout["candidate_pid"]), BACKEND_MARKER):
-        raise DeployError(f"{project}: the candidate v{version} (pid {rollout['candidate_pid']}) no longer runs; "
+    if not candidate_alive(rollout):
+        where = f"container {rollout['candidate_container']}" if rollout.get("candidate_container") \
+            else f"pid {rollout['candidate_pid']}"
+        raise DeployError(f"{project}: the candidate v{version} ({where}) no longer runs; "
                           f"`sluice rollout abort {project}` and deploy again")
     if bless is None:
         def bless() -> Callable[[], None]:
@@ -299,7 +303,7 @@ def _promote_locked(tracker: Any, settings: Settings, project: str, packaging: P
             tracker.promote(project, version, expected)  # compare-and-set
             return lambda: tracker.promote(project, str(expected), version) if expected else None
     undo = bless()
-    if rollout["strategy"] == "shadow" and not renice_tree(int(rollout["candidate_pid"]), 0):
+    if rollout["strategy"] == "shadow" and not renice_candidate(rollout, 0):
         log.warning("%s: v%s keeps the shadow's CPU niceness (raising it back needs privileges)", project, version)
     url = f"http://{state.host}:{state.port}"
     write_backend(folder, int(rollout["candidate_port"]))
@@ -317,13 +321,17 @@ def _promote_locked(tracker: Any, settings: Settings, project: str, packaging: P
     ended = {**rollout, "status": "promoted", "share": 1.0, "ended": _now_iso(), "reason": reason, "stats": stats,
              **({"last_check": last_check} if last_check else {})}
     write_state(settings, replace(state, version=version, bento_tag=str(rollout["candidate_bento"]),
-                                  backend_pid=int(rollout["candidate_pid"]), backend_port=int(rollout["candidate_port"]),
-                                  backend_container="", engine="", image="", started_at=_now_iso(), rollout=ended))
+                                  backend_pid=int(rollout.get("candidate_pid") or 0),
+                                  backend_port=int(rollout["candidate_port"]),
+                                  backend_container=rollout.get("candidate_container") or "",
+                                  engine=rollout.get("candidate_engine") or "", image=rollout.get("candidate_image") or "",
+                                  started_at=_now_iso(), rollout=ended))
     time.sleep(0.5)  # requests already forwarded to the old backend finish
     stop_backend(state)  # a process, or the container the champion ran in
+    target = "container" if rollout.get("candidate_container") else "local"
     text = f"{project} v{version} serving at {url} (was v{state.version}); {rollout['strategy']}: {reason}"
-    events.emit(project, MODEL_DEPLOYED, deployed_payload(project, version, "local", url, state.version, text))
-    return DeployResult("local", project, version, str(rollout["candidate_bento"]), url, (), text, state.version)
+    events.emit(project, MODEL_DEPLOYED, deployed_payload(project, version, target, url, state.version, text))
+    return DeployResult(target, project, version, str(rollout["candidate_bento"]), url, (), text, state.version)
 
 
 def abort_rollout(settings: Settings, project: str, reason: str, events: Emitter = NO_EVENTS) -> dict[str, Any]:

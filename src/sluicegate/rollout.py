@@ -199,6 +199,7 @@ class ShadowComparison:
     metric: LiveMetric | None
     latency_ms: dict[str, dict[str, float | None]]  # side -> {"p50", "p95"} as the front measured them
     requests: dict[str, int]  # side -> requests the front sent
+    batched: int = 0  # candidate requests mirrored in batches (no latency of their own)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,6 +222,11 @@ class ShadowComparison:
         if m is not None:
             lines.append(f"| live {m.name} | {cell(m.champion)} (n={m.champion_n}) | {cell(m.candidate)} "
                          f"(n={m.candidate_n}) |")
+        if self.batched:
+            alone = self.requests.get("candidate", 0) - self.batched
+            lines += ["", f"The candidate's latency is from the {alone} cop{'y' if alone == 1 else 'ies'} sent to it alone; "
+                          f"{self.batched} more "
+                          "were mirrored in batches while it was busy (no latency of their own)."]
         return "\n".join(lines) + "\n"
 
 
@@ -254,7 +260,8 @@ def compare_shadow(log: Any, labelled: Any, champion_version: str, candidate_ver
     sides = {s: SideStats.from_dict(stats.get(s)) for s in ("champion", "candidate")}
     return ShadowComparison(str(champion_version), str(candidate_version), n, agreement, metric,
                             {s: {"p50": v.p50_ms, "p95": v.p95_ms} for s, v in sides.items()},
-                            {s: v.requests for s, v in sides.items()})
+                            {s: v.requests for s, v in sides.items()},
+                            int((stats.get("candidate") or {}).get("batched") or 0))
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -374,7 +381,8 @@ def rollout_markdown(project: str, serving: dict[str, Any], comparison: ShadowCo
         lines += ["", f"**Agreement:** {agree} on {comparison.pairs} paired predictions"]
     batched = int((stats.get("candidate") or {}).get("batched") or 0)
     if rollout.get("strategy") == "shadow" and batched:
-        lines += ["", f"The candidate's latency is from the {sides['candidate'].requests - batched} copies sent to it "
+        alone = sides["candidate"].requests - batched
+        lines += ["", f"The candidate's latency is from the {alone} cop{'y' if alone == 1 else 'ies'} sent to it "
                       f"alone; {batched} more were mirrored in batches (no latency of their own)."]
     lines += ["", "## Decision", ""]
     if check:

@@ -132,7 +132,14 @@ def load_flow(root: Path, module: str, name: str) -> Any:
         sys.path.insert(0, str(candidate))
     loaded = getattr(importlib.import_module(f"{package}.{module}"), name)
     quiet_expected_failures()  # Prefect has configured its logging by now
+    logging.getLogger("EventsWorker").addFilter(_event_drain_notice)
     return loaded
+
+
+def _event_drain_notice(record: logging.LogRecord) -> bool:
+    """Drop Prefect's "Still processing items" warning at exit: a command that emitted an event
+    waits for it to be sent; the notice only says it is being sent (with --debug it shows)."""
+    return _state["debug"] or not str(record.msg).startswith("Still processing items")
 
 
 def flow_checkout(root: Path, file: str = "flows/training.py") -> Optional[Path]:

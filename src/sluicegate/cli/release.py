@@ -222,4 +222,9 @@ def promote(
     text = f"promoted by hand by {who}: {reason}"
     emitter.emit(name, events.MODEL_PROMOTED, events.gate_payload(name, "promoted", record.version, record.version,
                                                                   f"manual: {reason}", text, record.metrics))
+    after = tracker.champion(name)
+    if after is not None and after.version != record.version:  # a shadow or canary rollout began: no move yet
+        typer.echo(f"{name}: champion stays v{before} until the rollout of v{record.version} is promoted "
+                   f"(`sluice rollout promote {name}`) ({text}). {message}")
+        return
     typer.echo(f"{name}: champion v{before} -> v{record.version} ({text}). {message}")

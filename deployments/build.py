@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -101,6 +102,11 @@ def serve(paths: list[str] | None = None) -> None:
     """Register the deployments and execute their runs in this process (Ctrl-C stops)."""
     import prefect
 
+    # each run is a subprocess started in the working directory, which may be a project folder of its
+    # own (configs/, data/) rather than this checkout: it imports flows/ and tasks/ from here
+    paths_now = os.environ.get("PYTHONPATH", "")
+    if str(ROOT) not in paths_now.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), paths_now) if p)
     prefect.serve(*runner_deployments(paths), limit=2)
 
 

@@ -10,10 +10,12 @@ from tasks._common import settings
 
 
 @task(name="start-retrain")
-def start_retrain(project: str, cooldown_minutes: float, reason: str, enabled: bool = True) -> RetrainPermit:
-    """Allow a retrain unless `monitoring.retrain` is false or one started within the cooldown; record the start."""
+def start_retrain(project: str, cooldown_minutes: float, reason: str, enabled: bool = True,
+                  force: bool = False) -> RetrainPermit:
+    """Allow a retrain unless `monitoring.retrain` is false or (unless forced) one started within the cooldown;
+    record the start."""
     permit = monitoring.start_retrain(monitoring.retrain_state_path(settings().home, project), cooldown_minutes, reason,
-                                      enabled=enabled)
+                                      enabled=enabled, force=force)
     if not permit.allowed:
         print(permit.reason)
     return permit

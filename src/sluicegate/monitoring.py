@@ -449,7 +449,7 @@ def performance_state_path(home: Path, project: str) -> Path:
 
 
 def start_retrain(state_path: Path, cooldown_minutes: float, reason: str, now: float | None = None,
-                  enabled: bool = True) -> RetrainPermit:
+                  enabled: bool = True, force: bool = False) -> RetrainPermit:
     """Allow a retrain unless retraining is off or one started within the cooldown; record the start.
 
     Args:
@@ -458,6 +458,7 @@ def start_retrain(state_path: Path, cooldown_minutes: float, reason: str, now: f
         reason: why this retrain was asked for; stored with the start.
         now: the time (epoch seconds); default the clock.
         enabled: the `monitoring.retrain` setting; False refuses every retrain (alerts only).
+        force: a person asked (a run started by hand): the cooldown, which debounces alerts, does not apply.
 
     Returns:
         A `RetrainPermit`; a refused one leaves the state untouched.
@@ -467,8 +468,9 @@ def start_retrain(state_path: Path, cooldown_minutes: float, reason: str, now: f
     now = time.time() if now is None else now
     state = _read_state(state_path)
     last = state.get("started_at")
-    if last is not None and now - last < cooldown_minutes * 60:
-        return RetrainPermit(False, f"skipped: last retrain started {now - last:.0f}s ago (cooldown {cooldown_minutes} min)")
+    if last is not None and now - last < cooldown_minutes * 60 and not force:
+        return RetrainPermit(False, f"skipped: last retrain started {now - last:.0f}s ago (cooldown {cooldown_minutes} "
+                                    "min; start it with force=true to retrain now)")
     write_json_atomic(state_path, {**state, "started_at": now, "reason": reason})
     return RetrainPermit(True, "allowed")
 

@@ -36,6 +36,11 @@ def test_retrain_cooldown_allows_then_refuses_then_allows(tmp_path):
     assert json.loads(path.read_text())["outcome"] == "promoted"
     assert start_retrain(path, 10, "later", now=1000 + 601).allowed
     assert [p.name for p in path.parent.iterdir()] == ["retrain_state.json"]  # no temporary file left
+    # a person starting it by hand (force) is not debounced, and the start is recorded
+    assert "force=true" in start_retrain(path, 10, "alert", now=1000 + 620).reason
+    assert start_retrain(path, 10, "by hand", now=1000 + 620, force=True).allowed
+    assert json.loads(path.read_text())["reason"] == "by hand"
+    assert not start_retrain(path, 10, "by hand", now=1000 + 630, force=True, enabled=False).allowed
 
 
 def test_auto_drift_columns_skip_ids_log_columns_and_free_text():

@@ -43,7 +43,8 @@ CONTAINER_HOME = "/data/sluice"
 BENTO_PATH = "/home/bentoml/bento"
 CONTAINERFILE = "Containerfile"
 PIN_CHECK = "sluice_check_pins.py"
-PASSED_ENV = ("SLUICE_FEEDBACK_LATE_DAYS",)  # read by the service; passed on when set here
+# read by the service; passed on when set here (`-e NAME`: the value, a password in a URL, stays off the command line)
+PASSED_ENV = ("SLUICE_FEEDBACK_LATE_DAYS", "SLUICE_PREDICTION_LOG_URL")
 HEALTH_CMD = ("python -c \"import urllib.request as u; "
               f"u.urlopen('http://127.0.0.1:{CONTAINER_PORT}/readyz', timeout=4)\"")
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -236,3 +237,48 @@ def test_writer_drops_and_counts_while_postgres_is_down_then_writes_again(tmp_pa
     finally:
         server.stop()
 
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_served_model_logs_to_the_configured_store_and_its_labels_join(pg, tmp_path, monkeypatch, kind):
+    """`bentoml serve` with SLUICE_PREDICTION_LOG_URL in its environment: answers and labels land in PostgreSQL,
+    nothing under SLUICE_HOME/predictions, and the URL (with its password) is nowhere in the bento. Unset: the
+    SQLite file, as before."""
+    import httpx
+
+    from sluicegate.config import DeployConfig, PackagingConfig
+    from sluicegate.deploy import free_port, start_backend, stop_process_group, wait_ready
+    from sluicegate.packaging import package_model
+    from tests.helpers import PASSWORD, Registry, env_var, feature_records, wait_for_log
+
+    home = tmp_path / "home"
+    monkeypatch.delenv(URL_ENV, raising=False)
+    with env_var("SLUICE_HOME", str(home)), env_var(URL_ENV, pg.url("predlog") if kind == "postgresql" else ""):
+        registry = Registry(home)
+        registry.promote(registry.register(1.0))
+        bento = package_model(registry.tracker, "churn", None, PackagingConfig(runtime="native"), DeployConfig(),
+                              "classification", registry.settings)
+        port = int(os.environ.get("SLUICE_TEST_SERVE_PORT") or 0) or free_port()
+        log_file = home / "serve.log"
+        proc = start_backend(bento, "127.0.0.1", port, registry.settings, log_file)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(proc, url, 240, log_file)
+            tail = registry.frame.tail(12).reset_index(drop=True)
+            answers = httpx.post(f"{url}/predict", json=feature_records(registry.frame, 12), timeout=30).json()
+            ids = [a["prediction_id"] for a in answers]
+            proba = httpx.post(f"{url}/predict_proba", json=feature_records(registry.frame, 2), timeout=30).json()
+            log = wait_for_log(set(ids) | {a["prediction_id"] for a in proba}, home)
+            assert list(log["prediction_id"]) == ids + [a["prediction_id"] for a in proba]
+            assert log["tenure"].tolist()[:12] == tail.tenure.tolist()
+            body = [{"prediction_id": i, "label": int(y)} for i, y in zip(ids, tail.churned)]
+            resp = httpx.post(f"{url}/feedback", json=body + [{"prediction_id": ids[0], "label": 0}], timeout=30)
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["summary"]["accepted"] == 12 and resp.json()["summary"]["duplicate"] == 1
+        finally:
+            stop_process_group(proc.pid)
+        joined = read_labelled_predictions("churn", home)
+        assert dict(zip(joined["prediction_id"], joined["churned"])) == dict(zip(ids, tail.churned.tolist()))
+        assert (home / "predictions" / "churn" / "predictions.sqlite").exists() == (kind == "sqlite")
+        bento_files = [p for p in Path(bento.bento_path).rglob("*") if p.is_file() and p.suffix in (".json", ".yaml", ".py", ".txt")]
+        assert bento_files and not [p for p in bento_files if PASSWORD in p.read_text(errors="ignore")]

@@ -282,3 +282,10 @@ def test_a_served_model_logs_to_the_configured_store_and_its_labels_join(pg, tmp
         assert (home / "predictions" / "churn" / "predictions.sqlite").exists() == (kind == "sqlite")
         bento_files = [p for p in Path(bento.bento_path).rglob("*") if p.is_file() and p.suffix in (".json", ".yaml", ".py", ".txt")]
         assert bento_files and not [p for p in bento_files if PASSWORD in p.read_text(errors="ignore")]
+
+
+def test_doctor_reaches_the_shared_log(pg_url, tmp_path):
+    from sluicegate.doctor import OK, run_checks
+
+    check = {c.name: c for c in run_checks({"SLUICE_HOME": str(tmp_path), URL_ENV: pg_url}).checks}["prediction-log"]
+    assert check.status == OK and "connected" in check.detail and "sluice-test-only" not in check.target

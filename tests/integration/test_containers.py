@@ -2,7 +2,7 @@
 
 From the host, `sluice run` trains against the stack's published loopback ports; the champion is
 deployed from the stack's registry into a model container (`deploy.target: container`) and
-answers as offline; then a deployment registered from inside the worker container runs there,
+answers as offline, its prediction log going to the stack's Postgres, where the worker container reads it; then a deployment registered from inside the worker container runs there,
 pulled from the work pool; `down` leaves no container, pod or network. Needs podman, podman-compose and the images of infra/podman/setup.sh
 (.ci/run runs it, so CI always has them); elsewhere it skips with one line saying so.
 """
@@ -40,6 +40,20 @@ def _podman(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _port() -> int:
+    """A free loopback port: from SLUICE_TEST_PORT_BASE upwards where a machine hands ports out by range."""
+    base = int(os.environ.get("SLUICE_TEST_PORT_BASE") or 0)
+    if not base:
+        return free_port()
+    port = next((p for p in range(base + _port.taken, base + 100) if _port_free(p)), None)
+    assert port is not None, f"no free port in {base}-{base + 99}"
+    _port.taken = port - base + 1
+    return port
+
+
+_port.taken = 0  # type: ignore[attr-defined]
+
+
 def _missing() -> str | None:
     """Why the stack cannot run here, or None."""
     if shutil.which("podman") is None:
@@ -73,12 +87,12 @@ def stack(tmp_path_factory):
     assert built.returncode == 0, built.stderr[-3000:]
 
     work = tmp_path_factory.mktemp("stack")
-    ports = {"PREFECT_PORT": free_port(), "MLFLOW_PORT": free_port()}
+    ports = {"PREFECT_PORT": _port(), "MLFLOW_PORT": _port()}
     env_lines = (ROOT / "infra" / ".env.example").read_text().splitlines()
     values = {line.partition("=")[0]: line.partition("=")[2] for line in env_lines if "=" in line and not line.startswith("#")}
     values.update({k: str(v) for k, v in ports.items()}, SLUICE_VERSION=version,
                   POSTGRES_PASSWORD=secrets.token_hex(12), MINIO_ROOT_PASSWORD=secrets.token_hex(12),
-                  MINIO_CONSOLE_PORT=str(free_port()), DASK_DASHBOARD_PORT=str(free_port()), MODEL_PORT=str(free_port()),
+                  MINIO_CONSOLE_PORT=str(_port()), DASK_DASHBOARD_PORT=str(_port()), MODEL_PORT=str(_port()),
                   MLFLOW_ALLOWED_HOSTS=f"mlflow,mlflow:5000,127.0.0.1,127.0.0.1:{ports['MLFLOW_PORT']}")
     env_file = work / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -87,7 +101,9 @@ def stack(tmp_path_factory):
     t0 = time.monotonic()
     try:
         s.up()
-        yield {"stack": s, "up_s": time.monotonic() - t0, "work": work,
+        yield {"stack": s, "up_s": time.monotonic() - t0, "work": work, "network": f"{PROJECT}_default",
+               "prediction_log_url": f"postgresql://{values['POSTGRES_USER']}:{values['POSTGRES_PASSWORD']}@postgres:5432/"
+                                     "predictions",
                "prefect_api": f"http://127.0.0.1:{ports['PREFECT_PORT']}/api",
                "mlflow": f"http://127.0.0.1:{ports['MLFLOW_PORT']}"}
     finally:
@@ -134,10 +150,14 @@ def test_sluice_run_from_the_host_against_the_stack(stack, tmp_path):
 
 def test_the_champion_serves_from_a_model_container(stack, tmp_path):
     """Packaged from the stack's registry (artifacts through the MLflow server), run by podman, switched
-    behind the front; answers equal the registry model's offline predictions; `sluice stop` removes it."""
+    behind the front; answers equal the registry model's offline predictions; the worker container reads
+    them from the stack's Postgres (what its drift check reads); `sluice stop` removes it."""
     home = tmp_path / "home"
-    env = _client_env(stack, home)
-    port = next((p for p in range(3500, 3600) if _port_free(p)), None)
+    # the model container joins the stack's network too, where `postgres` resolves; the URL goes in by name
+    env = {**_client_env(stack, home), "SLUICE_CONTAINER_NETWORK": stack["network"],
+           "SLUICE_PREDICTION_LOG_URL": stack["prediction_log_url"]}
+    port = _port() if os.environ.get("SLUICE_TEST_PORT_BASE") else next((p for p in range(3500, 3600) if _port_free(p)),
+                                                                         None)
     if port is None:
         pytest.skip("no free port in 3500-3599")
     sluice = [str(BIN / "sluice")]
@@ -174,6 +194,20 @@ def test_the_champion_serves_from_a_model_container(stack, tmp_path):
         answers = httpx.post(f"http://127.0.0.1:{port}/predict", json=rows, timeout=60).json()
         assert [a["prediction"] for a in answers] == model.predict(frame).tolist()
         assert {a["model_version"] for a in answers} == {str(champion.version)}
+        # the scheduled drift check runs on the worker container: it reads the rows this container logged
+        ids = [a["prediction_id"] for a in answers]
+        read = ("import json; from sluicegate.serving.predlog import read_prediction_log; "
+                "print(json.dumps(list(read_prediction_log('breast_cancer')['prediction_id'])))")
+        deadline, logged = time.monotonic() + 60, []
+        while time.monotonic() < deadline:
+            out_log = _podman("exec", _container(stack, "prefect-worker"), "python", "-c", read, timeout=120)
+            assert out_log.returncode == 0, out_log.stderr[-2000:]
+            logged = json.loads(out_log.stdout.strip().splitlines()[-1])
+            if set(ids) <= set(logged):
+                break
+            time.sleep(2)
+        assert set(ids) <= set(logged), (ids, logged)
+        assert not (home / "predictions" / "breast_cancer" / "predictions.sqlite").exists()
     finally:
         stopped = subprocess.run([*sluice, "stop", "configs/breast_cancer.yaml"], env=env, cwd=ROOT,
                                  capture_output=True, text=True, timeout=300)

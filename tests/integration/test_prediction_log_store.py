@@ -187,14 +187,20 @@ def test_a_store_that_is_down_is_one_clear_error_not_an_empty_log(pg, tmp_path, 
             text = str(err.value)
             assert "\n" not in text and "s3cret" not in text
             assert f"127.0.0.1:{port}" in text and URL_ENV in text and "refused" in text.lower()
+            assert text.startswith(f"prediction log store postgresql://sluice:***@127.0.0.1:{port}/predlog ({URL_ENV}): "
+                                   "cannot connect: ")
         csv = tmp_path / "labels.csv"
         pd.DataFrame({"prediction_id": ["q0"], "label": [1]}).to_csv(csv, index=False)
         monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
         assert main(["feedback", "import", "churn", str(csv)]) == ServiceUnreachableError.exit_code
         said = [line for line in capsys.readouterr().err.splitlines() if "prediction log store" in line]
-        assert len(said) == 1 and "does not answer" in said[0] and "s3cret" not in said[0]
+        assert len(said) == 1 and "cannot connect" in said[0] and "s3cret" not in said[0]
     finally:
         sock.close()
+    monkeypatch.setenv(URL_ENV, pg.url("predlog").replace(":sluice-test-only@", ":wrong-password@"))
+    with pytest.raises(ServiceUnreachableError, match="cannot connect: .*password authentication failed") as err:
+        read_prediction_log("churn", tmp_path)
+    assert "wrong-password" not in str(err.value)
     monkeypatch.setenv(URL_ENV, "mysql://u@h/db")
     with pytest.raises(ConfigError, match=f"{URL_ENV}: must be a postgresql:// URL"):
         read_prediction_log("churn", tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,7 @@ class LogStore:
 
     project: str
     path: Path | None = None
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # may hold a password: str() shows it masked
 
     @property
     def shared(self) -> bool:
@@ -224,12 +224,11 @@ class PgConnection:
         self._retry_at = 0.0
         self._last_error = ""
 
-    def _error(self, exc: BaseException) -> ServiceUnreachableError:
+    def _error(self, exc: BaseException, what: str = "cannot connect") -> ServiceUnreachableError:
         from sluicegate.settings import redact
 
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        return ServiceUnreachableError(f"prediction log store {redact(self.url)} ({URL_ENV}) does not answer: "
-                                       f"{redact(detail)}")
+        return ServiceUnreachableError(f"prediction log store {redact(self.url)} ({URL_ENV}): {what}: {redact(detail)}")
 
     def _connection(self) -> Any:
         if self._conn is not None and not self._conn.closed and not self._conn.broken:
@@ -242,6 +241,7 @@ class PgConnection:
         import psycopg
         from psycopg import sql
 
+        conn = None
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
                                    application_name="sluicegate-predlog",
@@ -256,11 +256,17 @@ class PgConnection:
                     conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.schema)))
                     conn.execute(_PG_SCHEMA)
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-        except psycopg.OperationalError as exc:
+        except psycopg.OperationalError as exc:  # refused, timed out, a wrong password, no such database
+            if conn is not None:
+                conn.close()
             err = self._error(exc)
             self._last_error = str(err)
             self._retry_at = time.monotonic() + RECONNECT_AFTER_S
             raise err from None
+        except Exception:  # the tables could not be made (no CREATE privilege on the database, ...)
+            if conn is not None:
+                conn.close()
+            raise
         self._conn = conn
         return conn
 
@@ -290,7 +296,7 @@ class PgConnection:
         except psycopg.OperationalError as exc:
             if not conn.broken and not conn.closed:
                 raise  # a statement's own failure (a lock timeout, a cancelled query): not an outage
-            err = self._error(exc)
+            err = self._error(exc, "connection lost")
             self._last_error = str(err)
             raise err from None
 
@@ -331,7 +337,7 @@ class PgConnection:
             tx.__exit__(exc_type, exc, tb)
         except psycopg.OperationalError as failed:  # the commit (or rollback) met a dead connection
             if exc is None:
-                err = self._error(failed)
+                err = self._error(failed, "connection lost")
                 self._last_error = str(err)
                 raise err from None
         except psycopg.Error:

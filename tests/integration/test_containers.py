@@ -2,7 +2,8 @@
 
 From the host, `sluice run` trains against the stack's published loopback ports; the champion is
 deployed from the stack's registry into a model container (`deploy.target: container`) and
-answers as offline, its prediction log going to the stack's Postgres, where the worker container reads it; then a deployment registered from inside the worker container runs there,
+answers as offline, its predictions and labels going to the stack's Postgres, where `sluice drift` in the worker
+container reads them; then a deployment registered from inside the worker container runs there,
 pulled from the work pool; `down` leaves no container, pod or network. Needs podman, podman-compose and the images of infra/podman/setup.sh
 (.ci/run runs it, so CI always has them); elsewhere it skips with one line saying so.
 """
@@ -189,18 +190,27 @@ def test_the_champion_serves_from_a_model_container(stack, tmp_path):
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = before_env
-        frame = load_bundled("sklearn.breast_cancer").drop(columns=["target"]).head(25)
+        labelled = load_bundled("sklearn.breast_cancer").head(120)  # past the drift check's min_rows (100)
+        frame = labelled.drop(columns=["target"])
         rows = json.loads(frame.to_json(orient="records"))
         answers = httpx.post(f"http://127.0.0.1:{port}/predict", json=rows, timeout=60).json()
         assert [a["prediction"] for a in answers] == model.predict(frame).tolist()
         assert {a["model_version"] for a in answers} == {str(champion.version)}
-        # the scheduled drift check runs on the worker container: it reads the rows this container logged
-        ids = [a["prediction_id"] for a in answers]
+        # the same rows for probabilities (the live roc_auc needs them), labelled through the container
+        proba = httpx.post(f"http://127.0.0.1:{port}/predict_proba", json=rows, timeout=60).json()
+        proba_ids = [a["prediction_id"] for a in proba]
+        fed = httpx.post(f"http://127.0.0.1:{port}/feedback", timeout=60,
+                         json=[{"prediction_id": i, "label": int(y)} for i, y in zip(proba_ids, labelled["target"])])
+        assert fed.status_code == 200 and fed.json()["summary"]["accepted"] == len(proba_ids), fed.text
+        ids = [a["prediction_id"] for a in answers] + proba_ids
+
+        # the drift check, on the worker container, reads what this container logged: the stack's Postgres
+        worker = _container(stack, "prefect-worker")
         read = ("import json; from sluicegate.serving.predlog import read_prediction_log; "
                 "print(json.dumps(list(read_prediction_log('breast_cancer')['prediction_id'])))")
         deadline, logged = time.monotonic() + 60, []
         while time.monotonic() < deadline:
-            out_log = _podman("exec", _container(stack, "prefect-worker"), "python", "-c", read, timeout=120)
+            out_log = _podman("exec", worker, "python", "-c", read, timeout=120)
             assert out_log.returncode == 0, out_log.stderr[-2000:]
             logged = json.loads(out_log.stdout.strip().splitlines()[-1])
             if set(ids) <= set(logged):
@@ -208,6 +218,17 @@ def test_the_champion_serves_from_a_model_container(stack, tmp_path):
             time.sleep(2)
         assert set(ids) <= set(logged), (ids, logged)
         assert not (home / "predictions" / "breast_cancer" / "predictions.sqlite").exists()
+        # The champion was trained on the host, whose SLUICE_HOME holds its training snapshot (the drift
+        # check's reference): snapshots are files, not shared by the stack (README), so put it in the worker.
+        snapshot = champion.tags["sluice.data_snapshot"]
+        assert _podman("exec", worker, "mkdir", "-p", str(Path(snapshot).parent)).returncode == 0
+        assert _podman("cp", snapshot, f"{worker}:{snapshot}").returncode == 0
+        checked = _podman("exec", worker, "sluice", "drift", "configs/breast_cancer.yaml", "--json", timeout=600)
+        assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+        result = last_json(checked.stdout)
+        assert result["champion_version"] == str(champion.version)
+        assert result["current_rows"] == len(ids) and result["sufficient"], result["text"]
+        assert result["performance_rows"] == len(proba_ids), result["text"]  # the labels sent to the model container
     finally:
         stopped = subprocess.run([*sluice, "stop", "configs/breast_cancer.yaml"], env=env, cwd=ROOT,
                                  capture_output=True, text=True, timeout=300)

@@ -114,10 +114,6 @@ class LogStore:
     url: str | None = field(default=None, repr=False)  # may hold a password: str() shows it masked
 
     @property
-    def shared(self) -> bool:
-        return self.url is not None
-
-    @property
     def schema(self) -> str:
         return pg_schema(self.project)
 

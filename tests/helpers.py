@@ -3,8 +3,13 @@ a loopback webhook receiver, a hand-built churn registry, served-model probes.""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -101,17 +106,18 @@ def write_log(home: Path, project: str, events: list, schema, labels: list[dict]
     """Record `events` with the real prediction-log writer, register the label schema, and store `labels`
     (feedback items) with the feedback core; returns the feedback result (nothing stored without labels)."""
     from sluicegate.serving.feedback import parse_feedback, record_feedback
-    from sluicegate.serving.predlog import PredictionLog, connect_log, log_path, register_label_schema
+    from sluicegate.serving.predlog import PredictionLog, log_store, register_label_schema
 
-    plog = PredictionLog(log_path(home, project))
+    store = log_store(project, home)  # SQLite in `home`, or PostgreSQL when SLUICE_PREDICTION_LOG_URL is set
+    plog = PredictionLog(store)
     plog.record(events)
     plog.close()
-    conn = connect_log(log_path(home, project))
+    conn = store.connect()
     try:
         register_label_schema(conn, schema)
         if not labels:
             return None
-        return record_feedback(conn, parse_feedback(labels), current=schema, **({"now": now} if now is not None else {}))
+        return record_feedback(conn, parse_feedback(labels, schema.id_column), current=schema, **({"now": now} if now is not None else {}))
     finally:
         conn.close()
 
@@ -352,3 +358,89 @@ def drift_inputs(n: int, seed: int, plan_effect: float = 0.5) -> pd.DataFrame:
     logit = 2.0 * frame.x0 + 0.7 * frame.x1 + np.where(frame.plan == "basic", plan_effect, -plan_effect)
     frame["y"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     return frame
+
+
+# ---------------------------------------------------------------- a real PostgreSQL server
+PASSWORD = "sluice-test-only"
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding initdb and pg_ctl: on PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).resolve().parent
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
+        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    return None
+
+
+def pg_unavailable(reason: str):
+    """Skip (fail in CI) a test that needs PostgreSQL's server binaries."""
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run these tests (.ci/run installs PostgreSQL with apt-get)")
+    pytest.skip(f"{reason} (install it with `apt-get install -y postgresql`; CI installs it)")
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster in a temporary folder on a free loopback port."""
+
+    def __init__(self, bin_dir: Path, port: int | None = None):
+        from sluicegate.deploy import free_port
+
+        self.bin = bin_dir
+        # SLUICE_TEST_PG_PORT: a fixed port where a machine's shared loopback ports are handed out by range
+        self.port = port or int(os.environ.get("SLUICE_TEST_PG_PORT") or 0) or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="sluice-pg-"))
+        self.data = self.dir / "data"
+        self.user = "sluice"
+        # initdb refuses to run as root: run the server as the `postgres` account the package creates
+        self.run_as = None
+        if os.geteuid() == 0:
+            try:
+                self.run_as = pwd.getpwnam("postgres")
+            except KeyError:
+                pg_unavailable("running as root and there is no `postgres` account to run the server")
+            os.chown(self.dir, self.run_as.pw_uid, self.run_as.pw_gid)
+
+    def _cmd(self, *args: str) -> list[str]:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        return ["runuser", "-u", "postgres", "--", *cmd] if self.run_as else cmd
+
+    def start(self) -> None:
+        pwfile = self.dir / "pw"
+        pwfile.write_text(PASSWORD)
+        if self.run_as:
+            os.chown(pwfile, self.run_as.pw_uid, self.run_as.pw_gid)
+        subprocess.run(self._cmd("initdb", "-D", str(self.data), "-U", self.user, "--pwfile", str(pwfile),
+                                 "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions"),
+                       check=True, capture_output=True, timeout=120)
+        self.restart()
+
+    def url(self, db: str, driver: str = "") -> str:
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        return f"{scheme}://{self.user}:{PASSWORD}@127.0.0.1:{self.port}/{db}"
+
+    def create_databases(self, *names: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            for name in names:
+                conn.execute(f'CREATE DATABASE "{name}"')
+
+    def halt(self) -> None:
+        """Stop the server and keep its data (`restart` brings it back on the same port)."""
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"),
+                           capture_output=True, timeout=60)
+
+    def restart(self) -> None:
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} -c fsync=off -c max_connections=200"
+        subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "server.log"),
+                                 "-w", "-t", "60", "start"), check=True, capture_output=True, timeout=90)
+
+    def stop(self) -> None:
+        self.halt()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -36,7 +36,8 @@ GROUPS: dict[str, list[str]] = {
         "test_serving.py", "test_onnx_serving.py", "test_rollout_flow.py")],
     # real servers and long journeys
     "journeys": ["tests/acceptance", *(f"{INTEGRATION}/{m}" for m in (
-        "test_closed_loop.py", "test_approval_flow.py", "test_postgres.py", "test_dask.py"))],
+        "test_closed_loop.py", "test_approval_flow.py", "test_postgres.py", "test_prediction_log_store.py",
+        "test_dask.py"))],
     "containers": [f"{INTEGRATION}/test_containers.py", f"{INTEGRATION}/test_container_target.py"],
 }
 

@@ -2,3 +2,5 @@
 CREATE DATABASE prefect;
 CREATE DATABASE mlflow;
 CREATE DATABASE optuna;
+-- the prediction log and feedback labels (SLUICE_PREDICTION_LOG_URL): model containers write, the worker reads
+CREATE DATABASE predictions;

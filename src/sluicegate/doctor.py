@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
+from sluicegate.errors import ConfigError
 from sluicegate.settings import Settings, load_settings, redact
 
 OK, FAIL, SKIP = "ok", "fail", "skip"
@@ -213,6 +214,22 @@ def check_runner(settings: Settings, env: Mapping[str, str]) -> Check:
     return Check("task-runner", f"dask {settings.dask_address}", OK if ok else FAIL, detail + (caveat if ok else ""), var)
 
 
+def check_prediction_log(settings: Settings) -> Check:
+    """Where served models log predictions and labels: one SQLite file per project, or a shared PostgreSQL."""
+    from sluicegate.serving.logstore import URL_ENV, normalize_url
+
+    if not settings.prediction_log_url:
+        return _path_check("prediction-log", settings.home / "predictions", URL_ENV,
+                           "a local SQLite file per project (not shared between hosts or containers)")
+    try:
+        url = normalize_url(settings.prediction_log_url)
+    except ConfigError as exc:
+        return Check("prediction-log", redact(settings.prediction_log_url), FAIL, exc.problems[0], URL_ENV)
+    ok, detail = sql_ping("postgresql+psycopg://" + url.split("://", 1)[1])  # psycopg 3, the driver the log uses
+    return Check("prediction-log", redact(url), OK if ok else FAIL,
+                 detail + ("; shared by every server and flow run that has this URL" if ok else ""), URL_ENV)
+
+
 def run_checks(env: Mapping[str, str] | None = None) -> DoctorReport:
     """Resolve the settings from `env` (default: the process environment) and probe each one.
 
@@ -231,6 +248,7 @@ def run_checks(env: Mapping[str, str] | None = None) -> DoctorReport:
         lambda: _store_check("optuna-storage", s.optuna_storage, "SLUICE_OPTUNA_STORAGE", "local SQLite file"),
         lambda: check_runner(s, env),
         lambda: _path_check("bentoml-home", s.bentoml_home, "BENTOML_HOME", "local model and bento store"),
+        lambda: check_prediction_log(s),
     ]
     out = []
     for i, make in enumerate(checks):

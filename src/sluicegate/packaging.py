@@ -467,7 +467,8 @@ def _canary_payload(model: Any, canary: pd.DataFrame, task: str, predictor: Any 
 
 def _bento_requirements(model: Any = None, onnx: bool = False) -> list[str]:
     pins = pip_requirements(model)
-    for name in ("joblib", "pydantic", "orjson") + (("onnxruntime",) if onnx else ()):
+    # psycopg: the prediction log goes to PostgreSQL when SLUICE_PREDICTION_LOG_URL is set where the bento serves
+    for name in ("joblib", "pydantic", "orjson", "psycopg", "psycopg-binary") + (("onnxruntime",) if onnx else ()):
         try:
             from importlib import metadata as md
 

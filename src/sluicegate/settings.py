@@ -23,6 +23,10 @@ class Settings:
         SLUICE_TASK_RUNNER: `threads` (default) or `dask`, for trials and partitions submitted in parallel.
         SLUICE_DASK_ADDRESS: a Dask scheduler (`tcp://host:8786`); unset with `dask`: a local cluster.
         SLUICE_CONTAINER_ENGINE: the engine of `deploy.target: container` (default `podman`).
+        SLUICE_CONTAINER_NETWORK: a container network the model containers join too (the compose
+            stack's `sluicegate_default`), so that a SLUICE_PREDICTION_LOG_URL naming `postgres` resolves.
+        SLUICE_PREDICTION_LOG_URL: a PostgreSQL URL for the prediction log and feedback labels, shared by
+            every host and container (default: a SQLite file per project in SLUICE_HOME/predictions).
         SLUICE_CONTAINER_BASE: the image model images are built on (default the lock image that
             infra/podman/setup.sh builds, `localhost/sluicegate-python:lock`).
     """
@@ -37,6 +41,8 @@ class Settings:
     dask_address: str | None = None
     container_engine: str = "podman"
     container_base: str = "localhost/sluicegate-python:lock"
+    prediction_log_url: str | None = None
+    container_network: str | None = None
 
     @property
     def data_store(self) -> Path:
@@ -63,6 +69,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dask_address=env.get("SLUICE_DASK_ADDRESS") or None,
         container_engine=env.get("SLUICE_CONTAINER_ENGINE") or "podman",
         container_base=env.get("SLUICE_CONTAINER_BASE") or "localhost/sluicegate-python:lock",
+        prediction_log_url=(env.get("SLUICE_PREDICTION_LOG_URL") or "").strip() or None,
+        container_network=(env.get("SLUICE_CONTAINER_NETWORK") or "").strip() or None,
     )
 
 

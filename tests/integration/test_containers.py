@@ -2,7 +2,8 @@
 
 From the host, `sluice run` trains against the stack's published loopback ports; the champion is
 deployed from the stack's registry into a model container (`deploy.target: container`) and
-answers as offline; then a deployment registered from inside the worker container runs there,
+answers as offline, its predictions and labels going to the stack's Postgres, where `sluice drift` in the worker
+container reads them; then a deployment registered from inside the worker container runs there,
 pulled from the work pool; `down` leaves no container, pod or network. Needs podman, podman-compose and the images of infra/podman/setup.sh
 (.ci/run runs it, so CI always has them); elsewhere it skips with one line saying so.
 """
@@ -40,6 +41,20 @@ def _podman(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _port() -> int:
+    """A free loopback port: from SLUICE_TEST_PORT_BASE upwards where a machine hands ports out by range."""
+    base = int(os.environ.get("SLUICE_TEST_PORT_BASE") or 0)
+    if not base:
+        return free_port()
+    port = next((p for p in range(base + _port.taken, base + 100) if _port_free(p)), None)
+    assert port is not None, f"no free port in {base}-{base + 99}"
+    _port.taken = port - base + 1
+    return port
+
+
+_port.taken = 0  # type: ignore[attr-defined]
+
+
 def _missing() -> str | None:
     """Why the stack cannot run here, or None."""
     if shutil.which("podman") is None:
@@ -73,12 +88,12 @@ def stack(tmp_path_factory):
     assert built.returncode == 0, built.stderr[-3000:]
 
     work = tmp_path_factory.mktemp("stack")
-    ports = {"PREFECT_PORT": free_port(), "MLFLOW_PORT": free_port()}
+    ports = {"PREFECT_PORT": _port(), "MLFLOW_PORT": _port()}
     env_lines = (ROOT / "infra" / ".env.example").read_text().splitlines()
     values = {line.partition("=")[0]: line.partition("=")[2] for line in env_lines if "=" in line and not line.startswith("#")}
     values.update({k: str(v) for k, v in ports.items()}, SLUICE_VERSION=version,
                   POSTGRES_PASSWORD=secrets.token_hex(12), MINIO_ROOT_PASSWORD=secrets.token_hex(12),
-                  MINIO_CONSOLE_PORT=str(free_port()), DASK_DASHBOARD_PORT=str(free_port()), MODEL_PORT=str(free_port()),
+                  MINIO_CONSOLE_PORT=str(_port()), DASK_DASHBOARD_PORT=str(_port()), MODEL_PORT=str(_port()),
                   MLFLOW_ALLOWED_HOSTS=f"mlflow,mlflow:5000,127.0.0.1,127.0.0.1:{ports['MLFLOW_PORT']}")
     env_file = work / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -87,7 +102,9 @@ def stack(tmp_path_factory):
     t0 = time.monotonic()
     try:
         s.up()
-        yield {"stack": s, "up_s": time.monotonic() - t0, "work": work,
+        yield {"stack": s, "up_s": time.monotonic() - t0, "work": work, "network": f"{PROJECT}_default",
+               "prediction_log_url": f"postgresql://{values['POSTGRES_USER']}:{values['POSTGRES_PASSWORD']}@postgres:5432/"
+                                     "predictions",
                "prefect_api": f"http://127.0.0.1:{ports['PREFECT_PORT']}/api",
                "mlflow": f"http://127.0.0.1:{ports['MLFLOW_PORT']}"}
     finally:
@@ -134,10 +151,14 @@ def test_sluice_run_from_the_host_against_the_stack(stack, tmp_path):
 
 def test_the_champion_serves_from_a_model_container(stack, tmp_path):
     """Packaged from the stack's registry (artifacts through the MLflow server), run by podman, switched
-    behind the front; answers equal the registry model's offline predictions; `sluice stop` removes it."""
+    behind the front; answers equal the registry model's offline predictions; the worker container reads
+    them from the stack's Postgres (what its drift check reads); `sluice stop` removes it."""
     home = tmp_path / "home"
-    env = _client_env(stack, home)
-    port = next((p for p in range(3500, 3600) if _port_free(p)), None)
+    # the model container joins the stack's network too, where `postgres` resolves; the URL goes in by name
+    env = {**_client_env(stack, home), "SLUICE_CONTAINER_NETWORK": stack["network"],
+           "SLUICE_PREDICTION_LOG_URL": stack["prediction_log_url"]}
+    port = _port() if os.environ.get("SLUICE_TEST_PORT_BASE") else next((p for p in range(3500, 3600) if _port_free(p)),
+                                                                         None)
     if port is None:
         pytest.skip("no free port in 3500-3599")
     sluice = [str(BIN / "sluice")]
@@ -169,11 +190,45 @@ def test_the_champion_serves_from_a_model_container(stack, tmp_path):
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = before_env
-        frame = load_bundled("sklearn.breast_cancer").drop(columns=["target"]).head(25)
+        labelled = load_bundled("sklearn.breast_cancer").head(120)  # past the drift check's min_rows (100)
+        frame = labelled.drop(columns=["target"])
         rows = json.loads(frame.to_json(orient="records"))
         answers = httpx.post(f"http://127.0.0.1:{port}/predict", json=rows, timeout=60).json()
         assert [a["prediction"] for a in answers] == model.predict(frame).tolist()
         assert {a["model_version"] for a in answers} == {str(champion.version)}
+        # the same rows for probabilities (the live roc_auc needs them), labelled through the container
+        proba = httpx.post(f"http://127.0.0.1:{port}/predict_proba", json=rows, timeout=60).json()
+        proba_ids = [a["prediction_id"] for a in proba]
+        fed = httpx.post(f"http://127.0.0.1:{port}/feedback", timeout=60,
+                         json=[{"prediction_id": i, "label": int(y)} for i, y in zip(proba_ids, labelled["target"])])
+        assert fed.status_code == 200 and fed.json()["summary"]["accepted"] == len(proba_ids), fed.text
+        ids = [a["prediction_id"] for a in answers] + proba_ids
+
+        # the drift check, on the worker container, reads what this container logged: the stack's Postgres
+        worker = _container(stack, "prefect-worker")
+        read = ("import json; from sluicegate.serving.predlog import read_prediction_log; "
+                "print(json.dumps(list(read_prediction_log('breast_cancer')['prediction_id'])))")
+        deadline, logged = time.monotonic() + 60, []
+        while time.monotonic() < deadline:
+            out_log = _podman("exec", worker, "python", "-c", read, timeout=120)
+            assert out_log.returncode == 0, out_log.stderr[-2000:]
+            logged = json.loads(out_log.stdout.strip().splitlines()[-1])
+            if set(ids) <= set(logged):
+                break
+            time.sleep(2)
+        assert set(ids) <= set(logged), (ids, logged)
+        assert not (home / "predictions" / "breast_cancer" / "predictions.sqlite").exists()
+        # The champion was trained on the host, whose SLUICE_HOME holds its training snapshot (the drift
+        # check's reference): snapshots are files, not shared by the stack (README), so put it in the worker.
+        snapshot = champion.tags["sluice.data_snapshot"]
+        assert _podman("exec", worker, "mkdir", "-p", str(Path(snapshot).parent)).returncode == 0
+        assert _podman("cp", snapshot, f"{worker}:{snapshot}").returncode == 0
+        checked = _podman("exec", worker, "sluice", "drift", "configs/breast_cancer.yaml", "--json", timeout=600)
+        assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+        result = last_json(checked.stdout)
+        assert result["champion_version"] == str(champion.version)
+        assert result["current_rows"] == len(ids) and result["sufficient"], result["text"]
+        assert result["performance_rows"] == len(proba_ids), result["text"]  # the labels sent to the model container
     finally:
         stopped = subprocess.run([*sluice, "stop", "configs/breast_cancer.yaml"], env=env, cwd=ROOT,
                                  capture_output=True, text=True, timeout=300)

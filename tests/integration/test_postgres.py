@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -19,90 +15,20 @@ import httpx
 import pytest
 
 from sluicegate.deploy import free_port
-from tests.helpers import churn_frame, last_json, write_project
+from tests.helpers import PASSWORD, Postgres, churn_frame, last_json, pg_unavailable, postgres_bin, write_project
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PASSWORD = "sluice-test-only"
 START_TIMEOUT_S = 150
-
-
-def postgres_bin() -> Path | None:
-    """The folder holding initdb and pg_ctl: on PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
-    found = shutil.which("pg_ctl")
-    if found and shutil.which("initdb"):
-        return Path(found).resolve().parent
-    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
-        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
-            return Path(folder)
-    return None
-
-
-def _unavailable(reason: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must run these tests (.ci/run installs PostgreSQL with apt-get)")
-    pytest.skip(f"{reason} (install it with `apt-get install -y postgresql`; CI installs it)")
-
-
-class Postgres:
-    """A throwaway PostgreSQL cluster in a temporary folder on a free loopback port."""
-
-    def __init__(self, bin_dir: Path):
-        self.bin = bin_dir
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="sluice-pg-"))
-        self.data = self.dir / "data"
-        self.user = "sluice"
-        # initdb refuses to run as root: run the server as the `postgres` account the package creates
-        self.run_as = None
-        if os.geteuid() == 0:
-            try:
-                self.run_as = pwd.getpwnam("postgres")
-            except KeyError:
-                _unavailable("running as root and there is no `postgres` account to run the server")
-            os.chown(self.dir, self.run_as.pw_uid, self.run_as.pw_gid)
-
-    def _cmd(self, *args: str) -> list[str]:
-        cmd = [str(self.bin / args[0]), *args[1:]]
-        return ["runuser", "-u", "postgres", "--", *cmd] if self.run_as else cmd
-
-    def start(self) -> None:
-        pwfile = self.dir / "pw"
-        pwfile.write_text(PASSWORD)
-        if self.run_as:
-            os.chown(pwfile, self.run_as.pw_uid, self.run_as.pw_gid)
-        subprocess.run(self._cmd("initdb", "-D", str(self.data), "-U", self.user, "--pwfile", str(pwfile),
-                                 "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions"),
-                       check=True, capture_output=True, timeout=120)
-        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} -c fsync=off -c max_connections=200"
-        subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "server.log"),
-                                 "-w", "-t", "60", "start"), check=True, capture_output=True, timeout=90)
-
-    def url(self, db: str, driver: str = "") -> str:
-        scheme = f"postgresql+{driver}" if driver else "postgresql"
-        return f"{scheme}://{self.user}:{PASSWORD}@127.0.0.1:{self.port}/{db}"
-
-    def create_databases(self, *names: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            for name in names:
-                conn.execute(f'CREATE DATABASE "{name}"')
-
-    def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            subprocess.run(self._cmd("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"),
-                           capture_output=True, timeout=60)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def postgres():
     bin_dir = postgres_bin()
     if bin_dir is None:
-        _unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found")
+        pg_unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found")
     pg = Postgres(bin_dir)
     try:
         pg.start()

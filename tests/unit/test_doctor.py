@@ -50,7 +50,7 @@ def test_local_defaults_pass_and_name_every_setting(tmp_path):
     checks = _by_name(report)
     assert report.ok
     assert set(checks) == {"prefect-api", "mlflow-tracking", "mlflow-registry", "artifact-root", "optuna-storage",
-                           "task-runner", "bentoml-home"}
+                           "task-runner", "bentoml-home", "prediction-log"}
     assert checks["prefect-api"].target == "ephemeral"
     assert checks["mlflow-tracking"].target == str(tmp_path / "home" / "mlflow.db")
     assert checks["task-runner"].target == "threads"
@@ -69,11 +69,13 @@ def test_configured_services_that_do_not_answer_fail_with_passwords_masked(tmp_p
     port = _closed_port()
     env = {"SLUICE_HOME": str(tmp_path), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
            "SLUICE_OPTUNA_STORAGE": f"postgresql://u:hunter2@127.0.0.1:{port}/optuna",
-           "SLUICE_TASK_RUNNER": "dask", "SLUICE_DASK_ADDRESS": f"tcp://127.0.0.1:{port}"}
+           "SLUICE_TASK_RUNNER": "dask", "SLUICE_DASK_ADDRESS": f"tcp://127.0.0.1:{port}",
+           "SLUICE_PREDICTION_LOG_URL": f"postgresql://u:hunter2@127.0.0.1:{port}/predlog"}
     report = run_checks(env)
     checks = _by_name(report)
     assert not report.ok
-    assert {c.name for c in report.failed} == {"prefect-api", "optuna-storage", "task-runner"}
+    assert {c.name for c in report.failed} == {"prefect-api", "optuna-storage", "task-runner", "prediction-log"}
+    assert checks["prediction-log"].target == f"postgresql://u:***@127.0.0.1:{port}/predlog"
     assert checks["optuna-storage"].target == f"postgresql://u:***@127.0.0.1:{port}/optuna"
     assert "hunter2" not in json.dumps(report.to_dict())
     assert "cannot connect" in checks["optuna-storage"].detail

@@ -409,3 +409,20 @@ def test_middleware_tags_the_request_and_refuses_unknown_tags():
     sent.clear()
     asyncio.run(call(b"bogus"))
     assert sent[0]["status"] == 400 and b"canary" in sent[1]["body"]
+
+
+def test_the_store_is_chosen_by_the_environment_alone(tmp_path, monkeypatch):
+    from sluicegate.errors import ConfigError
+    from sluicegate.serving.logstore import URL_ENV, log_store, pg_schema
+
+    monkeypatch.delenv(URL_ENV, raising=False)
+    assert log_store("churn", tmp_path).path == log_path(tmp_path, "churn")
+    monkeypatch.setenv(URL_ENV, " postgresql+psycopg://u:pw@db:5432/predictions ")
+    store = log_store("churn", tmp_path)
+    assert store.path is None and store.url == "postgresql://u:pw@db:5432/predictions"
+    assert str(store) == "postgresql://u:***@db:5432/predictions (schema predlog_churn)" and "pw" not in repr(store)
+    long = "a" * 63
+    assert len(pg_schema(long)) == 63 and pg_schema(long) != pg_schema("a" * 62 + "b")
+    monkeypatch.setenv(URL_ENV, "sqlite:////tmp/x.db")
+    with pytest.raises(ConfigError, match=f"{URL_ENV}: must be a postgresql:// URL"):
+        log_store("churn", tmp_path)

@@ -86,13 +86,12 @@ def feedback_import(
     """
     from sluicegate.errors import DataValidationError
     from sluicegate.serving.feedback import STATUSES, import_feedback
-    from sluicegate.serving.predlog import log_path
-    from sluicegate.settings import load_settings
+    from sluicegate.serving.predlog import log_store
 
     try:
         name = resolve(project)[0]
     except ConfigError:
-        if not log_path(load_settings().home, project).exists():
+        if not log_store(project).exists():
             raise
         name = project  # a project known only by its prediction log (served from the registry)
     result = import_feedback(name, file, late_after_days=late_days)

@@ -43,7 +43,8 @@ CONTAINER_HOME = "/data/sluice"
 BENTO_PATH = "/home/bentoml/bento"
 CONTAINERFILE = "Containerfile"
 PIN_CHECK = "sluice_check_pins.py"
-PASSED_ENV = ("SLUICE_FEEDBACK_LATE_DAYS",)  # read by the service; passed on when set here
+# read by the service; passed on when set here (`-e NAME`: the value, a password in a URL, stays off the command line)
+PASSED_ENV = ("SLUICE_FEEDBACK_LATE_DAYS", "SLUICE_PREDICTION_LOG_URL")
 HEALTH_CMD = ("python -c \"import urllib.request as u; "
               f"u.urlopen('http://127.0.0.1:{CONTAINER_PORT}/readyz', timeout=4)\"")
 
@@ -151,7 +152,9 @@ def build_image(bento: BentoResult, spec: DeployConfig, settings: Settings) -> t
 def start_container(bento: BentoResult, image: str, port: int, packaging: PackagingConfig,
                     settings: Settings) -> str:
     """Run the image detached: its port published on 127.0.0.1:`port`, a health check on /readyz, the
-    host's SLUICE_HOME/predictions bind-mounted where the service writes its prediction log.
+    host's SLUICE_HOME/predictions bind-mounted where the service writes its prediction log (unless
+    SLUICE_PREDICTION_LOG_URL, passed on by name, sends it to PostgreSQL; SLUICE_CONTAINER_NETWORK, a
+    second network to join, lets that URL name the compose stack's `postgres`).
 
     Returns:
         The container's name (`sluicegate-<project>-v<version>-<random>`).
@@ -165,7 +168,9 @@ def start_container(bento: BentoResult, image: str, port: int, packaging: Packag
     if packaging.auth_token is not None and packaging.auth_token.env:
         env.append(packaging.auth_token.env)  # the value comes from this process's environment, never the CLI
     env += [var for var in PASSED_ENV if var in os.environ]
-    args = ["run", "-d", "--name", name, "--network", NETWORK, "--stop-signal", "SIGINT",  # a Python PID 1
+    args = ["run", "-d", "--name", name, "--network", NETWORK, *(["--network", settings.container_network]
+                                                                  if settings.container_network else []),
+            "--stop-signal", "SIGINT",  # a Python PID 1
             "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", "-v", f"{predictions}:{CONTAINER_HOME}/predictions",
             "--health-cmd", HEALTH_CMD, "--health-interval", "30s", "--health-timeout", "10s",
             "--health-retries", "3", "--health-start-period", "120s"]

@@ -365,15 +365,15 @@ def rollout_status(settings: Settings, project: str) -> dict[str, Any] | None:
 
 def _log_task(settings: Settings, project: str) -> str:
     """classification or regression, from the label schemas the served versions recorded in the log."""
-    import sqlite3
+    from sluicegate.serving.predlog import label_schemas, log_store
 
-    from sluicegate.serving.predlog import label_schemas, log_path
-
-    db = log_path(settings.home, project)
-    if not db.exists():
+    conn = log_store(project, settings.home, settings.prediction_log_url or "").reader()
+    if conn is None:
         return "classification"
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+    try:
         schemas = label_schemas(conn)
+    finally:
+        conn.close()
     return next((s.task for s in reversed(list(schemas.values()))), "classification")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -14,12 +13,11 @@ from typing import Any, Iterable
 import pandas as pd
 
 from sluicegate.errors import FeedbackError
+from sluicegate.serving.logstore import log_store, table_names
 from sluicegate.serving.predlog import (
     LabelSchema,
-    connect_log,
     label_schemas,
     log_frame,
-    log_path,
     select_log_rows,
     uniform_column,
 )
@@ -84,7 +82,7 @@ class FeedbackResult:
                 "items": [o.to_dict() for o in self.outcomes]}
 
 
-def await_logged(conn: sqlite3.Connection, items: list[FeedbackItem], timeout_s: float = 1.0, step_s: float = 0.05) -> int:
+def await_logged(conn: Any, items: list[FeedbackItem], timeout_s: float = 1.0, step_s: float = 0.05) -> int:
     """Wait up to `timeout_s` until every `prediction_id` the items name is in the log; returns how many
     are still missing.
 
@@ -219,7 +217,7 @@ def check_label(value: Any, schema: LabelSchema) -> tuple[str, Any, str]:
 
 
 def record_feedback(
-    conn: sqlite3.Connection,
+    conn: Any,
     items: list[FeedbackItem],
     *,
     current: LabelSchema | None = None,
@@ -235,7 +233,7 @@ def record_feedback(
     store). A label for a prediction older than `late_after_days` is stored and answered `late`.
 
     Args:
-        conn: a connection from `connect_log` (the prediction log's SQLite file).
+        conn: a connection from `LogStore.connect` (the prediction log's SQLite file or PostgreSQL schema).
         items: from `parse_feedback`.
         current: the serving model's label schema, for versions the log has none for.
         source: who sent the labels (`api`, `import:<file>`), stored with each.
@@ -254,7 +252,7 @@ def record_feedback(
     return FeedbackResult(tuple(outcomes))
 
 
-def _record_one(conn: sqlite3.Connection, item: FeedbackItem, schemas: dict[str, LabelSchema],
+def _record_one(conn: Any, item: FeedbackItem, schemas: dict[str, LabelSchema],
                 current: LabelSchema | None, source: str, now: float, late_after_days: float) -> FeedbackOutcome:
     if item.prediction_id is not None:
         row = conn.execute("SELECT prediction_id, ts, model_version, id_value FROM predictions"
@@ -276,8 +274,8 @@ def _record_one(conn: sqlite3.Connection, item: FeedbackItem, schemas: dict[str,
     if status != "accepted":
         return FeedbackOutcome(item.index, status, pid, why)
     late = (now - float(ts)) > late_after_days * 86400
-    cur = conn.execute("INSERT OR IGNORE INTO feedback (prediction_id, id_value, label, received_ts, source, late)"
-                       " VALUES (?, ?, ?, ?, ?, ?)", (pid, id_value, json.dumps(label), now, source, int(late)))
+    cur = conn.execute("INSERT INTO feedback (prediction_id, id_value, label, received_ts, source, late)"
+                       " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (prediction_id) DO NOTHING", (pid, id_value, json.dumps(label), now, source, int(late)))
     if cur.rowcount == 0:
         first = conn.execute("SELECT label FROM feedback WHERE prediction_id = ?", (pid,)).fetchone()
         return FeedbackOutcome(item.index, "duplicate", pid,
@@ -336,13 +334,13 @@ def import_feedback(project: str, path: Path, home: Path | None = None, *, sourc
 
     Raises:
         FeedbackError: no prediction log, no label schema recorded, or an unreadable file.
+        ServiceUnreachableError: the log is in PostgreSQL and it does not answer.
     """
-    home = _home(home)
-    db = log_path(home, project)
-    if not db.exists():
-        raise FeedbackError([f"{project}: no prediction log at {db}; serve the model (packaging.log_predictions: true) "
+    store = log_store(project, _home(home))
+    if not store.exists():
+        raise FeedbackError([f"{project}: no prediction log at {store}; serve the model (packaging.log_predictions: true) "
                              "before importing labels"])
-    conn = connect_log(db)
+    conn = store.connect()
     try:
         schemas = label_schemas(conn)
         current = list(schemas.values())[-1] if schemas else None
@@ -382,14 +380,15 @@ def read_labelled_predictions(
         The columns of `read_prediction_log`, then the label in a column named after the target
         (`label` when no target is recorded), `label_ts` (UTC receipt time), `label_source` and
         `label_late`. Empty when nothing is labelled.
+
+    Raises:
+        ServiceUnreachableError: the log is in PostgreSQL (SLUICE_PREDICTION_LOG_URL) and it does not answer.
     """
-    home = _home(home)
-    db = log_path(home, project)
-    if not db.exists():
+    conn = log_store(project, _home(home)).reader()
+    if conn is None:
         return log_frame([])
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "feedback" not in tables:
+    try:
+        if "feedback" not in table_names(conn):
             return log_frame([])
         schemas = label_schemas(conn)
         where = "prediction_id IN (SELECT prediction_id FROM feedback" + ("" if include_late else " WHERE late = 0") + ")"
@@ -399,6 +398,8 @@ def read_labelled_predictions(
             params.append(str(model_version))
         rows = select_log_rows(conn, where, params, since=since, last_n=last_n, traffic=traffic)
         labels = conn.execute("SELECT prediction_id, label, received_ts, source, late FROM feedback").fetchall()
+    finally:
+        conn.close()
     target = next((s.target for s in reversed(list(schemas.values())) if s.target), None) or "label"
     frame = log_frame(rows)
     if target in frame.columns:  # never overwrite a feature: the label is what was added

@@ -1,4 +1,4 @@
-"""Append-only prediction log: SQLite in WAL mode, written by a background thread, read back as a DataFrame."""
+"""Append-only prediction log: SQLite in WAL mode (or a shared PostgreSQL), written by a background thread, read back as a DataFrame."""
 
 from __future__ import annotations
 
@@ -16,57 +16,22 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from sluicegate.errors import ServiceUnreachableError
+from sluicegate.serving.logstore import (
+    DB_NAME,
+    LogStore,
+    connect_log,  # noqa: F401  (its old home: tests and benchmarks import it here)
+    log_store,
+    table_columns,
+    table_names,
+)
+
 log = logging.getLogger(__name__)
 
-DB_NAME = "predictions.sqlite"
 TRAFFIC_TAGS = ("live", "canary", "shadow", "health")
 TRAFFIC_HEADER = "x-sluice-traffic"
 # the columns every frame from `read_prediction_log` starts with, in this order
 FIXED_COLUMNS = ("prediction_id", "ts", "endpoint", "model_version", "traffic", "source")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    project TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    source TEXT NOT NULL,
-    inputs TEXT NOT NULL,
-    outputs TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
-CREATE TABLE IF NOT EXISTS models (
-    model_version TEXT PRIMARY KEY,
-    task TEXT NOT NULL,
-    target TEXT,
-    id_column TEXT,
-    classes TEXT,
-    updated_ts REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    prediction_id TEXT NOT NULL UNIQUE,
-    id_value TEXT,
-    label TEXT NOT NULL,
-    received_ts REAL NOT NULL,
-    source TEXT NOT NULL,
-    late INTEGER NOT NULL DEFAULT 0
-);
-"""
-# columns added after the first release; an older log file gains them (ALTER TABLE) when a writer opens it
-_ADDED_COLUMNS = {
-    "prediction_id": "TEXT",
-    "traffic": "TEXT NOT NULL DEFAULT 'live'",
-    "label": "TEXT",
-    "probabilities": "TEXT",
-    "id_value": "TEXT",
-}
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS predictions_pid ON predictions (prediction_id);
-CREATE INDEX IF NOT EXISTS predictions_idv ON predictions (id_value);
-"""
-
 
 @dataclass(frozen=True)
 class PredictionEvent:
@@ -106,43 +71,27 @@ def log_path(home: Path, project: str) -> Path:
     return home / "predictions" / project / DB_NAME
 
 
-def connect_log(path: Path) -> sqlite3.Connection:
-    """A read-write connection to a prediction log, creating or migrating its tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(_SCHEMA)
-    have = _table_columns(conn, "predictions")
-    for name, decl in _ADDED_COLUMNS.items():
-        if name not in have:
-            try:
-                conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {decl}")
-            except sqlite3.OperationalError as exc:  # another worker migrated it first
-                if "duplicate column" not in str(exc):
-                    raise
-    conn.executescript(_INDEXES)
-    conn.commit()
-    return conn
+def _table_columns(conn: Any, table: str) -> set[str]:
+    return table_columns(conn, table)
 
 
-def _table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+def register_label_schema(conn: Any, schema: LabelSchema) -> None:
+    """Record what labels of `schema.model_version` look like, so feedback can be checked offline too.
 
-
-def register_label_schema(conn: sqlite3.Connection, schema: LabelSchema) -> None:
-    """Record what labels of `schema.model_version` look like, so feedback can be checked offline too."""
+    `conn` is a log connection (`connect_log`, or `LogStore.connect` for either store)."""
     with conn:
         conn.execute(
-            "INSERT OR REPLACE INTO models (model_version, task, target, id_column, classes, updated_ts)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO models (model_version, task, target, id_column, classes, updated_ts)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model_version) DO UPDATE SET task = excluded.task,"
+            " target = excluded.target, id_column = excluded.id_column, classes = excluded.classes,"
+            " updated_ts = excluded.updated_ts",
             (schema.model_version, schema.task, schema.target, schema.id_column,
              json.dumps(list(schema.classes)) if schema.classes is not None else None, time.time()))
 
 
-def label_schemas(conn: sqlite3.Connection) -> dict[str, LabelSchema]:
+def label_schemas(conn: Any) -> dict[str, LabelSchema]:
     """Every recorded label schema by model version, in the order the versions were last served."""
-    if "models" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}:
+    if "models" not in table_names(conn):
         return {}
     rows = conn.execute("SELECT model_version, task, target, id_column, classes FROM models ORDER BY updated_ts")
     return {r[0]: LabelSchema(r[1], r[2], tuple(json.loads(r[4])) if r[4] else None, r[3], r[0]) for r in rows}
@@ -165,12 +114,17 @@ class PredictionLog:
     `record` waits for room (back-pressure on the request) instead of dropping events, and a
     locked database is retried until it answers. `flush` waits until everything recorded so
     far is on disk; `close` drains the queue and waits for the last write (graceful shutdown).
+
+    `store` is a SQLite file's path or a `LogStore` (`log_store`: PostgreSQL when configured). A
+    PostgreSQL store that goes away costs no request: each batch it cannot take is dropped and
+    counted at once (as on a full disk), and writing resumes when it answers again.
     """
 
-    def __init__(self, path: Path, flush_interval_s: float = 0.2, max_queue: int = 100_000,
+    def __init__(self, store: Path | LogStore, flush_interval_s: float = 0.2, max_queue: int = 100_000,
                  on_written: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None,
                  linger_s: float = 0.05):
-        self.path = path
+        self.store = store if isinstance(store, LogStore) else LogStore(Path(store).parent.name, path=Path(store))
+        self.path = self.store.path  # None for PostgreSQL
         self.flush_interval_s = flush_interval_s
         self.linger_s = min(linger_s, flush_interval_s)
         self._max_queue = max_queue
@@ -183,13 +137,13 @@ class PredictionLog:
         self._last_alarm = 0.0
         # one item per request (a list of events), a flush marker, or None (close); `max_queue` bounds the items
         self._queue: queue.Queue[list[PredictionEvent] | _Flush | None] = queue.Queue(maxsize=max_queue)
-        self._conn = connect_log(path)
+        self._conn = self.store.connect()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     @property
-    def connection(self) -> sqlite3.Connection:
+    def connection(self) -> Any:
         return self._conn
 
     def record(self, events: list[PredictionEvent]) -> None:
@@ -261,7 +215,7 @@ class PredictionLog:
                 self._on_written(len(rows))
                 if self._failing_since is not None:
                     log.warning("prediction log %s: writing again (%d predictions were dropped in all)",
-                                self.path, self.dropped)
+                                self.store, self.dropped)
                     self._failing_since = None
                 return
             except sqlite3.OperationalError as exc:
@@ -278,6 +232,14 @@ class PredictionLog:
             except sqlite3.Error as exc:  # corrupt or unreadable file: never kill the writer thread
                 self._drop(len(rows), f"{type(exc).__name__}: {exc}")
                 return
+            except ServiceUnreachableError as exc:  # the shared store went away
+                attempt += 1
+                if attempt >= 2:  # the retry reconnected and failed too: the store is down, not a stale connection
+                    self._drop(len(rows), str(exc))
+                    return
+            except Exception as exc:  # a store refusing the rows (PostgreSQL: a type, a constraint): never kill the thread
+                self._drop(len(rows), f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+                return
 
     def _drop(self, n: int, why: str) -> None:
         """Count predictions that could not be logged, and say so: at once, then at most once a minute."""
@@ -286,7 +248,7 @@ class PredictionLog:
         now = time.monotonic()
         if self._failing_since is None or now - self._last_alarm >= 60:
             log.error("prediction log %s: %d predictions not logged, %d dropped so far: %s (the answers were sent; "
-                      "logging resumes when it can write)", self.path, n, self.dropped, why)
+                      "logging resumes when it can write)", self.store, n, self.dropped, why)
             self._last_alarm = now
         if self._failing_since is None:
             self._failing_since = now
@@ -367,17 +329,18 @@ def read_prediction_log(
         seen (NaN on /predict rows). Every column has one Parquet-compatible type. Empty (with
         the fixed columns) when nothing matches. Old log files are read as they are: rows
         logged before prediction ids existed get `legacy-<row>` ids and traffic `live`.
-    """
-    if home is None:
-        from sluicegate.settings import load_settings
 
-        home = load_settings().home
-    path = log_path(home, project)
-    if not path.exists():
+    Raises:
+        ServiceUnreachableError: the log is in PostgreSQL (SLUICE_PREDICTION_LOG_URL) and it does not answer.
+    """
+    conn = log_store(project, home).reader()
+    if conn is None:
         return _empty()
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
+    try:
         where, params = ("model_version = ?", [str(model_version)]) if model_version is not None else ("", [])
         rows = select_log_rows(conn, where, params, since=since, last_n=last_n, traffic=traffic)
+    finally:
+        conn.close()
     return log_frame(rows)
 
 
@@ -385,7 +348,7 @@ _LOG_FIELDS = ("id", "prediction_id", "ts", "endpoint", "model_version", "traffi
                "label", "probabilities")
 
 
-def select_log_rows(conn: sqlite3.Connection, where: str, params: list[Any], *, since: Any = None,
+def select_log_rows(conn: Any, where: str, params: list[Any], *, since: Any = None,
             last_n: int | None = None, traffic: Iterable[str] | None = ("live",),
             table_alias: str = "") -> list[tuple]:
     """Rows of `_LOG_FIELDS` (missing columns of an old file read as NULL), oldest first."""
@@ -407,10 +370,10 @@ def select_log_rows(conn: sqlite3.Connection, where: str, params: list[Any], *, 
     if traffic is not None:
         tags = list(traffic)
         if "traffic" in have:
-            clauses.append(f"COALESCE({p}traffic, 'live') IN ({', '.join('?' * len(tags))})" if tags else "0")
+            clauses.append(f"COALESCE({p}traffic, 'live') IN ({', '.join('?' * len(tags))})" if tags else "1 = 0")
             params += tags
         elif "live" not in tags:
-            clauses.append("0")
+            clauses.append("1 = 0")
     query = f"SELECT {', '.join(cols)} FROM predictions {table_alias}"
     if clauses:
         query += " WHERE " + " AND ".join(f"({c})" for c in clauses)

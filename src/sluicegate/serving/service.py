@@ -21,7 +21,7 @@ import bentoml
 from pydantic import BaseModel, PrivateAttr
 
 from sluicegate.data import hash_file
-from sluicegate.errors import FeedbackError
+from sluicegate.errors import FeedbackError, ServiceUnreachableError
 from sluicegate.serving.feedback import LATE_AFTER_DAYS, await_logged, id_text, parse_feedback, record_feedback
 from sluicegate.serving.predlog import (
     TRAFFIC_HEADER,
@@ -29,8 +29,7 @@ from sluicegate.serving.predlog import (
     LabelSchema,
     PredictionEvent,
     PredictionLog,
-    connect_log,
-    log_path,
+    log_store,
     register_label_schema,
 )
 from sluicegate.serving.schema import (
@@ -552,11 +551,12 @@ if CONFIG is not None:
             if PACK["log_predictions"]:
                 from sluicegate.settings import load_settings, make_private
 
-                path = log_path(make_private(load_settings().home), CONFIG["project"])  # raw inputs: owner only
-                self.plog = PredictionLog(path, on_written=self.metrics["written"].inc,
+                # SQLite under SLUICE_HOME, or PostgreSQL when SLUICE_PREDICTION_LOG_URL is set here (never in the bento)
+                store = log_store(CONFIG["project"], make_private(load_settings().home))  # raw inputs: owner only
+                self.plog = PredictionLog(store, on_written=self.metrics["written"].inc,
                                           on_dropped=self.metrics["dropped"].inc)
                 atexit.register(self.plog.close)
-                self.feedback_db = connect_log(path)  # its own connection: the log writer owns the other
+                self.feedback_db = store.connect()  # its own connection: the log writer owns the other
                 register_label_schema(self.feedback_db, LABEL_SCHEMA)
             log.info("serving %s v%s (%s) with the %s runtime", CONFIG["project"], VERSION, CONFIG["model_tag"], RUNTIME)
 
@@ -717,7 +717,7 @@ if CONFIG is not None:
                 with self.feedback_lock:
                     result = record_feedback(self.feedback_db, parsed, current=LABEL_SCHEMA, source="api",
                                              late_after_days=self.late_after_days)
-            except sqlite3.OperationalError as exc:  # locked or full: the caller may retry
+            except (sqlite3.OperationalError, ServiceUnreachableError) as exc:  # locked, full or down: the caller may retry
                 log.warning("feedback not stored: %s", exc)
                 return JSONResponse({"error": "feedback store busy", "detail": f"nothing was stored ({exc}); retry"},
                                     status_code=503)

@@ -63,10 +63,31 @@ def test_deployments_accept_names_and_refuse_duplicate_projects(repo_root, tmp_p
     monkeypatch.chdir(repo_root)
     assert main(["deployments", "show", "diabetes"]) == 0
     assert "diabetes-training" in capsys.readouterr().out
-    monkeypatch.setattr(build, "ROOT", tmp_path)  # a checkout whose configs/ holds two YAMLs of one project
+    # a project folder (and a checkout) whose configs/ holds two YAMLs of one project; sluice run there
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
     _config(tmp_path, "a.yaml", "churn")
     _config(tmp_path, "b.yaml", "churn")
     for cmd in (["deployments", "show"], ["deployments", "apply"], ["deployments", "show", "churn"]):
         assert main(cmd) == 2
         err = capsys.readouterr().err
         assert "'churn' is declared by" in err and "a.yaml and" in err and "b.yaml" in err, err
+
+
+def test_deployments_from_a_project_folder_of_its_own(tmp_path, monkeypatch, capsys):
+    """A folder with only configs/ and data/ (no checkout): its projects, by default and by name; the
+    deployment code comes from this install."""
+    import json
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tips.yaml").write_text(yaml.safe_dump({
+        "project": "tips", "task": "regression", "data": {"source": {"kind": "bundled", "name": "sklearn.diabetes"},
+                                                         "target": "target"},
+        "model": {"kind": "sklearn", "estimator": "ridge"}, "gates": {"primary_metric": "r2"}}))
+    monkeypatch.chdir(tmp_path)
+    for cmd in (["deployments", "show"], ["deployments", "show", "tips"]):
+        assert main(cmd) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert sorted(d["name"] for d in shown) == ["tips-drift-check", "tips-retraining", "tips-training"]
+        assert all(d["parameters"].get("project", d["parameters"].get("config_path")).endswith("tips.yaml")
+                   for d in shown)

@@ -110,3 +110,17 @@ def test_auto_workers_is_one_per_usable_cpu_up_to_four(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)))
     assert server_workers("auto") == MAX_AUTO_WORKERS == 4
     assert server_workers(3) == 3 and server_workers(None) == 4
+
+
+def test_auto_workers_respects_a_cgroup_cpu_limit(tmp_path, monkeypatch):
+    from sluicegate.serving import service
+
+    limit = tmp_path / "cpu.max"
+    limit.write_text("150000 100000\n")  # a container limited to 1.5 CPUs
+    assert service.cgroup_cpus(str(limit)) == 2
+    limit.write_text("max 100000\n")
+    assert service.cgroup_cpus(str(limit)) is None
+    assert service.cgroup_cpus(str(tmp_path / "missing")) is None
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(service, "cgroup_cpus", lambda: 1)
+    assert service.server_workers("auto") == 1

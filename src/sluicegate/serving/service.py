@@ -78,8 +78,17 @@ def server_workers(setting: Any) -> int:
             cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cpus = os.cpu_count() or 1
-        return max(1, min(cpus, MAX_AUTO_WORKERS))
+        return max(1, min(cpus, cgroup_cpus() or cpus, MAX_AUTO_WORKERS))
     return int(setting)
+
+
+def cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> Optional[int]:
+    """The CPUs a cgroup v2 quota allows (a container's or a pod's CPU limit, rounded up), None when unlimited."""
+    try:
+        quota, period = Path(path).read_text().split()[:2]
+        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def load_service_config() -> Optional[dict]:

@@ -12,7 +12,6 @@ if __package__ in (None, ""):  # run as a file by Prefect's loader: make `tasks`
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.unchanged import CODE_FOLDERS
 from sluicegate import events
 from sluicegate.config import ProjectConfig, config_hash, load_config, resolve_path
 from sluicegate.data import DatasetRef, dataset_tags
@@ -24,7 +23,7 @@ from sluicegate.split import SplitResult
 from sluicegate.stores import run_tags
 from sluicegate.training import TrainingOutcome, candidate_key, training_outcome
 from sluicegate.validation import ValidationReport
-from tasks._common import artifact_key, reap_crashed_flow_runs, recover_interrupted_runs
+from tasks._common import CODE_FOLDERS, artifact_key, reap_crashed_flow_runs, recover_interrupted_runs
 from tasks.approve import record_approval, require_persistent_api, wait_for_approval
 from tasks.deploy import release_model
 from tasks.evaluate import evaluate_model, score_champion

@@ -14,10 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from sluicegate.outcome import TrainingOutcome
 from sluicegate.registry_reader import reader_for
 from sluicegate.runkey import load_config_for_key, run_key, unchanged_outcome
-from tasks._common import artifact_key, settings
-
-# the checkout's code that a run's key covers, besides the sluicegate package (the training flow tags by it)
-CODE_FOLDERS = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "tasks")
+from tasks._common import CODE_FOLDERS, artifact_key, settings
 
 
 @flow(name="training-pipeline", log_prints=True)

@@ -13,6 +13,10 @@ from typing import Any, Callable
 from sluicegate.runkey import code_fingerprint  # the sluicegate source: a changed step never hits an old cache entry
 from sluicegate.settings import Settings, load_settings, make_private
 
+# the checkout's code that a training run's key covers besides the sluicegate package: `flows/` and
+# `tasks/` (the training flow tags its version with that key; the unchanged flow compares it)
+CODE_FOLDERS = (Path(__file__).resolve().parents[1] / "flows", Path(__file__).resolve().parent)
+
 
 def settings() -> Settings:
     """Runtime settings; SLUICE_HOME made private (0700, umask 077) before a task writes there."""
@@ -137,6 +141,7 @@ def reap_crashed_flow_runs(flow_name: str) -> list[str]:
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.context import FlowRunContext
     from prefect.runtime import flow_run
     from prefect.states import Crashed
 
@@ -147,7 +152,10 @@ def reap_crashed_flow_runs(flow_name: str) -> list[str]:
     try:
         with get_client(sync_client=True) as client:
             if flow_run.id:
-                current = client.read_flow_run(flow_run.id)
+                # the engine read this flow run as it started it: its tags need no second request
+                ctx = FlowRunContext.get()
+                current = ctx.flow_run if ctx and ctx.flow_run and str(ctx.flow_run.id) == str(flow_run.id) \
+                    else client.read_flow_run(flow_run.id)
                 client.update_flow_run(flow_run.id, tags=[*current.tags, me])
             running = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),

@@ -123,11 +123,11 @@ def test_shadow_copies_off_the_request_path_with_the_champions_ids(front):
         gate.set()
         stats = _stats(folder, lambda s: s.get("candidate", {}).get("requests", 0) >= 20)
         assert stats["champion"]["requests"] == 20
-        # the first copy went alone (its latency counts); the candidate was busy with it, so the other
-        # 19 were merged into batches: nothing dropped
+        # the first copy went alone (its latency counts); while the candidate held it, the others were
+        # merged into batches (at most one more goes alone: copies made after the gate opened)
         cand_stats = stats["candidate"]
-        assert (cand_stats["requests"], cand_stats["batched"], cand_stats["dropped"], cand_stats["errors"]) \
-            == (20, 19, 0, 0)
+        assert (cand_stats["requests"], cand_stats["dropped"], cand_stats["errors"]) == (20, 0, 0)
+        assert 18 <= cand_stats["batched"] <= 19
         assert len(cand.seen) < 20 and sum(len(b) for _, b in cand.seen) == 40
         _copies_in_order(answers, cand.seen)
         assert cand.seen[0][1] == [{"x": 0}, {"x": 1}]

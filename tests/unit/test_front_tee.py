@@ -8,6 +8,10 @@ from sluicegate.deploy.proxy import _frame, _Tee
 class _Front:
     def __init__(self):
         self.seen = []
+        self.pending = 0
+
+    def tee_pending(self):
+        self.pending += 1
 
     def observed(self, request, status, answer, now):
         self.seen.append((request[0], request[1], request[4], status, answer, round(now - request[5], 3)))
@@ -31,6 +35,8 @@ def test_requests_and_answers_are_paired_in_order_across_any_chunking():
     tee.backend_bytes(b"HTTP/1.1 100 Continue\r\n\r\n", 1.5)  # an interim answer is skipped
     for i in range(0, len(answers), 5):
         tee.backend_bytes(answers[i:i + 5], 2.0)
+    assert front.seen == [] and front.pending  # nothing framed on the request path: at the front's next pass
+    tee.process()
     assert [(m, p, b, s, a) for m, p, b, s, a, _ in front.seen] == [
         (b"POST", b"/predict", b'[{"x": 1}]', 200, b'[{"prediction": 1}]'),
         (b"POST", b"/predict_proba", b'[{"x": 2}]', 200, b'[{"p": 0.5}]')]
@@ -46,6 +52,7 @@ def test_chunked_bodies_are_decoded_and_unframeable_connections_stop_being_copie
     tee = _Tee(front)
     tee.client_bytes(_req(b"[]"), 0.0)
     tee.backend_bytes(b"HTTP/1.1 200 OK\r\n\r\nno length, to the close", 0.1)
+    tee.process()
     assert tee.off and front.seen == []
     tee.client_bytes(_req(b"[]"), 0.2)  # a stopped tee copies nothing more (the bytes were still piped)
     assert not tee.waiting and not tee.req

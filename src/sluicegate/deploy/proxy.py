@@ -257,47 +257,67 @@ def _frame(buf: bytearray, response: bool, head_request: bool = False) -> tuple[
     return head, headers, body
 
 
+def _time_at(marks: deque, offset: int) -> float:
+    """The arrival time of the chunk holding byte `offset` of a stream (marks: (first offset, time) per chunk,
+    oldest first; earlier chunks are dropped: offsets asked for only grow)."""
+    while len(marks) > 1 and marks[1][0] <= offset:
+        marks.popleft()
+    return marks[0][1]
+
+
 class _Tee:
-    """A shadow rollout's copy of one piped connection: its bytes, framed into requests and answers
-    only after they were passed on (the request is already on its way to the champion, the answer
-    already written to the client), paired in order and handed to `Front.observed`. A connection
-    whose bytes cannot be framed stops being copied; it is still piped as before."""
+    """A shadow rollout's copy of one piped connection. On the request path it only keeps the bytes and
+    when each chunk came; `process` (run by the front every SHADOW_LINGER_S for all connections at
+    once) frames them into requests and answers, pairs them in order and hands them to
+    `Front.observed`, so the framing costs no request its turn: a request that arrives during a pass
+    waits for it (the tail of the latency), the others never see it. A connection whose bytes cannot
+    be framed stops being copied; it is still piped as before."""
 
     def __init__(self, front: "Front"):
         self.front = front
         self.req = bytearray()
         self.resp = bytearray()
+        self.req_at = self.resp_at = 0  # the stream offsets of req[0] and resp[0]
+        self.req_marks: deque = deque()  # (stream offset of a chunk's first byte, when it came)
+        self.resp_marks: deque = deque()
+        self.req_total = self.resp_total = 0
         self.waiting: deque = deque()  # (method, path, headers, head, body, started) not answered yet
-        self.started: float | None = None  # when the first bytes of the request being read came
         self.off = False
+        self.closed = False
 
     def client_bytes(self, data: bytes, now: float) -> None:
         if self.off:
             return
-        if not self.req:
-            self.started = now
+        self.req_marks.append((self.req_total, now))
+        self.req_total += len(data)
         self.req += data
+        self.front.tee_pending()
+
+    def backend_bytes(self, data: bytes, now: float) -> None:
+        if self.off:
+            return
+        self.resp_marks.append((self.resp_total, now))
+        self.resp_total += len(data)
+        self.resp += data
+        self.front.tee_pending()
+
+    def process(self) -> None:
+        """Frame what came since the last pass; hand each answered request on."""
+        if self.off:
+            return
         try:
             while self.req:
+                size = len(self.req)
                 got = _frame(self.req, False)
                 if not got:
                     break
                 head, headers, body = got  # type: ignore[misc]
                 method, target = head.split(b" ", 2)[:2]
-                self.waiting.append((method, target.split(b"?")[0], headers, head, body, self.started))
-                self.started = now  # the bytes left over came with this chunk
-        except (ValueError, IndexError):
-            self.stop()
-            return
-        if len(self.req) > TEE_MAX_BYTES or len(self.waiting) > 64:
-            self.stop()
-
-    def backend_bytes(self, data: bytes, now: float) -> None:
-        if self.off:
-            return
-        self.resp += data
-        try:
+                started = _time_at(self.req_marks, self.req_at)
+                self.req_at += size - len(self.req)
+                self.waiting.append((method, target.split(b"?")[0], headers, head, body, started))
             while self.resp:
+                size = len(self.resp)
                 got = _frame(self.resp, True, bool(self.waiting) and self.waiting[0][0] == b"HEAD")
                 if got is None:
                     break
@@ -305,17 +325,19 @@ class _Tee:
                     self.stop()
                     return
                 head, _, body = got  # type: ignore[misc]
+                self.resp_at += size - len(self.resp)
+                ended = _time_at(self.resp_marks, self.resp_at - 1)
                 status = int(head.split(b" ", 2)[1])
                 if 100 <= status < 200:
                     continue
                 if not self.waiting:  # an answer to nothing we saw: stop guessing
                     self.stop()
                     return
-                self.front.observed(self.waiting.popleft(), status, body, now)
+                self.front.observed(self.waiting.popleft(), status, body, ended)
         except (ValueError, IndexError):
             self.stop()
             return
-        if len(self.resp) > TEE_MAX_BYTES:
+        if len(self.req) > TEE_MAX_BYTES or len(self.resp) > TEE_MAX_BYTES or len(self.waiting) > 1024:
             self.stop()
 
     def stop(self) -> None:
@@ -323,6 +345,8 @@ class _Tee:
         self.req.clear()
         self.resp.clear()
         self.waiting.clear()
+        self.req_marks.clear()
+        self.resp_marks.clear()
 
 
 class _Batch:
@@ -544,6 +568,7 @@ class _Client(asyncio.Protocol):
         routing = front.routing()
         if routing is not None and routing["mode"] == "shadow":
             self.tee = _Tee(front)  # piped, and copied
+            front.tees.add(self.tee)
         elif routing is not None:  # a canary: request by request, on streams
             loop = asyncio.get_running_loop()
             reader = asyncio.StreamReader(limit=2 ** 20, loop=loop)
@@ -591,6 +616,9 @@ class _Client(asyncio.Protocol):
         self.front.conns.pop(self, None)
         if self.peer is not None:
             self.peer.close()  # sends what is buffered, then closes
+        if self.tee is not None:  # what it copied is still framed at the next pass, then it is dropped
+            self.tee.closed = True
+            self.front.tee_pending()
 
     def pause_writing(self) -> None:  # the client reads slower than the backend answers
         if self.peer is not None:
@@ -661,6 +689,8 @@ class Front:
         self.meters: dict[str, _Meter] = {}
         self.started_at: float | None = None
         self.shadow: _Shadow | None = None
+        self.tees: set[_Tee] = set()  # the copied connections of a shadow rollout
+        self.tee_pass_due = False
         self.breach: dict[str, Any] | None = None
         self.last_check = 0.0
         self.dirty = False
@@ -817,6 +847,23 @@ class Front:
             self.shadow = _Shadow(self, port)
         path = head.split(b" ", 2)[1].split(b"?")[0]
         self.shadow.add(path, head, _headers(head), body, answer)
+
+    def tee_pending(self) -> None:
+        """Copied bytes wait: make sure a pass over the copied connections comes (once per SHADOW_LINGER_S)."""
+        if not self.tee_pass_due:
+            self.tee_pass_due = True
+            asyncio.get_running_loop().call_later(SHADOW_LINGER_S, self.tee_pass)
+
+    def tee_pass(self) -> None:
+        self.tee_pass_due = False
+        for tee in list(self.tees):
+            try:
+                tee.process()
+            except Exception as exc:  # the copy never fails the connection it copies
+                tee.stop()
+                print(f"front: shadow copy failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            if tee.closed or tee.off:
+                self.tees.discard(tee)
 
     def observed(self, request: tuple, status: int, answer: bytes, now: float) -> None:
         """A piped request and its answer, framed by a `_Tee` after both passed: the champion's counters,

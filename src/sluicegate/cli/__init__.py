@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def app_main() -> None:
+    _state["own_process"] = True  # the command owns this process (not a test calling main)
     code = main()
     # The process ends now. Python's teardown would run full garbage collections over every object
     # still alive (~0.5M after a training run: 1-2.5 s, as long as some runs' training). The OS frees

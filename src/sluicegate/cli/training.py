@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from sluicegate.cli.base import _probe_registry, app, flow_checkout, load_flow, prepare_runtime_env, resolve
+from sluicegate.cli.base import _probe_registry, _state, app, flow_checkout, load_flow, prepare_runtime_env, resolve
 from sluicegate.errors import GateRejected
 
 
@@ -41,6 +42,10 @@ def run(
                   if cfg.selects_model and len(cfg.model_candidates()) > 1
                   else cfg.model.kind + (", tuned" if cfg.selects_model else ""))
         typer.echo(f"sluice: training {cfg.project} ({models}, {cfg.task}) from {config}", err=True)
+        # What the imports made lives until the process ends: out of the collector's sight, the run's
+        # garbage collections look at the run's own objects only (~0.3M fewer to walk each full pass)
+        if _state.get("own_process"):
+            gc.freeze()
         result = training_pipeline(str(config), list(set_) or None, reason)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))

@@ -7,6 +7,10 @@ are printed with the ratios:
   status diabetes (SQLite registry)             goal <= 3 s
   run, unchanged (local Prefect server up)      re-run of the same data, config and code
   run, first (fresh stores) / plain script      goal <= 1.3x: the same steps in one plain process
+  (reference) plain script with sluice's GC settings: `sluice run` freezes the objects its imports made
+              out of the collector's sight before the flow and again before exiting; the plain script
+              as written does neither. The same script given both shows what orchestration costs apart
+              from that (printed, not the goal's baseline)
 
 The local Prefect server runs on a free loopback port under a temporary SLUICE_HOME and is
 stopped at the end. First runs use a fresh SLUICE_HOME each (PREFECT_API_URL points them at the
@@ -69,13 +73,24 @@ def _row(label: str, times: list[float], floor: float | None = None) -> float:
     return med
 
 
-def plain(config: str, home: str) -> None:
-    """The flow's steps called from one plain process (benchmarks/pipeline_overhead.py's script)."""
+def plain(config: str, home: str, freeze: bool = False) -> None:
+    """The flow's steps called from one plain process (benchmarks/pipeline_overhead.py's script);
+    `freeze`: with the GC settings `sluice run` uses (gc.freeze after the imports and before exiting)."""
+    import gc
+
     sys.argv = sys.argv[:1]
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from pipeline_overhead import plain_script
 
+    if freeze:
+        import pandas  # noqa: F401  what the script's own imports pull in, as sluice's imports do for it
+        import sklearn  # noqa: F401
+
+        import sluicegate.tracking  # noqa: F401
+        gc.freeze()
     print(plain_script(Path(config), Path(home)))
+    if freeze:
+        gc.freeze()
 
 
 def _bytecode() -> str:
@@ -108,12 +123,15 @@ def main() -> None:
         _time(_sluice("server", "start"), server_env)
         api = json.loads((server_home / "server.json").read_text())["url"] + "/api" \
             if (server_home / "server.json").exists() else f"http://127.0.0.1:{port}/api"
-        firsts, plains = [], []
-        for i in range(runs):  # alternate the two sides: the machine's load drifts
+        firsts, plains, frozen = [], [], []
+        for i in range(runs):  # alternate the sides: the machine's load drifts
             firsts.append(_time(_sluice("run", PROJECT, *NO_DEPLOY), _env(base / f"run-{i}", PREFECT_API_URL=api)))
             plains.append(_time([sys.executable, __file__, "--plain", PROJECT, str(base / f"plain-{i}")], _env(base)))
+            frozen.append(_time([sys.executable, __file__, "--plain-frozen", PROJECT, str(base / f"frozen-{i}")],
+                                _env(base)))
         first = _row("sluice run, first (fresh stores)", firsts, floor)
         script = _row("same steps, plain script process", plains, floor)
+        script_frozen = _row("(reference) the plain script, sluice's GC settings", frozen, floor)
         last = base / f"run-{runs - 1}"
         unchanged = _row("sluice run, unchanged (server up)",
                          [_time(_sluice("run", PROJECT, *NO_DEPLOY), _env(last, PREFECT_API_URL=api)) for _ in range(runs)],
@@ -127,10 +145,12 @@ def main() -> None:
     print(f"unchanged run: median {unchanged:.2f} s = {unchanged / script:.2f}x the plain script")
     ratio = first / script
     print(f"RATIO first run / plain script = {ratio:.2f} (goal <= 1.3): {'MET' if ratio <= 1.3 else 'NOT MET'}")
+    print(f"(reference) first run / the plain script with sluice's GC settings = {first / script_frozen:.2f}: "
+          "what the orchestration costs apart from the GC settings")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--plain":
-        plain(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 4 and sys.argv[1] in ("--plain", "--plain-frozen"):
+        plain(sys.argv[2], sys.argv[3], freeze=sys.argv[1] == "--plain-frozen")
     else:
         main()

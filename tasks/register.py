@@ -44,8 +44,10 @@ def register_candidate(
     # and packaging compares the ONNX export with the native pipeline on it
     all_tags = {**tags, "sluice.candidate_key": key, "sluice.reason": reason or "manual", "sluice.holdout": test_path,
                 "sluice.test_path": test_path}
+    # on a tracking server, the drift check of another machine reads these from the version's run
+    data_files = {"snapshot.parquet": tags.get("sluice.data_snapshot", ""), "holdout.parquet": test_path}
     return tr.register_candidate(project, model, example, params, metrics, all_tags, artifacts,
-                            run_name=f"{project}-{trained.kind}")
+                                 run_name=f"{project}-{trained.kind}", data_files=data_files)
 
 
 @task(name="decide-promotion")

@@ -73,7 +73,16 @@ def load_windows(tracker: Any, project: str, target: str, id_column: str | None,
     champ = tracker.champion(project)
     if champ is None:
         raise RegistryError(f"{project}: no champion yet; train one before checking drift")
-    reference = load_snapshot(champ.tags["sluice.data_snapshot"])  # without production marker columns
+    cache = champion_cache_dir(home, project, champ.version)
+    snapshot = champ.tags["sluice.data_snapshot"]
+    if not Path(snapshot).exists():  # trained on another machine: the copy stored with the version, if any
+        fetched = tracker.fetch_version_data(champ, "snapshot.parquet", cache)
+        if fetched is None:
+            raise RegistryError(f"{project}: v{champ.version}'s training snapshot {snapshot} is not on this machine "
+                                "and not stored with the version (a version trained against an MLflow server "
+                                "stores it there)")
+        snapshot = str(fetched)
+    reference = load_snapshot(snapshot)  # without production marker columns
     notes: list[str] = []
     labelled = None
     if current_path:
@@ -90,7 +99,6 @@ def load_windows(tracker: Any, project: str, target: str, id_column: str | None,
         labelled = labelled_in_window(read_labelled_predictions(project, home, since=since, model_version=champ.version),
                                       current)
     columns = drift_columns(reference, spec, {target, id_column, *LOG_COLUMNS})
-    cache = champion_cache_dir(home, project, champ.version)
     model_cache: list[Any] = []
 
     def model() -> Any:
@@ -99,10 +107,13 @@ def load_windows(tracker: Any, project: str, target: str, id_column: str | None,
         return model_cache[0]
 
     holdout_path = champ.tags.get(HOLDOUT_TAG)
+    if holdout_path and not Path(holdout_path).exists():
+        fetched = tracker.fetch_version_data(champ, "holdout.parquet", cache)
+        holdout_path = str(fetched) if fetched is not None else holdout_path
     if holdout_path and Path(holdout_path).exists():
         holdout_name = f"its holdout ({Path(holdout_path).name})"
     else:
-        holdout_path, holdout_name = champ.tags["sluice.data_snapshot"], "its training snapshot (no holdout recorded)"
+        holdout_path, holdout_name = snapshot, "its training snapshot (no holdout recorded)"
         notes.append(f"v{champ.version} records no holdout: importance and reference predictions use the training snapshot")
     holdout_cache: list[pd.DataFrame] = []
 

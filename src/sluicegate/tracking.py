@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
+DATA_ARTIFACTS = "data"  # a version's training snapshot and holdout, on a shared tracking store
 
 
 @contextlib.contextmanager
@@ -216,6 +217,7 @@ class Tracker:
         tags: dict[str, str],
         artifacts: dict[str, str] | None = None,
         run_name: str | None = None,
+        data_files: dict[str, str] | None = None,
     ) -> ModelRecord:
         """Log a run with the model (signature, input example), register it, alias it challenger.
 
@@ -226,6 +228,9 @@ class Tracker:
             params, metrics, tags: logged on the run; tags also on the version.
             artifacts: name to local file path, logged under `reports/`.
             run_name: display name of the run.
+            data_files: file name to local path (the training snapshot, the holdout), logged under `data/`
+                when the tracking store is a server: a drift check on another machine (the compose
+                stack's worker) reads them from there (`fetch_version_data`); a local store has the files.
 
         Returns:
             The new `ModelRecord`.
@@ -244,6 +249,8 @@ class Tracker:
             for path in (artifacts or {}).values():
                 if path and Path(path).exists():
                     self.mlflow.log_artifact(path, artifact_path="reports")
+            if self.shared_store:
+                self._log_data_files(data_files or {})
             with _quiet_model_logging():
                 signature = infer_signature(input_example, model.predict(input_example))
                 info = mlflow.sklearn.log_model(
@@ -255,6 +262,36 @@ class Tracker:
         self.client.set_registered_model_alias(project, CHALLENGER, mv.version)
         log.info("registered %s version %s (run %s)", project, mv.version, run.info.run_id)
         return ModelRecord(project, str(mv.version), run.info.run_id, info.model_uri, metrics, tags)
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether runs and their artifacts live on a tracking server that other machines read."""
+        return self.settings.tracking_uri.startswith(("http://", "https://"))
+
+    def _log_data_files(self, files: dict[str, str]) -> None:
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="sluice-data-") as tmp:
+            for name, path in files.items():
+                if path and Path(path).is_file():
+                    shutil.copyfile(path, Path(tmp) / name)
+            if any(Path(tmp).iterdir()):
+                self.mlflow.log_artifacts(tmp, artifact_path=DATA_ARTIFACTS)
+
+    def fetch_version_data(self, record: ModelRecord, name: str, dst: Path) -> Path | None:
+        """A data file stored with a version (`data/<name>`), copied under `dst` once; None when it has none."""
+        local = dst / DATA_ARTIFACTS / name
+        if local.is_file():
+            return local
+        try:
+            names = {a.path for a in self.client.list_artifacts(record.run_id, DATA_ARTIFACTS)}
+        except Exception:
+            return None
+        if f"{DATA_ARTIFACTS}/{name}" not in names:
+            return None
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(record.run_id, f"{DATA_ARTIFACTS}/{name}", str(dst)))
 
     def record_decision(self, record: ModelRecord, decision: dict) -> None:
         """Store the gate verdicts with the run and as version tags."""

@@ -218,11 +218,10 @@ def test_the_champion_serves_from_a_model_container(stack, tmp_path):
             time.sleep(2)
         assert set(ids) <= set(logged), (ids, logged)
         assert not (home / "predictions" / "breast_cancer" / "predictions.sqlite").exists()
-        # The champion was trained on the host, whose SLUICE_HOME holds its training snapshot (the drift
-        # check's reference): snapshots are files, not shared by the stack (README), so put it in the worker.
+        # The champion was trained on the host: its training snapshot (the drift check's reference) and
+        # holdout are files there, and copies went with the version to the stack's MLflow server
         snapshot = champion.tags["sluice.data_snapshot"]
-        assert _podman("exec", worker, "mkdir", "-p", str(Path(snapshot).parent)).returncode == 0
-        assert _podman("cp", snapshot, f"{worker}:{snapshot}").returncode == 0
+        assert _podman("exec", worker, "test", "-e", snapshot).returncode != 0  # not a file of the worker
         checked = _podman("exec", worker, "sluice", "drift", "configs/breast_cancer.yaml", "--json", timeout=600)
         assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
         result = last_json(checked.stdout)

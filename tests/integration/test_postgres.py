@@ -166,6 +166,16 @@ def test_training_against_prefect_and_mlflow_servers_on_postgres(client_env, ser
     assert last_json(status.stdout)["champion"] == result["version"]
     # the model files went through the server's artifact proxy into its destination folder
     assert list(servers["artifacts"].rglob("MLmodel"))
+    # so did the version's training snapshot and holdout: a drift check from another SLUICE_HOME (another
+    # machine, none of the trainer's files) takes its reference from the server
+    stored = {a.path for a in client.list_artifacts(champion.run_id, "data")}
+    assert stored == {"data/snapshot.parquet", "data/holdout.parquet"}, stored
+    batch = tmp_path / "batch.csv"
+    churn_frame(300, seed=9).to_csv(batch, index=False)
+    elsewhere = {**client_env, "SLUICE_HOME": str(tmp_path / "elsewhere")}
+    checked = _sluice(["drift", str(project), "--current", str(batch), "--json"], elsewhere, 300)
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    assert last_json(checked.stdout)["champion_version"] == str(result["version"])
 
     # the flow run and its task runs, through the Prefect server's REST API
     api = servers["prefect_api"]

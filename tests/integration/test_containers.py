@@ -282,6 +282,30 @@ def test_a_deployment_runs_on_the_worker_container(stack):
                           timeout=30).json()
     assert any(f"Worker '{worker_name}' submitting flow run '{run_id}'" in log["message"] for log in run_logs)
 
+    # the drift-check deployment (what its schedule starts), run by the worker from the pool: it reads the
+    # predictions and labels the model container logged to the stack's Postgres, and the champion's
+    # training snapshot through the MLflow server (the champion was trained on the host)
+    drift = next(d for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
+                 if d["name"] == "breast_cancer-drift-check")
+    assert httpx.patch(f"{api}/deployments/{drift['id']}", json={"paused": False}, timeout=30).status_code == 204
+    started = subprocess.run([str(BIN / "prefect"), "deployment", "run", "drift-check/breast_cancer-drift-check"],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    drift_run = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout).group(1)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{api}/flow_runs/{drift_run}", timeout=30).json()
+        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        time.sleep(3)
+    logs = [log["message"] for log in httpx.post(
+        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [drift_run]}}, "limit": 200}, timeout=30).json()]
+    assert run["state_type"] == "COMPLETED", f"{run['state_type']}: {run['state']}\n" + "\n".join(logs[-20:])
+    assert run["work_pool_name"] == "sluicegate"
+    windows = [m for m in logs if "logged predictions of v" in m]
+    assert windows and re.search(r"\((\d+) rows\)", windows[0]) and \
+        int(re.search(r"\((\d+) rows\)", windows[0]).group(1)) >= 240, "\n".join(logs[-20:])
+
 
 def test_down_leaves_nothing_running(stack):
     left = stack["stack"].down(volumes=True)

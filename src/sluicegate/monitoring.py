@@ -74,14 +74,11 @@ def load_windows(tracker: Any, project: str, target: str, id_column: str | None,
     if champ is None:
         raise RegistryError(f"{project}: no champion yet; train one before checking drift")
     cache = champion_cache_dir(home, project, champ.version)
-    snapshot = champ.tags["sluice.data_snapshot"]
-    if not Path(snapshot).exists():  # trained on another machine: the copy stored with the version, if any
-        fetched = tracker.fetch_version_data(champ, "snapshot.parquet", cache)
-        if fetched is None:
-            raise RegistryError(f"{project}: v{champ.version}'s training snapshot {snapshot} is not on this machine "
-                                "and not stored with the version (a version trained against an MLflow server "
-                                "stores it there)")
-        snapshot = str(fetched)
+    snapshot = tracker.local_version_file(champ, champ.tags["sluice.data_snapshot"], "snapshot.parquet", cache)
+    if snapshot is None:
+        raise RegistryError(f"{project}: v{champ.version}'s training snapshot {champ.tags['sluice.data_snapshot']} is "
+                            "not on this machine and not stored with the version (a version trained against an "
+                            "MLflow server stores it there)")
     reference = load_snapshot(snapshot)  # without production marker columns
     notes: list[str] = []
     labelled = None
@@ -107,10 +104,9 @@ def load_windows(tracker: Any, project: str, target: str, id_column: str | None,
         return model_cache[0]
 
     holdout_path = champ.tags.get(HOLDOUT_TAG)
-    if holdout_path and not Path(holdout_path).exists():
-        fetched = tracker.fetch_version_data(champ, "holdout.parquet", cache)
-        holdout_path = str(fetched) if fetched is not None else holdout_path
-    if holdout_path and Path(holdout_path).exists():
+    if holdout_path:
+        holdout_path = tracker.local_version_file(champ, holdout_path, "holdout.parquet", cache)
+    if holdout_path:
         holdout_name = f"its holdout ({Path(holdout_path).name})"
     else:
         holdout_path, holdout_name = snapshot, "its training snapshot (no holdout recorded)"

@@ -158,15 +158,14 @@ def gather_package_inputs(tracker: Tracker, project: str, version: str | None, c
     if record is None:
         raise RegistryError(f"{project}: no champion to package; train one with `sluice run` first")
     model = tracker.load_model(record.model_uri)
-    snapshot = record.tags.get("sluice.data_snapshot")
-    if snapshot and not Path(snapshot).exists():  # trained on another machine: the copy stored with the version
-        from sluicegate.monitoring import champion_cache_dir
+    from sluicegate.monitoring import champion_cache_dir
 
-        fetched = tracker.fetch_version_data(record, "snapshot.parquet",
-                                             champion_cache_dir(tracker.settings.home, project, record.version))
-        snapshot = str(fetched) if fetched is not None else snapshot
-    if not snapshot or not Path(snapshot).exists():
-        raise DeployError(f"{project} v{record.version}: training data snapshot {snapshot!r} is missing; "
+    tagged = record.tags.get("sluice.data_snapshot")
+    snapshot = tracker.local_version_file(record, tagged, "snapshot.parquet",
+                                          champion_cache_dir(tracker.settings.home, project, record.version)) \
+        if tagged else None
+    if snapshot is None:
+        raise DeployError(f"{project} v{record.version}: training data snapshot {tagged!r} is missing; "
                           "the request schema is built from it (re-run training to recreate it)")
     frame = pd.read_parquet(snapshot)
     numeric, categorical, dtimes = feature_frame_columns(model)

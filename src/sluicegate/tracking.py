@@ -279,6 +279,14 @@ class Tracker:
             if any(Path(tmp).iterdir()):
                 self.mlflow.log_artifacts(tmp, artifact_path=DATA_ARTIFACTS)
 
+    def local_version_file(self, record: ModelRecord, path: str | None, name: str, dst: Path) -> str | None:
+        """`path` when this machine has it, else the copy stored with the version (`data/<name>`, fetched under
+        `dst`: a version trained on another machine), else None."""
+        if path and Path(path).exists():
+            return path
+        fetched = self.fetch_version_data(record, name, dst)
+        return str(fetched) if fetched is not None else None
+
     def fetch_version_data(self, record: ModelRecord, name: str, dst: Path) -> Path | None:
         """A data file stored with a version (`data/<name>`), copied under `dst` once; None when it has none."""
         local = dst / DATA_ARTIFACTS / name

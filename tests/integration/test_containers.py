@@ -26,6 +26,7 @@ import pytest
 
 from sluicegate.deploy import free_port
 from tests.helpers import last_json
+from tests.journey import TERMINAL
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
@@ -260,18 +261,9 @@ def test_a_deployment_runs_on_the_worker_container(stack):
             assert httpx.patch(f"{api}/deployments/{dep['id']}", json={"paused": True}, timeout=30).status_code == 204
 
     env = _client_env(stack, stack["work"] / "client")
-    params = json.dumps({"overrides": ["deploy.enabled=false"], "reason": "worker-e2e"})
-    started = subprocess.run([str(BIN / "prefect"), "deployment", "run", "training-pipeline/breast_cancer-training",
-                              "--params", params], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert started.returncode == 0, started.stdout + started.stderr
-    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout).group(1)
-
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
-        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        time.sleep(3)
+    run = _run_deployment(env, api, "training-pipeline/breast_cancer-training",
+                          {"overrides": ["deploy.enabled=false"], "reason": "worker-e2e"})
+    run_id = run["id"]
     worker_log = _podman("logs", "--tail", "60", worker)
     worker_log = worker_log.stdout + worker_log.stderr
     assert run["state_type"] == "COMPLETED", f"{run['state_type']}: {run['state']}\n{worker_log}"
@@ -288,16 +280,8 @@ def test_a_deployment_runs_on_the_worker_container(stack):
     drift = next(d for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
                  if d["name"] == "breast_cancer-drift-check")
     assert httpx.patch(f"{api}/deployments/{drift['id']}", json={"paused": False}, timeout=30).status_code == 204
-    started = subprocess.run([str(BIN / "prefect"), "deployment", "run", "drift-check/breast_cancer-drift-check"],
-                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert started.returncode == 0, started.stdout + started.stderr
-    drift_run = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout).group(1)
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        run = httpx.get(f"{api}/flow_runs/{drift_run}", timeout=30).json()
-        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        time.sleep(3)
+    run = _run_deployment(env, api, "drift-check/breast_cancer-drift-check")
+    drift_run = run["id"]
     logs = [log["message"] for log in httpx.post(
         f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [drift_run]}}, "limit": 200}, timeout=30).json()]
     assert run["state_type"] == "COMPLETED", f"{run['state_type']}: {run['state']}\n" + "\n".join(logs[-20:])
@@ -305,6 +289,20 @@ def test_a_deployment_runs_on_the_worker_container(stack):
     windows = [m for m in logs if "logged predictions of v" in m]
     assert windows and re.search(r"\((\d+) rows\)", windows[0]) and \
         int(re.search(r"\((\d+) rows\)", windows[0]).group(1)) >= 240, "\n".join(logs[-20:])
+
+
+def _run_deployment(env: dict, api: str, name: str, params: dict | None = None) -> dict:
+    """Start a run of deployment `name` from the host; the flow run once it ended (or as it is after RUN_TIMEOUT_S)."""
+    cmd = [str(BIN / "prefect"), "deployment", "run", name, *(["--params", json.dumps(params)] if params else [])]
+    started = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout).group(1)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+        if run["state_type"] in TERMINAL or time.monotonic() > deadline:
+            return run
+        time.sleep(3)
 
 
 def test_down_leaves_nothing_running(stack):

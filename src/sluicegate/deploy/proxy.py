@@ -280,25 +280,21 @@ class _Tee:
         self.req_at = self.resp_at = 0  # the stream offsets of req[0] and resp[0]
         self.req_marks: deque = deque()  # (stream offset of a chunk's first byte, when it came)
         self.resp_marks: deque = deque()
-        self.req_total = self.resp_total = 0
         self.waiting: deque = deque()  # (method, path, headers, head, body, started) not answered yet
         self.off = False
         self.closed = False
 
     def client_bytes(self, data: bytes, now: float) -> None:
-        if self.off:
-            return
-        self.req_marks.append((self.req_total, now))
-        self.req_total += len(data)
-        self.req += data
-        self.front.tee_pending()
+        self._keep(self.req, self.req_marks, self.req_at, data, now)
 
     def backend_bytes(self, data: bytes, now: float) -> None:
+        self._keep(self.resp, self.resp_marks, self.resp_at, data, now)
+
+    def _keep(self, buf: bytearray, marks: deque, at: int, data: bytes, now: float) -> None:
         if self.off:
             return
-        self.resp_marks.append((self.resp_total, now))
-        self.resp_total += len(data)
-        self.resp += data
+        marks.append((at + len(buf), now))  # the stream offset of this chunk's first byte
+        buf += data
         self.front.tee_pending()
 
     def process(self) -> None:
@@ -841,12 +837,13 @@ class Front:
             meter.add(took_ms, got[0] >= 500 or bool(_RECORD_FAILED.search(got[2])), got[0])
         self.dirty = True
 
-    def _mirror(self, port: int, head: bytes, body: bytes, answer: bytes) -> None:
+    def _mirror(self, port: int, head: bytes, body: bytes, answer: bytes,
+                headers: dict[bytes, bytes] | None = None) -> None:
         """Send the candidate a copy of a request the champion answered (`answer`), without waiting for it."""
         if self.shadow is None or self.shadow.port != port:
             self.shadow = _Shadow(self, port)
         path = head.split(b" ", 2)[1].split(b"?")[0]
-        self.shadow.add(path, head, _headers(head), body, answer)
+        self.shadow.add(path, head, headers if headers is not None else _headers(head), body, answer)
 
     def tee_pending(self) -> None:
         """Copied bytes wait: make sure a pass over the copied connections comes (once per SHADOW_LINGER_S)."""
@@ -878,7 +875,7 @@ class Front:
         self._count("champion", (status, b"", answer), (now - started) * 1000)
         share = 0.0 if self.breach else float(routing.get("share", 0.0))
         if status == 200 and share > 0 and (share >= 1 or random.random() < share):
-            self._mirror(int(routing["candidate_port"]), head, body, answer)
+            self._mirror(int(routing["candidate_port"]), head, body, answer, headers)
 
     async def supervise(self) -> None:
         """Every second: write the counters; for a canary, roll back at once on a breach."""

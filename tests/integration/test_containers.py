@@ -282,8 +282,14 @@ def test_a_deployment_runs_on_the_worker_container(stack):
     assert httpx.patch(f"{api}/deployments/{drift['id']}", json={"paused": False}, timeout=30).status_code == 204
     run = _run_deployment(env, api, "drift-check/breast_cancer-drift-check")
     drift_run = run["id"]
-    logs = [log["message"] for log in httpx.post(
-        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [drift_run]}}, "limit": 200}, timeout=30).json()]
+    logs_until = time.monotonic() + 60  # a run's log lines reach the server in batches, after its state
+    while True:
+        logs = [log["message"] for log in httpx.post(
+            f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [drift_run]}}, "limit": 200},
+            timeout=30).json()]
+        if any("logged predictions of v" in m for m in logs) or time.monotonic() > logs_until:
+            break
+        time.sleep(2)
     assert run["state_type"] == "COMPLETED", f"{run['state_type']}: {run['state']}\n" + "\n".join(logs[-20:])
     assert run["work_pool_name"] == "sluicegate"
     windows = [m for m in logs if "logged predictions of v" in m]

@@ -384,6 +384,24 @@ def pg_unavailable(reason: str):
     pytest.skip(f"{reason} (install it with `apt-get install -y postgresql`; CI installs it)")
 
 
+def running_postgres(*databases: str):
+    """A started throwaway `Postgres` holding `databases`, stopped afterwards (the body of a pytest fixture:
+    `yield from running_postgres("a", "b")`); skipped (failed in CI) without PostgreSQL's binaries."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pg_unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found")
+    server = Postgres(bin_dir)
+    try:
+        server.start()
+        server.create_databases(*databases)
+        yield server
+    except subprocess.CalledProcessError as exc:
+        log = server.dir / "server.log"
+        raise RuntimeError(f"PostgreSQL did not start: {exc.stderr!r} {log.read_text() if log.exists() else ''}") from exc
+    finally:
+        server.stop()
+
+
 class Postgres:
     """A throwaway PostgreSQL cluster in a temporary folder on a free loopback port."""
 

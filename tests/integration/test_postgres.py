@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sluicegate.deploy import free_port
-from tests.helpers import PASSWORD, Postgres, churn_frame, last_json, pg_unavailable, postgres_bin, write_project
+from tests.helpers import PASSWORD, churn_frame, last_json, running_postgres, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +26,7 @@ START_TIMEOUT_S = 150
 
 @pytest.fixture(scope="module")
 def postgres():
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pg_unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found")
-    pg = Postgres(bin_dir)
-    try:
-        pg.start()
-        pg.create_databases("prefect", "mlflow", "optuna")
-        yield pg
-    except subprocess.CalledProcessError as exc:
-        log = (pg.dir / "server.log")
-        raise RuntimeError(f"PostgreSQL did not start: {exc.stderr!r} {log.read_text() if log.exists() else ''}") from exc
-    finally:
-        pg.stop()
+    yield from running_postgres("prefect", "mlflow", "optuna")
 
 
 class Server:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from sluicegate.serving.predlog import (
     read_prediction_log,
     register_label_schema,
 )
-from tests.helpers import Postgres, pg_unavailable, postgres_bin, write_log
+from tests.helpers import Postgres, pg_unavailable, postgres_bin, running_postgres, write_log
 
 pytestmark = pytest.mark.slow
 
@@ -58,18 +57,7 @@ LABELS = [{"prediction_id": "p0", "label": 1}, {"customer_id": 101, "label": "0"
 
 @pytest.fixture(scope="module")
 def pg():
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pg_unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found")
-    server = Postgres(bin_dir)
-    try:
-        server.start()
-        server.create_databases("predlog")
-        yield server
-    except subprocess.CalledProcessError as exc:
-        raise RuntimeError(f"PostgreSQL did not start: {exc.stderr!r}") from exc
-    finally:
-        server.stop()
+    yield from running_postgres("predlog")
 
 
 @pytest.fixture()

@@ -153,7 +153,7 @@ def test_a_v3_whose_server_cannot_start_leaves_v2_serving_and_the_alias_unchange
     assert made.returncode == 0, made.stderr
     settings = dataclasses.replace(reg.settings, container_base=reg.broken)
 
-    with pytest.raises(DeployError, match=r"container sluicegate-churn-v3-\w+ stopped \(exited\) before it was ready"):
+    with pytest.raises(DeployError, match=r"container sluicegate-churn-v3-\w+ stopped before it was ready \(podman state: (exited|stopped)\)"):
         _release(reg, reg.v3, settings, Promotion(expected_champion=reg.v2))
     assert reg.champion() == reg.v2
     assert read_state(reg.settings, "churn") == before

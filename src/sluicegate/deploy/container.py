@@ -201,7 +201,7 @@ def wait_container_ready(engine: str, name: str, url: str, deadline_s: float) ->
     while time.monotonic() < end:
         state = eng.container_state(engine, name)
         if state not in ("running", "created", "configured", "initialized"):
-            raise DeployError(f"container {name} stopped ({state or 'removed'}) before it was ready; log: "
+            raise DeployError(f"container {name} stopped before it was ready ({engine} state: {state or 'removed'}); log: "
                               f"{eng.container_logs(engine, name)}")
         if not answered:
             try:

@@ -103,8 +103,8 @@ def test_concurrent_deploys_leave_one_front_live_pids_and_stop_frees_the_port(re
 
     state = read_state(registry.settings, "churn")
     assert pid_alive(state.front_pid, FRONT_MARKER) and pid_alive(state.backend_pid, BACKEND_MARKER)
-    assert front_identity("127.0.0.1", port) == {"pid": state.front_pid, "token": state.front_token,
-                                                 "backend_port": state.backend_port}
+    who = front_identity("127.0.0.1", port)
+    assert (who["pid"], who["token"], who["backend_port"]) == (state.front_pid, state.front_token, state.backend_port)
     assert _ours("sluicegate.deploy.proxy", registry) == [state.front_pid]
     assert _ours("bentoml serve", registry) == [state.backend_pid]
     assert served_version(f"http://127.0.0.1:{port}") == state.version

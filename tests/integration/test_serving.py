@@ -57,6 +57,46 @@ def test_predictions_match_offline(registry, served):
         assert math.isclose(got["probabilities"]["1"], float(want[1]), rel_tol=1e-6)
 
 
+def test_concurrent_clients_each_get_their_own_rows_answers_and_a_bad_request_its_own_refusal(registry, served):
+    """32 clients at once through the front: requests that wait for the busy model server leave merged
+    (`sluicegate.deploy.proxy`); each client must still get exactly its own rows' answers, and a bad
+    request merged with good ones its own refusal, the others theirs."""
+    import threading
+
+    from sluicegate.deploy.proxy import front_identity
+
+    n_clients, per_client = 32, 12
+    rows = feature_records(registry.frame, n_clients * per_client)
+    offline = registry.models[served["v1"]].predict(registry.frame[FEATURES].tail(len(rows))).tolist()
+    got: dict[int, httpx.Response] = {}
+    bad: dict[int, httpx.Response] = {}
+
+    def client(k: int) -> None:
+        with httpx.Client(timeout=60) as session:
+            for j in range(per_client):
+                i = k * per_client + j
+                if j == 6 and k % 4 == 0:
+                    bad[i] = session.post(f"{served['url']}/predict", json=[{**rows[i], "tenure": "twelve"}])
+                else:
+                    got[i] = session.post(f"{served['url']}/predict", json=[rows[i]])
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(n_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(got) + len(bad) == len(rows) and len(bad) == n_clients // 4
+    for i, resp in got.items():
+        assert resp.status_code == 200, resp.text
+        assert [a["prediction"] for a in resp.json()] == [offline[i]], i
+    for resp in bad.values():
+        assert 400 <= resp.status_code < 500 and "tenure" in resp.text
+    ids = [resp.json()[0]["prediction_id"] for resp in got.values()]
+    assert len(set(ids)) == len(ids)
+    who = front_identity("127.0.0.1", served["port"])
+    print(f"front merged {who['merged_requests']} requests into {who['merged_sends']}")
+
+
 @pytest.mark.parametrize("change, field", [
     ({"tenure": "twelve"}, "tenure"),
     ({"monthly_charges": "NaN"}, "monthly_charges"),

@@ -22,7 +22,7 @@ class Backend:
     """A stand-in model server: answers POST /predict with one prediction per record; records what it got."""
 
     def __init__(self, name: str, status: int = 200, gate: threading.Event | None = None,
-                 refuse_over: int | None = None):
+                 refuse_over: int | None = None, gate_first: int | None = None):
         self.name, self.status, self.gate, self.seen = name, status, gate, []
         outer = self
 
@@ -32,10 +32,10 @@ class Backend:
             def do_POST(self):  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                if outer.gate is not None:
+                if outer.gate is not None and (gate_first is None or len(outer.seen) <= gate_first):
                     outer.gate.wait(30)
                 given = (self.headers.get("X-Sluice-Prediction-Id") or "").split(",")
-                answer = [{"prediction": 1, "model_version": outer.name, "fallback": False, "error": None,
+                answer = [{"prediction": body[i].get("x", 1), "model_version": outer.name, "fallback": False, "error": None,
                            "prediction_id": given[i] if i < len(given) and given[i] else str(uuid.uuid4())}
                           for i in range(len(body))]
                 data = json.dumps(answer).encode()
@@ -246,3 +246,107 @@ def test_piped_connection_carries_pipelined_large_and_half_closed_requests(plain
         assert [len(b) for _, b in champ.seen] == [1, 2, 20_000, 1]
     finally:
         champ.close()
+
+
+def _merged_load(port: int, champ: Backend, gate: threading.Event, n: int = 10) -> dict[int, httpx.Response]:
+    """Two requests the stand-in holds (the server is busy), then `n` more that must wait in the front;
+    the gate opens once the front says they all wait. Every response, by request number."""
+    from sluicegate.deploy.proxy import front_identity
+
+    answers: dict[int, httpx.Response] = {}
+
+    def call(i: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            answers[i] = client.post(f"http://127.0.0.1:{port}/predict", json=[{"x": i}, {"x": 1000 + i}])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2 + n)]
+    for t in threads[:2]:
+        t.start()
+    end = time.monotonic() + 20
+    while len(champ.seen) < 2 and time.monotonic() < end:
+        time.sleep(0.02)
+    for t in threads[2:]:
+        t.start()
+    while (front_identity("127.0.0.1", port) or {}).get("merge_waiting", 0) < 2 * n and time.monotonic() < end:
+        time.sleep(0.02)
+    gate.set()
+    for t in threads:
+        t.join(30)
+    return answers
+
+
+def test_requests_arriving_while_the_server_is_busy_go_merged_and_each_gets_its_own_answer(plain_front):
+    """The front merges scoring requests that wait for a busy model server into one; each client gets
+    exactly its records' answers, in order, with a length of its own."""
+    from sluicegate.deploy.proxy import front_identity
+
+    gate = threading.Event()
+    champ = Backend("1", gate=gate, gate_first=2)
+    try:
+        port = plain_front(champ)
+        answers = _merged_load(port, champ, gate)
+        assert sorted(answers) == list(range(12))
+        for i, resp in answers.items():
+            assert resp.status_code == 200
+            assert [r["prediction"] for r in resp.json()] == [i, 1000 + i]
+            assert int(resp.headers["content-length"]) == len(resp.content)
+        assert sorted(len(b) for _, b in champ.seen) == [2, 2, 20]  # the ten waiting ones left as one
+        merged = next(h for h, b in champ.seen if len(b) == 20)
+        assert "x-sluice-traffic" not in merged and merged["content-type"] == "application/json"
+        who = front_identity("127.0.0.1", port)
+        assert (who["merged_requests"], who["merged_sends"], who["merge_waiting"]) == (10, 1, 0)
+    finally:
+        gate.set()
+        champ.close()
+
+
+def test_a_refused_merged_request_is_sent_again_request_by_request(plain_front):
+    """One bad request must not sink the others merged with it: each gets the answer it would have had alone."""
+    gate = threading.Event()
+    champ = Backend("1", gate=gate, gate_first=2, refuse_over=2)  # 422 for any body of more than 2 records
+    try:
+        port = plain_front(champ)
+        answers = _merged_load(port, champ, gate, n=6)
+        assert all(resp.status_code == 200 for resp in answers.values())
+        assert all([r["prediction"] for r in resp.json()] == [i, 1000 + i] for i, resp in answers.items())
+        assert sorted(len(b) for _, b in champ.seen) == [2] * 8 + [12]
+    finally:
+        gate.set()
+        champ.close()
+
+
+def test_merging_off_pipes_every_connection(tmp_path, monkeypatch):
+    from sluicegate.deploy.proxy import MERGE_ENV, front_identity
+
+    monkeypatch.setenv(MERGE_ENV, "off")
+    gate = threading.Event()
+    champ = Backend("1", gate=gate, gate_first=2)
+    folder = tmp_path / "deploy" / "proj"
+    folder.mkdir(parents=True)
+    write_backend(folder, champ.port)
+    port = free_port()
+    proc = start_front("127.0.0.1", port, folder, secrets.token_hex(8), 5)
+    try:
+        end = time.monotonic() + 20
+        while front_identity("127.0.0.1", port) is None and time.monotonic() < end:
+            time.sleep(0.05)
+        answers = {}
+
+        def call(i: int) -> None:
+            with httpx.Client(timeout=30) as client:
+                answers[i] = client.post(f"http://127.0.0.1:{port}/predict", json=[{"x": i}])
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        while len(champ.seen) < 3 and time.monotonic() < end:
+            time.sleep(0.02)
+        gate.set()
+        for t in threads:
+            t.join(30)
+        assert [len(b) for _, b in champ.seen] == [1] * 6
+        assert front_identity("127.0.0.1", port)["merging"] is False
+    finally:
+        gate.set()
+        champ.close()
+        stop_process_group(proc.pid)

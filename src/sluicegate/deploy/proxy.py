@@ -1,7 +1,7 @@
 """The front process: owns a project's port and forwards each connection to the backend named in a file.
 
 Runs as `python -m sluicegate.deploy.proxy HOST PORT BACKEND_FILE [DRAIN_S]` with its identity
-token in `SLUICE_FRONT_TOKEN`; imports only the standard library (and uvloop when installed),
+token in `SLUICE_FRONT_TOKEN`; imports only the standard library (and uvloop and orjson when installed),
 so it starts fast and never loads a model.
 
 `GET /__sluice/front` on a new connection is answered by the front itself with its pid and
@@ -14,6 +14,22 @@ rest may finish for at most DRAIN_S seconds. Then it exits, and only then is the
 stopped (see `local.stop_local`). The one race left is HTTP's own: a keep-alive client that
 sends its next request on an idle connection just as it is closed gets no answer (nor was the
 request taken).
+
+Merging (no rollout on; `SLUICE_FRONT_MERGE=off` turns it off and pipes every connection as it comes).
+Each connection is read request by request (HTTP/1.1 with a Content-Length; anything else, e.g. a
+chunked upload, HTTP/1.0 or an upgrade, makes the front pipe the rest of that connection as it
+comes) and each request goes to the backend over a shared pool of keep-alive connections. While
+fewer than MERGE_BUSY_AT requests are at the model server, a request goes alone at once: a lone
+client's latency is the model server's. Beyond that, scoring requests (POST /predict or
+/predict_proba, a JSON list of records, only ordinary headers) wait and leave as one request per
+(path, Authorization) as soon as the server has room (or MERGE_MAX_RECORDS records wait); each
+client then gets its own records' part of the answer, in order (prediction ids included), with the
+merged answer's headers and its own length. A merged request the server refuses, fails or answers
+in a form the front cannot split is sent again request by request, so each client gets the answer
+it would have had alone. On a busy server this turns many one-row requests into a few many-row
+ones: the model server's per-request cost (HTTP, validation, the log's write) is paid once per merged
+request, as its adaptive batching does for the native runtime. The prediction log still holds one
+row per record. `GET /__sluice/front` reports the merged counts.
 
 Shadow and canary rollouts. While ROUTING_FILE (`routing.json`, beside BACKEND_FILE, written by
 `sluicegate.deploy.traffic`) names a `canary` rollout, new connections are handled request by
@@ -66,6 +82,15 @@ from sluicegate.deploy.processes import BACKEND_FILE, ROUTING_FILE, STATS_FILE, 
 from sluicegate.errors import DeployError
 from sluicegate.rollout import BREACH, CanaryLimits, SideStats, decide_canary, percentile
 
+try:  # the front stays standard-library only; orjson (a dependency of Prefect) splits merged answers faster
+    from orjson import dumps as _dumps
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    def _dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    _loads = json.loads
+
 IDENTITY_PATH = "/__sluice/front"
 TOKEN_ENV = "SLUICE_FRONT_TOKEN"
 DEFAULT_DRAIN_S = 30.0
@@ -84,6 +109,13 @@ TEE_MAX_BYTES = 2 ** 21  # a request or answer larger than this is not mirrored 
 SHADOW_TIMEOUT_S = 30.0
 UPSTREAM_TIMEOUT_S = 300.0
 LATENCY_SAMPLES = 10_000
+MERGE_ENV = "SLUICE_FRONT_MERGE"  # "off": no merging, every connection piped as it came (see the module docstring)
+MERGE_BUSY_AT = 2  # scoring requests at the model server at once beyond which new ones wait to be merged
+MERGE_MAX_RECORDS = 256  # records per merged request at most
+MERGE_MAX_BYTES = 256 * 1024  # and bytes
+MERGE_HEADERS = frozenset({b"host", b"content-type", b"content-length", b"accept", b"accept-encoding",
+                           b"user-agent", b"authorization", b"connection", CLIENT_HEADER})  # nothing else is lost
+MAX_HEAD_BYTES = 64 * 1024
 _PREDICTION_ID = re.compile(rb'"prediction_id"\s*:\s*"([^"]+)"')
 _RECORD_FAILED = re.compile(rb'"error"\s*:\s*"|"fallback"\s*:\s*true')
 _RECORD_ERROR = re.compile(rb'"error"\s*:\s*"')
@@ -346,14 +378,15 @@ class _Tee:
 
 
 class _Batch:
-    """Shadow copies waiting to go to the candidate as one request."""
+    """Requests waiting to go as one: shadow copies for the candidate (`_Shadow`), or scoring requests
+    for the model server (`_Merger`)."""
 
     def __init__(self, head: bytes):
-        self.head = head
-        self.parts: list[tuple[bytes, list[bytes], int]] = []  # (records without brackets, ids, records)
+        self.head = head  # the copies' request head; the Host of merged requests
+        self.parts: list[tuple[bytes, Any, int]] = []  # (records without brackets, their ids or request, records)
         self.records = self.bytes = 0
 
-    def add(self, inner: bytes, ids: list[bytes], n: int) -> None:
+    def add(self, inner: bytes, ids: Any, n: int) -> None:
         self.parts.append((inner, ids, n))
         self.records += n
         self.bytes += len(inner) + 1
@@ -511,6 +544,224 @@ class _Upstream:
         self.idle.clear()
 
 
+def _status(head: bytes) -> int:
+    """The status code of a response head (0 when it has none the front can read: passed on as it is)."""
+    try:
+        return int(head.split(b" ", 2)[1])
+    except (ValueError, IndexError):
+        return 0
+
+
+class _Link(asyncio.Protocol):
+    """One keep-alive connection of a `_Pool`: one request at a time; its whole answer, framed, goes to a callback
+    as (status, response head, raw response bytes, decoded body, headers), or None when none came."""
+
+    def __init__(self, pool: "_Pool"):
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.done: Any = None  # the callback of the request in flight
+        self.request = b""
+        self.head_request = self.reused = self.heard = self.to_eof = False
+        self.need = self.head_len = 0  # the answer's bytes in all and its head's, once its head said (Content-Length)
+        self.headers: dict[bytes, bytes] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        _nodelay(transport)
+
+    def send(self, data: bytes, head_request: bool, done: Any, reused: bool) -> None:
+        self.done, self.request, self.head_request, self.reused, self.heard = done, data, head_request, reused, False
+        self.need = 0
+        self.buf.clear()
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        self.buf += data
+        if self.done is None or self.to_eof or len(self.buf) < self.need:
+            return
+        if not self.need:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end + 4])
+            headers = _headers(head)
+            length, status = headers.get(b"content-length"), head[9:12]
+            if length is not None and length.isdigit() and not self.head_request \
+                    and status not in (b"204", b"304") and not status.startswith(b"1"):
+                self.need, self.head_len, self.headers = end + 4 + int(length), end + 4, headers
+                if len(self.buf) < self.need:
+                    return
+        if self.need:  # the usual answer: a Content-Length, all of it here
+            raw = bytes(self.buf[:self.need])
+            head, headers, body = raw[:self.head_len], self.headers, raw[self.head_len:]
+            del self.buf[:self.need]
+        else:  # chunked, no body, or no length
+            raw = bytes(self.buf)
+            try:
+                got = _frame(self.buf, True, self.head_request)
+            except (ValueError, IndexError):
+                got = False
+            if got is None:
+                return
+            if got is False:  # an answer without a length: it runs to the close
+                self.buf[:] = raw
+                self.to_eof = True
+                return
+            head, headers, body = got
+            raw = raw[:len(raw) - len(self.buf)]
+        done, self.done = self.done, None
+        if headers.get(b"connection", b"").lower() == b"close" or self.buf:
+            self.transport.close()  # type: ignore[union-attr]
+        else:
+            self.pool.release(self)
+        done((_status(head), head, raw, body, headers))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.forget(self)
+        done, self.done = self.done, None
+        if done is None:
+            return
+        if self.to_eof:
+            raw = bytes(self.buf)
+            head = raw[:raw.find(b"\r\n\r\n") + 4]
+            done((_status(head), head, raw, raw[len(head):], _headers(head)))
+        elif self.reused and not self.heard:  # the server closed this idle connection as the request left: again, fresh
+            self.pool.send(self.request, self.head_request, done, fresh=True)
+        else:
+            done(None)
+
+
+class _Pool:
+    """Keep-alive connections to one backend port, shared by every framed client connection (see `_Client`)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.idle: list[_Link] = []
+        self.retired = False
+
+    def send(self, data: bytes, head_request: bool, done: Any, fresh: bool = False) -> None:
+        while self.idle and not fresh:
+            link = self.idle.pop()
+            if not link.transport.is_closing():  # type: ignore[union-attr]
+                link.send(data, head_request, done, reused=True)
+                return
+        asyncio.ensure_future(self._open(data, head_request, done))
+
+    async def _open(self, data: bytes, head_request: bool, done: Any) -> None:
+        try:
+            _, link = await asyncio.get_running_loop().create_connection(lambda: _Link(self), "127.0.0.1", self.port)
+        except OSError:
+            done(None)
+            return
+        link.send(data, head_request, done, reused=False)  # type: ignore[attr-defined]
+
+    def release(self, link: _Link) -> None:
+        if self.retired:
+            link.transport.close()  # type: ignore[union-attr]
+        else:
+            self.idle.append(link)
+
+    def forget(self, link: _Link) -> None:
+        if link in self.idle:
+            self.idle.remove(link)
+
+    def retire(self) -> None:
+        """The front moved to another backend: close the idle connections, and the others once they answered."""
+        self.retired = True
+        for link in self.idle:
+            link.transport.close()  # type: ignore[union-attr]
+        self.idle.clear()
+
+
+class _Merger:
+    """Scoring requests that arrive while the model server is busy wait here and leave merged, one request per
+    (path, authorization), as soon as the server has room (see the module docstring)."""
+
+    def __init__(self, front: "Front"):
+        self.front = front
+        self.waiting: dict[tuple, _Batch] = {}
+        self.requests = self.merged = 0  # requests answered from merged ones; merged requests sent
+
+    def take(self, client: "_Client", head: bytes, headers: dict[bytes, bytes], body: bytes) -> bool:
+        """Queue a request to be merged: True; False when it should go alone, now."""
+        front = self.front
+        if front.inflight < MERGE_BUSY_AT and not self.waiting:
+            return False
+        if not head.startswith(b"POST ") or not head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.1") \
+                or head.split(b" ", 2)[1].split(b"?")[0] not in SCORING_PATHS \
+                or not set(headers) <= MERGE_HEADERS or headers.get(b"connection", b"").lower() == b"close" \
+                or not headers.get(b"content-type", b"").lower().startswith(b"application/json") \
+                or len(body) >= MERGE_MAX_BYTES:
+            return False
+        try:
+            records = _loads(body)
+        except ValueError:
+            return False
+        if not isinstance(records, list) or not records or not isinstance(records[0], dict):
+            return False
+        key = (head.split(b" ", 2)[1], headers.get(b"authorization"))
+        batch = self.waiting.get(key)
+        if batch is not None and (batch.records + len(records) > MERGE_MAX_RECORDS
+                                  or batch.bytes + len(body) > MERGE_MAX_BYTES):
+            del self.waiting[key]
+            self.send(key, batch)  # full: it goes now, the server's room or not
+            batch = None
+        if batch is None:
+            batch = self.waiting[key] = _Batch(headers.get(b"host", b"127.0.0.1"))
+        batch.add(body.strip()[1:-1].strip(), (client, head, body), len(records))
+        self.kick()
+        return True
+
+    def kick(self) -> None:
+        """Send what waits while the server has room."""
+        while self.waiting and self.front.inflight < MERGE_BUSY_AT:
+            key = next(iter(self.waiting))
+            self.send(key, self.waiting.pop(key))
+
+    def send(self, key: tuple, batch: _Batch) -> None:
+        if len(batch.parts) == 1:  # alone after all
+            client, head, body = batch.parts[0][1]
+            self.front.send_one(client, head + body, False)
+            return
+        path, auth = key
+        body = b"[" + b",".join(inner for inner, _, _ in batch.parts) + b"]"
+        head = b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+            path, batch.head, len(body))
+        if auth is not None:
+            head += b"authorization: " + auth + b"\r\n"
+        self.front.inflight += 1
+        self.merged += 1
+        self.front.exchange(head + b"\r\n" + body, False, lambda got: self.answered(batch, got))
+
+    def answered(self, batch: _Batch, got: tuple | None) -> None:
+        front = self.front
+        front.inflight -= 1
+        outputs = None
+        if got is not None and got[0] == 200 and b"content-encoding" not in got[4]:
+            try:
+                outputs = _loads(got[3])
+            except ValueError:
+                outputs = None
+        if not isinstance(outputs, list) or len(outputs) != batch.records:
+            # refused (one bad record sinks the whole), failed or not understood: each request again, alone
+            for _, (client, head, body), _ in batch.parts:
+                front.send_one(client, head + body, False)
+        else:
+            self.requests += len(batch.parts)
+            head, at = _rewrite(got[1], (b"content-length", b"connection", b"transfer-encoding"), []), 0  # type: ignore[index]
+            head = head[:-2]
+            for _, (client, _, _), n in batch.parts:
+                piece = _dumps(outputs[at:at + n])
+                at += n
+                client.respond(head + b"content-length: %d\r\n\r\n" % len(piece) + piece, False)
+        self.kick()
+
+
 class _Client(asyncio.Protocol):
     """One client connection. Its first line decides: the front's identity, request-by-request routing
     (a rollout is on: handed to `Front.routed` as streams), or piping. Piped bytes go from one transport
@@ -527,6 +778,9 @@ class _Client(asyncio.Protocol):
         self.conn: _Conn | None = None
         self.tee: _Tee | None = None  # a shadow rollout: a copy of the bytes, framed after they passed
         self.first_at = 0.0
+        self.framed = False  # no rollout: request by request through the front's pool, merged when busy
+        self.busy = False  # a framed request waits for its answer
+        self.eof = self.closing = False  # the client half-closed; it asked for `connection: close`
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -535,6 +789,11 @@ class _Client(asyncio.Protocol):
         self.front.conns[self] = self.conn
 
     def data_received(self, data: bytes) -> None:
+        if self.framed:
+            self.buf += data
+            if not self.busy:
+                self.pump()
+            return
         conn = self.conn
         if self.peer is not None:
             now = time.monotonic()
@@ -578,9 +837,67 @@ class _Client(asyncio.Protocol):
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)  # type: ignore[arg-type]
             front.start_routed(first, reader, writer, self.conn, self)  # type: ignore[arg-type]
             return
+        if front.merging and self.tee is None:
+            self.framed = True
+            self.pump()
+            return
         self.piping = True
         transport.pause_reading()  # type: ignore[union-attr]
         asyncio.ensure_future(self.connect())
+
+    def pump(self) -> None:
+        """Frame the connection's next request and send it: merged with others while the model server is
+        busy, else alone. One request at a time: the next is read once this one is answered."""
+        while self.framed and not self.busy and self.buf:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > MAX_HEAD_BYTES:
+                    self.unframe()
+                return
+            head = bytes(self.buf[:end + 4])
+            headers = _headers(head)
+            if not head[:head.find(b"\r\n")].endswith(b"HTTP/1.1") or b"transfer-encoding" in headers \
+                    or b"expect" in headers or b"upgrade" in headers:
+                self.unframe()  # HTTP/1.0, chunked uploads, 100-continue, upgrades: piped as they come
+                return
+            try:
+                stop = end + 4 + int(headers.get(b"content-length", b"0"))
+            except ValueError:
+                self.unframe()
+                return
+            if len(self.buf) < stop:
+                return
+            body = bytes(self.buf[end + 4:stop])
+            del self.buf[:stop]
+            self.busy = True
+            self.closing = headers.get(b"connection", b"").lower() == b"close"
+            conn = self.conn
+            conn.awaiting, conn.last_from, conn.last_at = True, "client", time.monotonic()  # type: ignore[union-attr]
+            if not self.front.merger.take(self, head, headers, body):
+                self.front.send_one(self, head + body, head.startswith(b"HEAD "))
+
+    def unframe(self) -> None:
+        """Pipe the rest of this connection as it comes (a request the front does not frame)."""
+        self.framed = False
+        self.piping = True
+        self.transport.pause_reading()  # type: ignore[union-attr]
+        asyncio.ensure_future(self.connect())
+
+    def respond(self, data: bytes, close: bool) -> None:
+        """A framed request's whole answer; then the connection's next request."""
+        self.busy = False
+        transport = self.transport
+        if transport.is_closing():  # type: ignore[union-attr]
+            return
+        if self.front.draining:
+            data, close = _close_after(data), True
+        transport.write(data)  # type: ignore[union-attr]
+        conn = self.conn
+        conn.awaiting, conn.last_from, conn.last_at = False, "backend", time.monotonic()  # type: ignore[union-attr]
+        if close or self.closing or (self.eof and not self.buf):
+            transport.close()  # type: ignore[union-attr]
+        elif self.buf:
+            self.pump()
 
     async def connect(self) -> None:
         try:
@@ -603,6 +920,9 @@ class _Client(asyncio.Protocol):
         self.transport.resume_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
+        if self.framed:
+            self.eof = True
+            return self.busy  # open until the answer on its way is written
         if self.peer is not None and self.peer.can_write_eof():  # half-close: the answer may still come back
             self.peer.write_eof()
             return True
@@ -690,6 +1010,10 @@ class Front:
         self.breach: dict[str, Any] | None = None
         self.last_check = 0.0
         self.dirty = False
+        self.merging = os.environ.get(MERGE_ENV, "").strip().lower() not in ("off", "0", "false", "no")
+        self.inflight = 0  # framed requests at the model server (merged ones count once)
+        self.merger = _Merger(self)
+        self.pools: dict[int, _Pool] = {}
 
     def routing(self) -> dict[str, Any] | None:
         """The rollout in ROUTING_FILE (re-read when the file changes), or None: plain forwarding."""
@@ -720,9 +1044,45 @@ class Front:
         return self.cache["port"]
 
     def identity(self) -> bytes:
-        body = json.dumps({"pid": os.getpid(), "token": self.token, "backend_port": self.cache["port"]}).encode()
+        body = json.dumps({"pid": os.getpid(), "token": self.token, "backend_port": self.cache["port"],
+                           "merging": self.merging, "merged_requests": self.merger.requests,
+                           "merged_sends": self.merger.merged,
+                           "merge_waiting": sum(b.records for b in self.merger.waiting.values())}).encode()
         return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                 b"connection: close\r\n\r\n" % len(body)) + body
+
+    def pool(self) -> _Pool:
+        """The connection pool to the current backend (a new one when the backend file names another port)."""
+        port = self.backend()
+        pool = self.pools.get(port)
+        if pool is None:
+            for old in self.pools.values():
+                old.retire()
+            pool = _Pool(port)
+            self.pools = {port: pool}
+        return pool
+
+    def exchange(self, data: bytes, head_request: bool, done: Any) -> None:
+        """Send one whole request to the backend; `done` gets its answer (see `_Link`), or None."""
+        try:
+            pool = self.pool()
+        except (OSError, ValueError):
+            done(None)
+            return
+        pool.send(data, head_request, done)
+
+    def send_one(self, client: _Client, data: bytes, head_request: bool) -> None:
+        """A framed request, alone."""
+        self.inflight += 1
+        self.exchange(data, head_request, lambda got: self._one_answered(client, got))
+
+    def _one_answered(self, client: _Client, got: tuple | None) -> None:
+        self.inflight -= 1
+        if got is None:
+            client.respond(NO_BACKEND, True)
+        else:
+            client.respond(got[2], got[4].get(b"connection", b"").lower() == b"close")
+        self.merger.kick()
 
     def accepted(self) -> asyncio.Protocol:
         """The protocol of a new client connection (see `_Client`)."""

@@ -135,8 +135,11 @@ class PredictionLog:
         self._on_dropped = on_dropped or (lambda n: None)
         self._failing_since: float | None = None  # first drop of the current outage
         self._last_alarm = 0.0
-        # one item per request (a list of events), a flush marker, or None (close); `max_queue` bounds the items
-        self._queue: queue.Queue[list[PredictionEvent] | _Flush | None] = queue.Queue(maxsize=max_queue)
+        # one item per request (a list of events), a flush marker, or None (close); `max_queue` bounds the events
+        # waiting (not the items: a request merged by the front carries hundreds)
+        self._queue: queue.Queue[list[PredictionEvent] | _Flush | None] = queue.Queue()
+        self._waiting = 0
+        self._room = threading.Condition()
         self._conn = self.store.connect()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -152,14 +155,19 @@ class PredictionLog:
             self._put(list(events))
 
     def _put(self, item: list[PredictionEvent] | _Flush | None) -> None:
-        while True:
-            try:
-                self._queue.put(item, timeout=1.0)
-                return
-            except queue.Full:
-                if not self._thread.is_alive():  # nobody will ever drain it
-                    self._drop(len(item) if isinstance(item, list) else 1, "the prediction log writer is not running")
+        n = len(item) if isinstance(item, list) else 0
+        with self._room:
+            while n and self._waiting and self._waiting + n > self._max_queue:
+                if not self._room.wait(timeout=1.0) and not self._thread.is_alive():  # nobody will ever drain it
+                    self._drop(n, "the prediction log writer is not running")
                     return
+            self._waiting += n
+        self._queue.put(item)
+
+    def _taken(self, n: int) -> None:
+        with self._room:
+            self._waiting -= n
+            self._room.notify_all()
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every event recorded before this call is written; False on timeout."""
@@ -178,7 +186,7 @@ class PredictionLog:
                 item = self._queue.get(timeout=self.flush_interval_s)
             except queue.Empty:
                 continue
-            if isinstance(item, list) and self.linger_s > 0 and self._queue.qsize() < self._max_queue // 2:
+            if isinstance(item, list) and self.linger_s > 0 and self._waiting < self._max_queue // 2:
                 time.sleep(self.linger_s)  # let the batch build up (see the class docstring)
             while True:
                 if item is None:
@@ -194,6 +202,7 @@ class PredictionLog:
                 except queue.Empty:
                     break
             if batch:
+                self._taken(len(batch))
                 self._write(batch)
             for m in markers:
                 m.done.set()

@@ -248,9 +248,11 @@ def test_piped_connection_carries_pipelined_large_and_half_closed_requests(plain
         champ.close()
 
 
-def _merged_load(port: int, champ: Backend, gate: threading.Event, n: int = 10) -> dict[int, httpx.Response]:
+def _merged_load(port: int, champ: Backend, gate: threading.Event, n: int = 10,
+                 meanwhile=None) -> dict[int, httpx.Response]:
     """Two requests the stand-in holds (the server is busy), then `n` more that must wait in the front;
-    the gate opens once the front says they all wait. Every response, by request number."""
+    the gate opens once the front says they all wait (and `meanwhile()` returned). Every response, by
+    request number."""
     from sluicegate.deploy.proxy import front_identity
 
     answers: dict[int, httpx.Response] = {}
@@ -269,6 +271,8 @@ def _merged_load(port: int, champ: Backend, gate: threading.Event, n: int = 10) 
         t.start()
     while (front_identity("127.0.0.1", port) or {}).get("merge_waiting", 0) < 2 * n and time.monotonic() < end:
         time.sleep(0.02)
+    if meanwhile is not None:
+        meanwhile()
     gate.set()
     for t in threads:
         t.join(30)
@@ -282,15 +286,22 @@ def test_requests_arriving_while_the_server_is_busy_go_merged_and_each_gets_its_
 
     gate = threading.Event()
     champ = Backend("1", gate=gate, gate_first=2)
+    big = []
+
+    def a_big_request_goes_alone_at_once():  # 40 records pay their own way: no wait behind the busy server
+        with httpx.Client(timeout=5) as client:
+            big.append(client.post(f"http://127.0.0.1:{port}/predict", json=[{"x": i} for i in range(40)]))
+
     try:
         port = plain_front(champ)
-        answers = _merged_load(port, champ, gate)
+        answers = _merged_load(port, champ, gate, meanwhile=a_big_request_goes_alone_at_once)
+        assert [r["prediction"] for r in big[0].json()] == list(range(40))
         assert sorted(answers) == list(range(12))
         for i, resp in answers.items():
             assert resp.status_code == 200
             assert [r["prediction"] for r in resp.json()] == [i, 1000 + i]
             assert int(resp.headers["content-length"]) == len(resp.content)
-        assert sorted(len(b) for _, b in champ.seen) == [2, 2, 20]  # the ten waiting ones left as one
+        assert sorted(len(b) for _, b in champ.seen) == [2, 2, 20, 40]  # the ten waiting ones left as one
         merged = next(h for h, b in champ.seen if len(b) == 20)
         assert "x-sluice-traffic" not in merged and merged["content-type"] == "application/json"
         who = front_identity("127.0.0.1", port)

@@ -20,16 +20,17 @@ Each connection is read request by request (HTTP/1.1 with a Content-Length; anyt
 chunked upload, HTTP/1.0 or an upgrade, makes the front pipe the rest of that connection as it
 comes) and each request goes to the backend over a shared pool of keep-alive connections. While
 fewer than MERGE_BUSY_AT requests are at the model server, a request goes alone at once: a lone
-client's latency is the model server's. Beyond that, scoring requests (POST /predict or
-/predict_proba, a JSON list of records, only ordinary headers) wait and leave as one request per
-(path, Authorization) as soon as the server has room (or MERGE_MAX_RECORDS records wait); each
-client then gets its own records' part of the answer, in order (prediction ids included), with the
-merged answer's headers and its own length. A merged request the server refuses, fails or answers
-in a form the front cannot split is sent again request by request, so each client gets the answer
-it would have had alone. On a busy server this turns many one-row requests into a few many-row
-ones: the model server's per-request cost (HTTP, validation, the log's write) is paid once per merged
-request, as its adaptive batching does for the native runtime. The prediction log still holds one
-row per record. `GET /__sluice/front` reports the merged counts.
+client's latency is the model server's. Beyond that, small scoring requests (POST /predict or
+/predict_proba, a JSON list of at most MERGE_SMALL_RECORDS records, only ordinary headers) wait
+and leave as one request per (path, Authorization) as soon as the server has room (or when
+MERGE_MAX_RECORDS records wait); each client then gets its own records' part of the answer, in
+order (prediction ids included), with the merged answer's headers and its own length. A merged
+request the server refuses, fails or answers in a form the front cannot split is sent again
+request by request, so each client gets the answer it would have had alone. On a busy server this
+turns many one-row requests into a few many-row ones: the model server's per-request cost (HTTP,
+validation, the log's write) is paid once per merged request. Bigger requests go alone (they pay
+their own way, and the native runtime's adaptive batching does better with them in flight). The
+prediction log still holds one row per record. `GET /__sluice/front` reports the merged counts.
 
 Shadow and canary rollouts. While ROUTING_FILE (`routing.json`, beside BACKEND_FILE, written by
 `sluicegate.deploy.traffic`) names a `canary` rollout, new connections are handled request by
@@ -112,6 +113,7 @@ LATENCY_SAMPLES = 10_000
 MERGE_ENV = "SLUICE_FRONT_MERGE"  # "off": no merging, every connection piped as it came (see the module docstring)
 MERGE_BUSY_AT = 2  # scoring requests at the model server at once beyond which new ones wait to be merged
 MERGE_MAX_RECORDS = 256  # records per merged request at most
+MERGE_SMALL_RECORDS = 32  # only requests of at most this many records are merged (a bigger one pays its own way)
 MERGE_MAX_BYTES = 256 * 1024  # and bytes
 MERGE_HEADERS = frozenset({b"host", b"content-type", b"content-length", b"accept", b"accept-encoding",
                            b"user-agent", b"authorization", b"connection", CLIENT_HEADER})  # nothing else is lost
@@ -702,7 +704,8 @@ class _Merger:
             records = _loads(body)
         except ValueError:
             return False
-        if not isinstance(records, list) or not records or not isinstance(records[0], dict):
+        if not isinstance(records, list) or not records or len(records) > MERGE_SMALL_RECORDS \
+                or not isinstance(records[0], dict):
             return False
         key = (head.split(b" ", 2)[1], headers.get(b"authorization"))
         batch = self.waiting.get(key)

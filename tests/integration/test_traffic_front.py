@@ -22,7 +22,8 @@ class Backend:
     """A stand-in model server: answers POST /predict with one prediction per record; records what it got."""
 
     def __init__(self, name: str, status: int = 200, gate: threading.Event | None = None,
-                 refuse_over: int | None = None, gate_first: int | None = None):
+                 refuse_over: int | None = None, gate_first: int | None = None, merge_ok: bool = True,
+                 gate_after: int = 0):
         self.name, self.status, self.gate, self.seen = name, status, gate, []
         outer = self
 
@@ -32,7 +33,7 @@ class Backend:
             def do_POST(self):  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                if outer.gate is not None and (gate_first is None or len(outer.seen) <= gate_first):
+                if outer.gate is not None and (gate_first is None or gate_after < len(outer.seen) <= gate_first):
                     outer.gate.wait(30)
                 given = (self.headers.get("X-Sluice-Prediction-Id") or "").split(",")
                 answer = [{"prediction": body[i].get("x", 1), "model_version": outer.name, "fallback": False, "error": None,
@@ -46,6 +47,8 @@ class Backend:
                     self.send_response(outer.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
+                if merge_ok:  # as the ONNX runtime's answers say: it scores each request as it comes
+                    self.send_header("x-sluice-merge", "ok")
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -250,12 +253,15 @@ def test_piped_connection_carries_pipelined_large_and_half_closed_requests(plain
 
 def _merged_load(port: int, champ: Backend, gate: threading.Event, n: int = 10,
                  meanwhile=None) -> dict[int, httpx.Response]:
-    """Two requests the stand-in holds (the server is busy), then `n` more that must wait in the front;
-    the gate opens once the front says they all wait (and `meanwhile()` returned). Every response, by
-    request number."""
+    """One request answered (the front learns the backend's `x-sluice-merge: ok` from it), two the
+    stand-in holds (gate_after=1, gate_first=3: the server is busy), then `n` more that must wait in the
+    front; the gate opens once the front says they all wait (and `meanwhile()` returned). Every response
+    but the first, by request number."""
     from sluicegate.deploy.proxy import front_identity
 
     answers: dict[int, httpx.Response] = {}
+    with httpx.Client(timeout=10) as client:
+        assert client.post(f"http://127.0.0.1:{port}/predict", json=[{"x": -1}]).status_code == 200
 
     def call(i: int) -> None:
         with httpx.Client(timeout=30) as client:
@@ -265,7 +271,7 @@ def _merged_load(port: int, champ: Backend, gate: threading.Event, n: int = 10,
     for t in threads[:2]:
         t.start()
     end = time.monotonic() + 20
-    while len(champ.seen) < 2 and time.monotonic() < end:
+    while len(champ.seen) < 3 and time.monotonic() < end:
         time.sleep(0.02)
     for t in threads[2:]:
         t.start()
@@ -285,7 +291,7 @@ def test_requests_arriving_while_the_server_is_busy_go_merged_and_each_gets_its_
     from sluicegate.deploy.proxy import front_identity
 
     gate = threading.Event()
-    champ = Backend("1", gate=gate, gate_first=2)
+    champ = Backend("1", gate=gate, gate_after=1, gate_first=3)
     big = []
 
     def a_big_request_goes_alone_at_once():  # 40 records pay their own way: no wait behind the busy server
@@ -301,7 +307,7 @@ def test_requests_arriving_while_the_server_is_busy_go_merged_and_each_gets_its_
             assert resp.status_code == 200
             assert [r["prediction"] for r in resp.json()] == [i, 1000 + i]
             assert int(resp.headers["content-length"]) == len(resp.content)
-        assert sorted(len(b) for _, b in champ.seen) == [2, 2, 20, 40]  # the ten waiting ones left as one
+        assert sorted(len(b) for _, b in champ.seen) == [1, 2, 2, 20, 40]  # the ten waiting ones left as one
         merged = next(h for h, b in champ.seen if len(b) == 20)
         assert "x-sluice-traffic" not in merged and merged["content-type"] == "application/json"
         who = front_identity("127.0.0.1", port)
@@ -314,13 +320,13 @@ def test_requests_arriving_while_the_server_is_busy_go_merged_and_each_gets_its_
 def test_a_refused_merged_request_is_sent_again_request_by_request(plain_front):
     """One bad request must not sink the others merged with it: each gets the answer it would have had alone."""
     gate = threading.Event()
-    champ = Backend("1", gate=gate, gate_first=2, refuse_over=2)  # 422 for any body of more than 2 records
+    champ = Backend("1", gate=gate, gate_after=1, gate_first=3, refuse_over=2)  # 422 for bodies over 2 records
     try:
         port = plain_front(champ)
         answers = _merged_load(port, champ, gate, n=6)
         assert all(resp.status_code == 200 for resp in answers.values())
         assert all([r["prediction"] for r in resp.json()] == [i, 1000 + i] for i, resp in answers.items())
-        assert sorted(len(b) for _, b in champ.seen) == [2] * 8 + [12]
+        assert sorted(len(b) for _, b in champ.seen) == [1] + [2] * 8 + [12]
     finally:
         gate.set()
         champ.close()
@@ -361,3 +367,36 @@ def test_merging_off_pipes_every_connection(tmp_path, monkeypatch):
         gate.set()
         champ.close()
         stop_process_group(proc.pid)
+
+
+def test_a_backend_that_batches_itself_gets_every_request_as_it_came(plain_front):
+    """The native runtime (BentoML's adaptive batching) does not say `x-sluice-merge: ok`: nothing is merged for it."""
+    from sluicegate.deploy.proxy import front_identity
+
+    gate = threading.Event()
+    champ = Backend("1", gate=gate, gate_after=1, gate_first=3, merge_ok=False)
+    try:
+        port = plain_front(champ)
+        with httpx.Client(timeout=10) as client:  # one answer first: what the front learns a backend from
+            assert client.post(f"http://127.0.0.1:{port}/predict", json=[{"x": 0}]).status_code == 200
+        answers: dict[int, httpx.Response] = {}
+
+        def call(i: int) -> None:
+            with httpx.Client(timeout=30) as client:
+                answers[i] = client.post(f"http://127.0.0.1:{port}/predict", json=[{"x": i}, {"x": 1000 + i}])
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        end = time.monotonic() + 20
+        while len(champ.seen) < 9 and time.monotonic() < end:  # all at the server while two are still held
+            time.sleep(0.02)
+        gate.set()
+        for t in threads:
+            t.join(30)
+        assert [len(b) for _, b in champ.seen] == [1] + [2] * 8
+        assert all([r["prediction"] for r in resp.json()] == [i, 1000 + i] for i, resp in answers.items())
+        assert front_identity("127.0.0.1", port)["merged_sends"] == 0
+    finally:
+        gate.set()
+        champ.close()

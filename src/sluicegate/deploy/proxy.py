@@ -115,6 +115,7 @@ MERGE_BUSY_AT = 2  # scoring requests at the model server at once beyond which n
 MERGE_MAX_RECORDS = 256  # records per merged request at most
 MERGE_SMALL_RECORDS = 32  # only requests of at most this many records are merged (a bigger one pays its own way)
 MERGE_MAX_BYTES = 256 * 1024  # and bytes
+MERGE_OK_HEADER = b"x-sluice-merge"  # on a backend's answers: it scores requests as they come, merging helps it
 MERGE_HEADERS = frozenset({b"host", b"content-type", b"content-length", b"accept", b"accept-encoding",
                            b"user-agent", b"authorization", b"connection", CLIENT_HEADER})  # nothing else is lost
 MAX_HEAD_BYTES = 64 * 1024
@@ -645,6 +646,7 @@ class _Pool:
         self.port = port
         self.idle: list[_Link] = []
         self.retired = False
+        self.merge = False  # the backend said it scores each request as it comes (MERGE_OK_HEADER): merge for it
 
     def send(self, data: bytes, head_request: bool, done: Any, fresh: bool = False) -> None:
         while self.idle and not fresh:
@@ -692,7 +694,7 @@ class _Merger:
     def take(self, client: "_Client", head: bytes, headers: dict[bytes, bytes], body: bytes) -> bool:
         """Queue a request to be merged: True; False when it should go alone, now."""
         front = self.front
-        if front.inflight < MERGE_BUSY_AT and not self.waiting:
+        if (front.inflight < MERGE_BUSY_AT and not self.waiting) or not front.pool_merges:
             return False
         if not head.startswith(b"POST ") or not head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.1") \
                 or head.split(b" ", 2)[1].split(b"?")[0] not in SCORING_PATHS \
@@ -1017,6 +1019,7 @@ class Front:
         self.inflight = 0  # framed requests at the model server (merged ones count once)
         self.merger = _Merger(self)
         self.pools: dict[int, _Pool] = {}
+        self.pool_merges = False  # the current backend's answers say merging helps it (see `_Pool.merge`)
 
     def routing(self) -> dict[str, Any] | None:
         """The rollout in ROUTING_FILE (re-read when the file changes), or None: plain forwarding."""
@@ -1063,6 +1066,7 @@ class Front:
                 old.retire()
             pool = _Pool(port)
             self.pools = {port: pool}
+        self.pool_merges = pool.merge
         return pool
 
     def exchange(self, data: bytes, head_request: bool, done: Any) -> None:
@@ -1077,13 +1081,21 @@ class Front:
     def send_one(self, client: _Client, data: bytes, head_request: bool) -> None:
         """A framed request, alone."""
         self.inflight += 1
-        self.exchange(data, head_request, lambda got: self._one_answered(client, got))
+        try:
+            pool = self.pool()
+        except (OSError, ValueError):
+            self._one_answered(client, None, None)  # type: ignore[arg-type]
+            return
+        pool.send(data, head_request, lambda got: self._one_answered(client, got, pool))
 
-    def _one_answered(self, client: _Client, got: tuple | None) -> None:
+    def _one_answered(self, client: _Client, got: tuple | None, pool: _Pool) -> None:
         self.inflight -= 1
         if got is None:
             client.respond(NO_BACKEND, True)
         else:
+            if not pool.merge and MERGE_OK_HEADER in got[4]:
+                pool.merge = True
+                self.pool_merges = self.pools.get(pool.port) is pool
             client.respond(got[2], got[4].get(b"connection", b"").lower() == b"close")
         self.merger.kick()
 

@@ -273,7 +273,7 @@ class GuardMiddleware:
                 except Exception as exc:
                     log.exception("scoring failed on %s", scope["path"])
                     return await _json(send, 500, {"error": f"{type(exc).__name__}: {exc}"[:500]})
-                return await _raw(send, 200, answer)
+                return await _raw(send, 200, answer, MERGE_OK)
             if validated is not None:
                 token = VALIDATED.set(validated)
                 try:
@@ -296,6 +296,11 @@ class GuardMiddleware:
             given[1] = 0  # the records are validated again below (BentoML): the ids start over
         return await self.app(scope, replay, send)
 
+
+# On answers of the APIs that score each request as it comes (no adaptive batching): the front may merge
+# small requests that wait for this server into one (`sluicegate.deploy.proxy`). BentoML's adaptive
+# batching (the native runtime) does that itself, better with the requests in flight as they came.
+MERGE_OK = [(b"x-sluice-merge", b"ok")]
 
 _UNPARSED = object()  # orjson refused the body (NaN, Infinity, huge integers, or not JSON at all)
 

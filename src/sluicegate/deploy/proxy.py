@@ -95,6 +95,7 @@ except ImportError:  # pragma: no cover
 IDENTITY_PATH = "/__sluice/front"
 TOKEN_ENV = "SLUICE_FRONT_TOKEN"
 DEFAULT_DRAIN_S = 30.0
+BACKEND_RECHECK_S = 0.01  # a new backend port takes at most this long to be seen
 IDLE_AFTER_RESPONSE_S = 0.5  # a connection quiet this long after the backend last spoke is between requests
 SCORING_PATHS = (b"/predict", b"/predict_proba")
 PREDICTION_ID_HEADER = b"x-sluice-prediction-id"
@@ -203,6 +204,19 @@ def _headers(head: bytes) -> dict[bytes, bytes]:
         if sep:
             out[name.strip().lower()] = value.strip()
     return out
+
+
+def _value(low_head: bytes, key: bytes) -> bytes | None:
+    """The value of a header in a lower-cased head (lower case too), or None: one search, no parse.
+    `key` is b"\r\n" + the header's name + b":" (the module's _CL, _CONN)."""
+    at = low_head.find(key)
+    if at < 0:
+        return None
+    start = at + len(key)
+    return low_head[start:low_head.find(b"\r\n", start)].strip()
+
+
+_CL, _CONN = b"\r\ncontent-length:", b"\r\nconnection:"
 
 
 def _rewrite(head: bytes, drop: tuple[bytes, ...], add: list[tuple[bytes, bytes]]) -> bytes:
@@ -557,7 +571,7 @@ def _status(head: bytes) -> int:
 
 class _Link(asyncio.Protocol):
     """One keep-alive connection of a `_Pool`: one request at a time; its whole answer, framed, goes to a callback
-    as (status, response head, raw response bytes, decoded body, headers), or None when none came."""
+    as (status, response head, raw response bytes, decoded body, lower-cased head), or None when none came."""
 
     def __init__(self, pool: "_Pool"):
         self.pool = pool
@@ -567,7 +581,7 @@ class _Link(asyncio.Protocol):
         self.request = b""
         self.head_request = self.reused = self.heard = self.to_eof = False
         self.need = self.head_len = 0  # the answer's bytes in all and its head's, once its head said (Content-Length)
-        self.headers: dict[bytes, bytes] = {}
+        self.low = b""  # its head, lower-cased
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -588,18 +602,22 @@ class _Link(asyncio.Protocol):
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head = bytes(self.buf[:end + 4])
-            headers = _headers(head)
-            length, status = headers.get(b"content-length"), head[9:12]
+            low = bytes(self.buf[:end + 2]).lower()
+            length, status = _value(low, _CL), low[9:12]
             if length is not None and length.isdigit() and not self.head_request \
-                    and status not in (b"204", b"304") and not status.startswith(b"1"):
-                self.need, self.head_len, self.headers = end + 4 + int(length), end + 4, headers
+                    and b"\r\ntransfer-encoding:" not in low and status not in (b"204", b"304") \
+                    and not status.startswith(b"1"):
+                self.need, self.head_len, self.low = end + 4 + int(length), end + 4, low
                 if len(self.buf) < self.need:
                     return
         if self.need:  # the usual answer: a Content-Length, all of it here
-            raw = bytes(self.buf[:self.need])
-            head, headers, body = raw[:self.head_len], self.headers, raw[self.head_len:]
-            del self.buf[:self.need]
+            if len(self.buf) == self.need:
+                raw = bytes(self.buf)
+                self.buf.clear()
+            else:
+                raw = bytes(self.buf[:self.need])
+                del self.buf[:self.need]
+            head, low, body = raw[:self.head_len], self.low, raw[self.head_len:]
         else:  # chunked, no body, or no length
             raw = bytes(self.buf)
             try:
@@ -612,14 +630,15 @@ class _Link(asyncio.Protocol):
                 self.buf[:] = raw
                 self.to_eof = True
                 return
-            head, headers, body = got
+            head, _, body = got
+            low = head.lower()
             raw = raw[:len(raw) - len(self.buf)]
         done, self.done = self.done, None
-        if headers.get(b"connection", b"").lower() == b"close" or self.buf:
+        if _value(low, _CONN) == b"close" or self.buf:
             self.transport.close()  # type: ignore[union-attr]
         else:
             self.pool.release(self)
-        done((_status(head), head, raw, body, headers))
+        done((_status(head), head, raw, body, low))
 
     def eof_received(self) -> bool:
         return False
@@ -632,7 +651,7 @@ class _Link(asyncio.Protocol):
         if self.to_eof:
             raw = bytes(self.buf)
             head = raw[:raw.find(b"\r\n\r\n") + 4]
-            done((_status(head), head, raw, raw[len(head):], _headers(head)))
+            done((_status(head), head, raw, raw[len(head):], head.lower()))
         elif self.reused and not self.heard:  # the server closed this idle connection as the request left: again, fresh
             self.pool.send(self.request, self.head_request, done, fresh=True)
         else:
@@ -647,6 +666,7 @@ class _Pool:
         self.idle: list[_Link] = []
         self.retired = False
         self.merge = False  # the backend said it scores each request as it comes (MERGE_OK_HEADER): merge for it
+        self.opened = 0  # connections opened to it in all
 
     def send(self, data: bytes, head_request: bool, done: Any, fresh: bool = False) -> None:
         while self.idle and not fresh:
@@ -657,6 +677,7 @@ class _Pool:
         asyncio.ensure_future(self._open(data, head_request, done))
 
     async def _open(self, data: bytes, head_request: bool, done: Any) -> None:
+        self.opened += 1
         try:
             _, link = await asyncio.get_running_loop().create_connection(lambda: _Link(self), "127.0.0.1", self.port)
         except OSError:
@@ -691,11 +712,13 @@ class _Merger:
         self.waiting: dict[tuple, _Batch] = {}
         self.requests = self.merged = 0  # requests answered from merged ones; merged requests sent
 
-    def take(self, client: "_Client", head: bytes, headers: dict[bytes, bytes], body: bytes) -> bool:
-        """Queue a request to be merged: True; False when it should go alone, now."""
+    def take(self, client: "_Client", data: bytes, body_at: int) -> bool:
+        """Queue a request (`data`, its body from `body_at`) to be merged: True; False when it should go alone, now."""
         front = self.front
         if (front.inflight < MERGE_BUSY_AT and not self.waiting) or not front.pool_merges:
             return False
+        head, body = data[:body_at], data[body_at:]
+        headers = _headers(head)
         if not head.startswith(b"POST ") or not head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.1") \
                 or head.split(b" ", 2)[1].split(b"?")[0] not in SCORING_PATHS \
                 or not set(headers) <= MERGE_HEADERS or headers.get(b"connection", b"").lower() == b"close" \
@@ -718,7 +741,7 @@ class _Merger:
             batch = None
         if batch is None:
             batch = self.waiting[key] = _Batch(headers.get(b"host", b"127.0.0.1"))
-        batch.add(body.strip()[1:-1].strip(), (client, head, body), len(records))
+        batch.add(body.strip()[1:-1].strip(), (client, data), len(records))
         self.kick()
         return True
 
@@ -730,8 +753,8 @@ class _Merger:
 
     def send(self, key: tuple, batch: _Batch) -> None:
         if len(batch.parts) == 1:  # alone after all
-            client, head, body = batch.parts[0][1]
-            self.front.send_one(client, head + body, False)
+            client, data = batch.parts[0][1]
+            self.front.send_one(client, data, False)
             return
         path, auth = key
         body = b"[" + b",".join(inner for inner, _, _ in batch.parts) + b"]"
@@ -747,20 +770,20 @@ class _Merger:
         front = self.front
         front.inflight -= 1
         outputs = None
-        if got is not None and got[0] == 200 and b"content-encoding" not in got[4]:
+        if got is not None and got[0] == 200 and b"\r\ncontent-encoding:" not in got[4]:
             try:
                 outputs = _loads(got[3])
             except ValueError:
                 outputs = None
         if not isinstance(outputs, list) or len(outputs) != batch.records:
             # refused (one bad record sinks the whole), failed or not understood: each request again, alone
-            for _, (client, head, body), _ in batch.parts:
-                front.send_one(client, head + body, False)
+            for _, (client, data), _ in batch.parts:
+                front.send_one(client, data, False)
         else:
             self.requests += len(batch.parts)
             head, at = _rewrite(got[1], (b"content-length", b"connection", b"transfer-encoding"), []), 0  # type: ignore[index]
             head = head[:-2]
-            for _, (client, _, _), n in batch.parts:
+            for _, (client, _), n in batch.parts:
                 piece = _dumps(outputs[at:at + n])
                 at += n
                 client.respond(head + b"content-length: %d\r\n\r\n" % len(piece) + piece, False)
@@ -859,27 +882,30 @@ class _Client(asyncio.Protocol):
                 if len(self.buf) > MAX_HEAD_BYTES:
                     self.unframe()
                 return
-            head = bytes(self.buf[:end + 4])
-            headers = _headers(head)
-            if not head[:head.find(b"\r\n")].endswith(b"HTTP/1.1") or b"transfer-encoding" in headers \
-                    or b"expect" in headers or b"upgrade" in headers:
+            low = bytes(self.buf[:end + 2]).lower()  # the head, for a few searches (no parse on this path)
+            if not low[:low.find(b"\r\n")].endswith(b"http/1.1") or b"\r\ntransfer-encoding:" in low \
+                    or b"\r\nexpect:" in low or b"\r\nupgrade:" in low:
                 self.unframe()  # HTTP/1.0, chunked uploads, 100-continue, upgrades: piped as they come
                 return
             try:
-                stop = end + 4 + int(headers.get(b"content-length", b"0"))
+                stop = end + 4 + int(_value(low, _CL) or b"0")
             except ValueError:
                 self.unframe()
                 return
             if len(self.buf) < stop:
                 return
-            body = bytes(self.buf[end + 4:stop])
-            del self.buf[:stop]
+            if len(self.buf) == stop:
+                data = bytes(self.buf)
+                self.buf.clear()
+            else:
+                data = bytes(self.buf[:stop])
+                del self.buf[:stop]
             self.busy = True
-            self.closing = headers.get(b"connection", b"").lower() == b"close"
+            self.closing = _value(low, _CONN) == b"close"
             conn = self.conn
             conn.awaiting, conn.last_from, conn.last_at = True, "client", time.monotonic()  # type: ignore[union-attr]
-            if not self.front.merger.take(self, head, headers, body):
-                self.front.send_one(self, head + body, head.startswith(b"HEAD "))
+            if not self.front.merger.take(self, data, end + 4):
+                self.front.send_one(self, data, low.startswith(b"head "))
 
     def unframe(self) -> None:
         """Pipe the rest of this connection as it comes (a request the front does not frame)."""
@@ -1001,7 +1027,8 @@ class Front:
 
     def __init__(self, host: str, port: int, backend_file: Path, token: str, drain_s: float):
         self.host, self.port, self.backend_file, self.token, self.drain_s = host, port, backend_file, token, drain_s
-        self.cache: dict[str, Any] = {"mtime": None, "port": None}
+        self.cache: dict[str, Any] = {"mtime": None, "port": None, "checked": 0.0}
+        self.backend_path = str(backend_file)
         self.conns: dict[Any, _Conn] = {}  # open client connections (by their protocol), for the drain
         self.draining = False
         self.routing_file = backend_file.parent / ROUTING_FILE
@@ -1044,16 +1071,23 @@ class Front:
         return routing if routing and routing.get("mode") in ("shadow", "canary") else None
 
     def backend(self) -> int:
-        mtime = self.backend_file.stat().st_mtime_ns
+        """The backend port BACKEND_FILE names (looked at again at most every BACKEND_RECHECK_S: a framed
+        connection asks per request, and a stat per request was ~3% of the front's time at c=1)."""
+        now = time.monotonic()
+        if now - self.cache["checked"] < BACKEND_RECHECK_S and self.cache["port"] is not None:
+            return self.cache["port"]
+        mtime = os.stat(self.backend_path).st_mtime_ns
         if mtime != self.cache["mtime"]:
             self.cache["port"], self.cache["mtime"] = int(self.backend_file.read_text().strip()), mtime
+        self.cache["checked"] = now
         return self.cache["port"]
 
     def identity(self) -> bytes:
         body = json.dumps({"pid": os.getpid(), "token": self.token, "backend_port": self.cache["port"],
                            "merging": self.merging, "merged_requests": self.merger.requests,
                            "merged_sends": self.merger.merged,
-                           "merge_waiting": sum(b.records for b in self.merger.waiting.values())}).encode()
+                           "merge_waiting": sum(b.records for b in self.merger.waiting.values()),
+                           "backend_connections": sum(p.opened for p in self.pools.values())}).encode()
         return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                 b"connection: close\r\n\r\n" % len(body)) + body
 
@@ -1093,10 +1127,10 @@ class Front:
         if got is None:
             client.respond(NO_BACKEND, True)
         else:
-            if not pool.merge and MERGE_OK_HEADER in got[4]:
+            if not pool.merge and b"\r\n" + MERGE_OK_HEADER + b":" in got[4]:
                 pool.merge = True
                 self.pool_merges = self.pools.get(pool.port) is pool
-            client.respond(got[2], got[4].get(b"connection", b"").lower() == b"close")
+            client.respond(got[2], _value(got[4], _CONN) == b"close")
         self.merger.kick()
 
     def accepted(self) -> asyncio.Protocol:

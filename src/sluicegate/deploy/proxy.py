@@ -727,7 +727,7 @@ class _Merger:
             return False
         try:
             records = _loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, NaN, nested past orjson's limit: alone, the server says why
             return False
         if not isinstance(records, list) or not records or len(records) > MERGE_SMALL_RECORDS \
                 or not isinstance(records[0], dict):
@@ -773,7 +773,7 @@ class _Merger:
         if got is not None and got[0] == 200 and b"\r\ncontent-encoding:" not in got[4]:
             try:
                 outputs = _loads(got[3])
-            except ValueError:
+            except (ValueError, RecursionError):
                 outputs = None
         if not isinstance(outputs, list) or len(outputs) != batch.records:
             # refused (one bad record sinks the whole), failed or not understood: each request again, alone

@@ -351,19 +351,50 @@ def performance_metric(spec: PerformanceConfig, primary_metric: str) -> str:
     return spec.metric or primary_metric
 
 
+def metric_standard_error(labelled: pd.DataFrame, task: str, metric: str) -> float | None:
+    """The standard error of `metric` on logged predictions with labels (its sampling noise over the window's
+    rows), for the metrics that are means over rows: rmse and mse (delta method on the squared errors), mae,
+    accuracy. None for the others, or with fewer than 2 rows."""
+    label = label_column(labelled)
+    if label is None or labelled.empty:
+        return None
+    rows = labelled[labelled[label].notna() & labelled["prediction"].notna()]
+    n = len(rows)
+    if n < 2:
+        return None
+    if task == "regression" and metric in ("rmse", "mse", "mae"):
+        err = rows["prediction"].astype(float).to_numpy() - rows[label].astype(float).to_numpy()
+        if metric == "mae":
+            return float(np.std(np.abs(err), ddof=1) / np.sqrt(n))
+        sq = err ** 2
+        se_mse = float(np.std(sq, ddof=1) / np.sqrt(n))
+        if metric == "mse":
+            return se_mse
+        rmse = float(np.sqrt(sq.mean()))
+        return se_mse / (2 * rmse) if rmse > 0 else None
+    if task == "classification" and metric == "accuracy":
+        hit = np.array([label_text(a) == label_text(b) for a, b in zip(rows[label], rows["prediction"])], dtype=float)
+        p = float(hit.mean())
+        return float(np.sqrt(p * (1 - p) / n))
+    return None
+
+
 def decide_performance(metrics: dict[str, float], rows: dict[str, int], metric: str, champion_value: float | None,
-                       spec: PerformanceConfig) -> PerformanceVerdict:
+                       spec: PerformanceConfig, standard_error: float | None = None) -> PerformanceVerdict:
     """Whether the champion's live `metric` has degraded.
 
     Rules (any one is degradation): `floor` (worst acceptable value: a minimum, or a maximum for
     log_loss/rmse/mae), `max_drop` (allowed drop below the champion's holdout value, in the
     metric's units), `max_relative_drop` (the same as a share of the holdout value). Fewer than
-    `min_labelled_rows` labelled rows gives no verdict.
+    `min_labelled_rows` labelled rows gives no verdict. With the live value's `standard_error`, the
+    two drop rules fire only past their limit by more than `noise_z` of it: a window of a few hundred
+    rows of a heavy-tailed target differs from the holdout by chance more than 10%.
 
     Args:
         metrics: metric -> value on the labelled rows (`logged_metrics`).
         rows: metric -> rows it was computed on.
         metric: the metric watched.
+        standard_error: the live value's (`metric_standard_error`), None when unknown.
         champion_value: the champion's holdout value (MLflow `test_<metric>`), None when unknown.
         spec: `monitoring.performance`.
 
@@ -386,17 +417,20 @@ def decide_performance(metrics: dict[str, float], rows: dict[str, int], metric: 
     if spec.floor is not None:
         checks.append(RuleCheck("floor", worse(value, spec.floor),
                                 f"{metric} {value:.4f} vs floor {spec.floor:g} ({'min' if higher else 'max'})"))
+    margin = spec.noise_z * standard_error if standard_error and spec.noise_z else 0.0
+    noise = (f" {'-' if higher else '+'} {spec.noise_z:g} x standard error {standard_error:.4f} (sampling noise "
+             f"of {n} rows)") if margin else ""
     if champion_value is not None:
         if spec.max_drop is not None:
-            limit = champion_value + sign * spec.max_drop
+            limit = champion_value + sign * (spec.max_drop + margin)
             checks.append(RuleCheck("max_drop", worse(value, limit),
                                     f"{metric} {value:.4f} vs champion holdout {champion_value:.4f} "
-                                    f"{'-' if higher else '+'} {spec.max_drop:g} = {limit:.4f}"))
+                                    f"{'-' if higher else '+'} {spec.max_drop:g}{noise} = {limit:.4f}"))
         if spec.max_relative_drop is not None:
-            limit = champion_value + sign * spec.max_relative_drop * abs(champion_value)
+            limit = champion_value + sign * (spec.max_relative_drop * abs(champion_value) + margin)
             checks.append(RuleCheck("max_relative_drop", worse(value, limit),
                                     f"{metric} {value:.4f} vs champion holdout {champion_value:.4f} "
-                                    f"{'-' if higher else '+'} {spec.max_relative_drop:.0%} = {limit:.4f}"))
+                                    f"{'-' if higher else '+'} {spec.max_relative_drop:.0%}{noise} = {limit:.4f}"))
     fired = [c for c in checks if c.fired]
     where = f" on {n} labelled rows"
     if fired:
@@ -412,8 +446,11 @@ def decide_performance(metrics: dict[str, float], rows: dict[str, int], metric: 
 def check_performance(windows: Windows, spec: PerformanceConfig, metric: str, task: str, target: str,
                       load_model: Callable[[], Any]) -> PerformanceVerdict:
     """The performance verdict of a window: logged predictions with labels, or a batch's target column."""
+    standard_error = None
     if windows.labelled_path:
-        metrics, rows = logged_metrics(pd.read_parquet(windows.labelled_path), task)
+        labelled = pd.read_parquet(windows.labelled_path)
+        metrics, rows = logged_metrics(labelled, task)
+        standard_error = metric_standard_error(labelled, task, metric)
     else:
         current = pd.read_parquet(windows.current_path)
         if target in current.columns and current[target].notna().any():
@@ -423,7 +460,8 @@ def check_performance(windows: Windows, spec: PerformanceConfig, metric: str, ta
             rows = {k: len(labelled) for k in metrics}
         else:
             metrics, rows = {}, {}
-    return decide_performance(metrics, rows, metric, windows.champion_metrics.get(f"test_{metric}"), spec)
+    return decide_performance(metrics, rows, metric, windows.champion_metrics.get(f"test_{metric}"), spec,
+                              standard_error)
 
 
 def check_summary(project: str, windows: Windows, report: DriftReport, perf: PerformanceVerdict,

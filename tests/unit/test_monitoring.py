@@ -20,6 +20,7 @@ from sluicegate.monitoring import (
     label_column,
     labelled_in_window,
     logged_metrics,
+    metric_standard_error,
     performance_metric,
     retrain_state_path,
     start_retrain,
@@ -188,3 +189,44 @@ def test_a_log_without_any_label_yet_reads_as_no_labelled_rows(tmp_path):
     labelled = read_labelled_predictions("churn", tmp_path)
     assert labelled.empty
     assert logged_metrics(labelled, "classification") == ({}, {})
+
+
+def _regression_window(errors: np.ndarray) -> pd.DataFrame:
+    y = np.full(len(errors), 10.0)
+    return pd.DataFrame({"prediction_id": [str(i) for i in range(len(errors))], "prediction": y + errors,
+                         "visits": y, "label_ts": pd.Timestamp("2026-01-01", tz="UTC")})
+
+
+def test_a_heavy_tailed_window_that_is_worse_by_chance_is_not_degraded_but_a_real_drop_is():
+    """RAND HIE doctor visits (a walk by hand): live rmse 4.54 on 1,000 unshifted rows against a holdout
+    rmse of 3.80 fired `max_relative_drop` (limit 4.18), while 1,000-row samples of the same traffic
+    ranged 3.96-5.33. The live value's standard error widens the limit; a real drop still fires."""
+    rng = np.random.default_rng(0)
+    tails = rng.standard_t(2.3, 1000)
+    tails *= 4.54 / np.sqrt((tails ** 2).mean())  # heavy tails, rmse 4.54 as in the walk
+    chance = _regression_window(tails)
+    metrics, rows = logged_metrics(chance, "regression")
+    se = metric_standard_error(chance, "regression", "rmse")
+    assert 0.1 < se < 1.0
+    assert decide_performance(metrics, rows, "rmse", 3.80, PerformanceConfig()).degraded  # the old verdict
+    verdict = decide_performance(metrics, rows, "rmse", 3.80, PerformanceConfig(), se)
+    assert verdict.sufficient and not verdict.degraded
+    assert "standard error" in verdict.reason and "sampling noise of 1000 rows" in verdict.reason
+    assert decide_performance(metrics, rows, "rmse", 3.80, PerformanceConfig(noise_z=0), se).degraded  # opted out
+    broken = _regression_window(tails + 6.0)  # the model is off by 6 visits now
+    metrics, rows = logged_metrics(broken, "regression")
+    assert decide_performance(metrics, rows, "rmse", 3.80, PerformanceConfig(),
+                              metric_standard_error(broken, "regression", "rmse")).degraded
+
+
+def test_standard_errors_of_mae_and_accuracy_and_none_for_the_others():
+    window = _regression_window(np.array([1.0, -1.0, 3.0, -3.0]))
+    assert metric_standard_error(window, "regression", "mae") == pytest.approx(np.std([1, 1, 3, 3], ddof=1) / 2)
+    assert metric_standard_error(window, "regression", "r2") is None
+    assert metric_standard_error(window.head(1), "regression", "rmse") is None
+    labelled = _labelled()
+    n = len(labelled)
+    hits = sum(str(a) == str(b) for a, b in zip(labelled["churned"], labelled["prediction"]))
+    p = hits / n
+    assert metric_standard_error(labelled, "classification", "accuracy") == pytest.approx(np.sqrt(p * (1 - p) / n))
+    assert metric_standard_error(labelled, "classification", "roc_auc") is None

@@ -465,6 +465,10 @@ class PerformanceConfig(StrictModel):
     max_relative_drop: float | None = Field(default=0.1, gt=0, description="allowed drop as a share of the champion's "
                                                                            "holdout value (0.1 = 10% worse)")
     min_labelled_rows: int = Field(default=50, ge=1, description="fewer labelled rows in the window: no verdict")
+    noise_z: float = Field(default=2.0, ge=0, description="max_drop and max_relative_drop fire only when the live "
+                                                         "value is past their limit by more than this many standard "
+                                                         "errors of it (the window's sampling noise; rmse, mse, mae, "
+                                                         "accuracy); 0: the limit alone")
 
 
 class MonitoringConfig(StrictModel):

@@ -352,18 +352,23 @@ def performance_metric(spec: PerformanceConfig, primary_metric: str) -> str:
 
 
 def metric_standard_error(labelled: pd.DataFrame, task: str, metric: str) -> float | None:
-    """The standard error of `metric` on logged predictions with labels (its sampling noise over the window's
-    rows), for the metrics that are means over rows: rmse and mse (delta method on the squared errors), mae,
-    accuracy. None for the others, or with fewer than 2 rows."""
+    """The standard error of `metric` on logged predictions with labels (`read_labelled_predictions`)."""
     label = label_column(labelled)
     if label is None or labelled.empty:
         return None
     rows = labelled[labelled[label].notna() & labelled["prediction"].notna()]
-    n = len(rows)
+    return standard_error(rows[label].to_numpy(), rows["prediction"].to_numpy(), task, metric)
+
+
+def standard_error(y: np.ndarray, pred: np.ndarray, task: str, metric: str) -> float | None:
+    """The standard error of `metric` over these rows (its sampling noise), for the metrics that are means
+    over rows: rmse and mse (delta method on the squared errors), mae, accuracy. None for the others, or
+    with fewer than 2 rows."""
+    n = len(y)
     if n < 2:
         return None
     if task == "regression" and metric in ("rmse", "mse", "mae"):
-        err = rows["prediction"].astype(float).to_numpy() - rows[label].astype(float).to_numpy()
+        err = np.asarray(pred, dtype=float) - np.asarray(y, dtype=float)
         if metric == "mae":
             return float(np.std(np.abs(err), ddof=1) / np.sqrt(n))
         sq = err ** 2
@@ -373,7 +378,7 @@ def metric_standard_error(labelled: pd.DataFrame, task: str, metric: str) -> flo
         rmse = float(np.sqrt(sq.mean()))
         return se_mse / (2 * rmse) if rmse > 0 else None
     if task == "classification" and metric == "accuracy":
-        hit = np.array([label_text(a) == label_text(b) for a, b in zip(rows[label], rows["prediction"])], dtype=float)
+        hit = np.array([label_text(a) == label_text(b) for a, b in zip(y, pred)], dtype=float)
         p = float(hit.mean())
         return float(np.sqrt(p * (1 - p) / n))
     return None
@@ -446,22 +451,25 @@ def decide_performance(metrics: dict[str, float], rows: dict[str, int], metric: 
 def check_performance(windows: Windows, spec: PerformanceConfig, metric: str, task: str, target: str,
                       load_model: Callable[[], Any]) -> PerformanceVerdict:
     """The performance verdict of a window: logged predictions with labels, or a batch's target column."""
-    standard_error = None
+    standard_error_ = None
     if windows.labelled_path:
         labelled = pd.read_parquet(windows.labelled_path)
         metrics, rows = logged_metrics(labelled, task)
-        standard_error = metric_standard_error(labelled, task, metric)
+        standard_error_ = metric_standard_error(labelled, task, metric)
     else:
         current = pd.read_parquet(windows.current_path)
         if target in current.columns and current[target].notna().any():
             labelled = current[current[target].notna()]
-            metrics = compute_metrics(task, load_model(), labelled.drop(columns=["prediction"], errors="ignore"),
-                                      labelled[target].to_numpy())
+            model, features = load_model(), labelled.drop(columns=["prediction"], errors="ignore")
+            metrics = compute_metrics(task, model, features, labelled[target].to_numpy())
             rows = {k: len(labelled) for k in metrics}
+            if metric in ("rmse", "mse", "mae", "accuracy"):
+                standard_error_ = standard_error(labelled[target].to_numpy(), np.asarray(model.predict(features)),
+                                                 task, metric)
         else:
             metrics, rows = {}, {}
     return decide_performance(metrics, rows, metric, windows.champion_metrics.get(f"test_{metric}"), spec,
-                              standard_error)
+                              standard_error_)
 
 
 def check_summary(project: str, windows: Windows, report: DriftReport, perf: PerformanceVerdict,

@@ -357,10 +357,13 @@ def metric_standard_error(labelled: pd.DataFrame, task: str, metric: str) -> flo
     if label is None or labelled.empty:
         return None
     rows = labelled[labelled[label].notna() & labelled["prediction"].notna()]
-    return standard_error(rows[label].to_numpy(), rows["prediction"].to_numpy(), task, metric)
+    return sampling_error(rows[label].to_numpy(), rows["prediction"].to_numpy(), task, metric)
 
 
-def standard_error(y: np.ndarray, pred: np.ndarray, task: str, metric: str) -> float | None:
+NOISE_METRICS = frozenset({"rmse", "mse", "mae", "accuracy"})  # means over rows: `sampling_error` knows them
+
+
+def sampling_error(y: np.ndarray, pred: np.ndarray, task: str, metric: str) -> float | None:
     """The standard error of `metric` over these rows (its sampling noise), for the metrics that are means
     over rows: rmse and mse (delta method on the squared errors), mae, accuracy. None for the others, or
     with fewer than 2 rows."""
@@ -451,11 +454,11 @@ def decide_performance(metrics: dict[str, float], rows: dict[str, int], metric: 
 def check_performance(windows: Windows, spec: PerformanceConfig, metric: str, task: str, target: str,
                       load_model: Callable[[], Any]) -> PerformanceVerdict:
     """The performance verdict of a window: logged predictions with labels, or a batch's target column."""
-    standard_error_ = None
+    noise = None
     if windows.labelled_path:
         labelled = pd.read_parquet(windows.labelled_path)
         metrics, rows = logged_metrics(labelled, task)
-        standard_error_ = metric_standard_error(labelled, task, metric)
+        noise = metric_standard_error(labelled, task, metric)
     else:
         current = pd.read_parquet(windows.current_path)
         if target in current.columns and current[target].notna().any():
@@ -463,13 +466,11 @@ def check_performance(windows: Windows, spec: PerformanceConfig, metric: str, ta
             model, features = load_model(), labelled.drop(columns=["prediction"], errors="ignore")
             metrics = compute_metrics(task, model, features, labelled[target].to_numpy())
             rows = {k: len(labelled) for k in metrics}
-            if metric in ("rmse", "mse", "mae", "accuracy"):
-                standard_error_ = standard_error(labelled[target].to_numpy(), np.asarray(model.predict(features)),
-                                                 task, metric)
+            if metric in NOISE_METRICS:  # (a second predict of the batch: milliseconds)
+                noise = sampling_error(labelled[target].to_numpy(), np.asarray(model.predict(features)), task, metric)
         else:
             metrics, rows = {}, {}
-    return decide_performance(metrics, rows, metric, windows.champion_metrics.get(f"test_{metric}"), spec,
-                              standard_error_)
+    return decide_performance(metrics, rows, metric, windows.champion_metrics.get(f"test_{metric}"), spec, noise)
 
 
 def check_summary(project: str, windows: Windows, report: DriftReport, perf: PerformanceVerdict,

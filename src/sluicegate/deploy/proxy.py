@@ -216,7 +216,7 @@ def _value(low_head: bytes, key: bytes) -> bytes | None:
     return low_head[start:low_head.find(b"\r\n", start)].strip()
 
 
-_CL, _CONN = b"\r\ncontent-length:", b"\r\nconnection:"
+_CL, _CONN, _MERGE_OK = b"\r\ncontent-length:", b"\r\nconnection:", b"\r\n" + MERGE_OK_HEADER + b":"
 
 
 def _rewrite(head: bytes, drop: tuple[bytes, ...], add: list[tuple[bytes, bytes]]) -> bytes:
@@ -634,6 +634,8 @@ class _Link(asyncio.Protocol):
             low = head.lower()
             raw = raw[:len(raw) - len(self.buf)]
         done, self.done = self.done, None
+        if not self.pool.merge and _MERGE_OK in low:
+            self.pool.merge = True  # the backend says merging helps it (MERGE_OK_HEADER)
         if _value(low, _CONN) == b"close" or self.buf:
             self.transport.close()  # type: ignore[union-attr]
         else:
@@ -715,7 +717,7 @@ class _Merger:
     def take(self, client: "_Client", data: bytes, body_at: int) -> bool:
         """Queue a request (`data`, its body from `body_at`) to be merged: True; False when it should go alone, now."""
         front = self.front
-        if (front.inflight < MERGE_BUSY_AT and not self.waiting) or not front.pool_merges:
+        if (front.inflight < MERGE_BUSY_AT and not self.waiting) or front.current is None or not front.current.merge:
             return False
         head, body = data[:body_at], data[body_at:]
         headers = _headers(head)
@@ -1046,7 +1048,7 @@ class Front:
         self.inflight = 0  # framed requests at the model server (merged ones count once)
         self.merger = _Merger(self)
         self.pools: dict[int, _Pool] = {}
-        self.pool_merges = False  # the current backend's answers say merging helps it (see `_Pool.merge`)
+        self.current: _Pool | None = None  # the pool of the backend BACKEND_FILE named last
 
     def routing(self) -> dict[str, Any] | None:
         """The rollout in ROUTING_FILE (re-read when the file changes), or None: plain forwarding."""
@@ -1100,7 +1102,7 @@ class Front:
                 old.retire()
             pool = _Pool(port)
             self.pools = {port: pool}
-        self.pool_merges = pool.merge
+        self.current = pool
         return pool
 
     def exchange(self, data: bytes, head_request: bool, done: Any) -> None:
@@ -1115,21 +1117,13 @@ class Front:
     def send_one(self, client: _Client, data: bytes, head_request: bool) -> None:
         """A framed request, alone."""
         self.inflight += 1
-        try:
-            pool = self.pool()
-        except (OSError, ValueError):
-            self._one_answered(client, None, None)  # type: ignore[arg-type]
-            return
-        pool.send(data, head_request, lambda got: self._one_answered(client, got, pool))
+        self.exchange(data, head_request, lambda got: self._one_answered(client, got))
 
-    def _one_answered(self, client: _Client, got: tuple | None, pool: _Pool) -> None:
+    def _one_answered(self, client: _Client, got: tuple | None) -> None:
         self.inflight -= 1
         if got is None:
             client.respond(NO_BACKEND, True)
         else:
-            if not pool.merge and b"\r\n" + MERGE_OK_HEADER + b":" in got[4]:
-                pool.merge = True
-                self.pool_merges = self.pools.get(pool.port) is pool
             client.respond(got[2], _value(got[4], _CONN) == b"close")
         self.merger.kick()
 
